@@ -1,0 +1,74 @@
+"""``sgformer-trt``: one subcommand per pipeline stage, each a thin layer over a library function.
+
+Each stage module that has a verb defines ``add_arguments(parser)`` and ``run(args) -> int``; this file only
+wires them up, configures logging, and turns ``PipelineError`` into a one-line message and exit code 2.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from typing import Optional, Sequence
+
+from .errors import PipelineError
+
+# verb -> (module, one-line help). Modules are imported lazily so `--help` stays fast.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "info": ("pipeline.info", "build a model (optionally from a checkpoint) and print its summary"),
+    "export": ("pipeline.export", "export PyTorch SG-Former to ONNX"),
+    "rewrite": ("pipeline.rewrite", "replace every IAM sort/gather region with the SGFormerIAM custom op"),
+    "calibrate": ("calibration.cli", "make the fp16 (casts) or int8 (Q/DQ) ONNX from calibration images"),
+    "evaluate": ("calibration.evaluate", "accuracy of fp32/fp16/int8 ONNX graphs in onnxruntime vs PyTorch"),
+    "build": ("pipeline.build", "build a TensorRT engine (+ manifest) from an ONNX and the plugin library"),
+    "verify": ("pipeline.verify", "check an ONNX graph or engine against the PyTorch reference"),
+    "run": ("pipeline.runtime", "classify images with an engine"),
+    "bench": ("pipeline.bench", "latency / throughput / memory benchmarks"),
+    "explain": ("pipeline.explain", "overlay the per-stage importance maps on an image"),
+}
+
+
+def _load(module: str):
+    try:
+        return importlib.import_module(module)
+    except ModuleNotFoundError as exc:
+        if exc.name == module or (exc.name and module.startswith(exc.name)):
+            return None  # stage not implemented in this checkout
+        raise
+
+
+def build_parser() -> tuple[argparse.ArgumentParser, dict[str, object]]:
+    parser = argparse.ArgumentParser(prog="sgformer-trt", description=__doc__.splitlines()[0])
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv for debug)")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    modules = {}
+    for verb, (module_name, help_text) in COMMANDS.items():
+        module = _load(module_name)
+        if module is None:
+            continue
+        p = sub.add_parser(verb, help=help_text, description=help_text)
+        module.add_arguments(p)
+        modules[verb] = module
+    return parser, modules
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser, modules = build_parser()
+    args = parser.parse_args(argv)
+    level = logging.WARNING - 10 * min(args.verbose + 1, 2)
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    if not args.command:
+        parser.print_help()
+        return 1
+    try:
+        return int(modules[args.command].run(args) or 0)
+    except PipelineError as exc:
+        print(f"sgformer-trt {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

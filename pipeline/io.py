@@ -1,0 +1,74 @@
+"""Disk I/O of the pipeline: every artifact is written to a temp file beside its target, then renamed."""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import tempfile
+from pathlib import Path
+from typing import Iterator
+
+import onnx
+
+from .errors import PipelineError
+
+_logger = logging.getLogger("pipeline.io")
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """Yield a temp path in the target's directory; rename it onto ``path`` only if the block succeeds."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, path)
+    finally:
+        if tmp_path.exists():
+            tmp_path.unlink()
+
+
+def write_bytes(path: str | Path, data: bytes) -> Path:
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+    return Path(path)
+
+
+def write_json(path: str | Path, obj: object) -> Path:
+    return write_bytes(path, (json.dumps(obj, indent=2, sort_keys=False) + "\n").encode())
+
+
+def save_onnx(model: onnx.ModelProto, path: str | Path) -> Path:
+    """Save an ONNX model atomically (single file; SG-Former b is ~310 MB, below the 2 GB protobuf limit)."""
+    with atomic_path(path) as tmp:
+        onnx.save_model(model, str(tmp))
+    size = Path(path).stat().st_size
+    _logger.info("wrote %s (%.1f MB)", path, size / 1e6)
+    return Path(path)
+
+
+def load_onnx(path: str | Path) -> onnx.ModelProto:
+    path = Path(path)
+    if not path.is_file():
+        raise PipelineError(f"ONNX file {path} does not exist; run the previous stage first (see `make help`)")
+    try:
+        return onnx.load_model(str(path))
+    except Exception as exc:  # protobuf raises several unrelated types on garbage input
+        raise PipelineError(f"{path} is not a readable ONNX model ({type(exc).__name__}: {exc}); re-export it") from None
+
+
+def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(chunk), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
