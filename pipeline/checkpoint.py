@@ -17,7 +17,7 @@ from __future__ import annotations
 import argparse
 import logging
 import pickle
-import zipfile
+import re
 from pathlib import Path
 from typing import Mapping
 
@@ -45,17 +45,24 @@ def read_checkpoint(path: str | Path, trust_pickle: bool = False) -> object:
         with torch.serialization.safe_globals([argparse.Namespace]):
             return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise CheckpointError(
             f"checkpoint {path} holds pickled objects that are not on the safe list (tensors, containers, numbers, "
-            f"argparse.Namespace): {first}. If you trust this file, load it with trust_pickle=True "
+            f"argparse.Namespace){_unpickler_detail(exc)}. If you trust this file, load it with trust_pickle=True "
             f"(CLI: --trust-checkpoint); loading an untrusted pickle can run arbitrary code"
         ) from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as exc:
+    except Exception as exc:  # zip reader, EOF, index errors on truncated or foreign files
+        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else "no detail"
         raise CheckpointError(
-            f"checkpoint {path} cannot be read ({type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else 'no detail'}); "
-            f"the file is truncated, corrupt or not a PyTorch checkpoint: download or copy it again"
+            f"checkpoint {path} cannot be read ({type(exc).__name__}: {detail}); the file is truncated, corrupt or "
+            f"not a PyTorch checkpoint: download or copy it again"
         ) from None
+
+
+def _unpickler_detail(exc: Exception) -> str:
+    """The specific reason from torch's long weights_only message (e.g. 'Unsupported global: GLOBAL x.Y')."""
+    text = str(exc)
+    m = re.search(r"WeightsUnpickler error:\s*(.+?)(?:\n\n|$)", text, flags=re.S)
+    return f": {' '.join(m.group(1).split())}" if m else ""
 
 
 def _is_state_dict(obj: object) -> bool:
