@@ -1,0 +1,242 @@
+"""Export stage: PyTorch SG-Former -> standard-op ONNX (``images [B,3,S,S]`` -> ``logits [B,classes]``).
+
+Contract: ``export_onnx(model)`` takes an eval-mode ``SGFormer`` and returns a checked, shape-inferred and
+simplified ``onnx.ModelProto``; it writes nothing. The CLI (``sgformer-trt export``) builds the model, calls it
+and saves the result atomically.
+
+Choices, and why:
+
+- **TorchScript exporter** (``torch.onnx.export(dynamo=False)``): the path measured in SPEC section 11. The
+  significance sort traces to ``TopK(axis=1, largest=0)`` (ties: lower index first, the op contract's order),
+  the gathers to ``GatherElements``; ``pipeline.rewrite`` replaces exactly that region.
+- **Opset 17** by default: the lowest opset with a single ``LayerNormalization`` node (62 of them in
+  SG-Former-S), which TensorRT's parser maps onto its normalization layer instead of a fragile
+  ReduceMean/Sub/Pow chain. TensorRT 10.3 (JetPack 6) documents ONNX opsets up to 20 in its support matrix,
+  so 17 leaves margin on the oldest TensorRT we target while needing nothing newer.
+- **Dynamic batch** by default (``batch=None``): one ONNX serves every optimization profile. A fixed
+  ``batch=N`` is available for tools that want static shapes.
+- **Simplification with onnxslim** (constant folding, shape folding, dead-code removal): it removes the
+  ~1000 ``Constant``/shape nodes and the ``If`` nodes the exporter emits for ``squeeze`` under a dynamic
+  batch, which the rewrite and TensorRT both prefer. It is checked, not trusted: the TopK / GatherElements
+  counts must be unchanged and the simplified graph must give the same logits as the raw export in
+  onnxruntime on a random batch (``_check_simplified``); otherwise the raw graph is kept with a warning.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import onnx
+import torch
+
+from .errors import ExportError
+
+__all__ = ["export_onnx", "DEFAULT_OPSET", "INPUT_NAME", "OUTPUT_NAME", "op_histogram"]
+
+_logger = logging.getLogger("pipeline.export")
+
+DEFAULT_OPSET = 17
+MIN_OPSET = 17  # LayerNormalization
+INPUT_NAME = "images"
+OUTPUT_NAME = "logits"
+BATCH_DIM = "batch"
+EXPORTER = f"torch.onnx.export(dynamo=False), torch {torch.__version__}"
+
+#: Ops whose count must survive simplification unchanged (the IAM region the rewrite looks for).
+_PRESERVED_OPS = ("TopK", "GatherElements")
+
+
+def op_histogram(model: onnx.ModelProto) -> dict[str, int]:
+    """Node count per op type of the main graph, most frequent first."""
+    return dict(Counter(node.op_type for node in model.graph.node).most_common())
+
+
+def _trace_to_onnx(model: torch.nn.Module, batch: Optional[int], opset: int) -> onnx.ModelProto:
+    """Run the TorchScript exporter into memory and parse the result."""
+    import io
+    import warnings
+
+    img_size = int(getattr(model, "img_size", 224))
+    example = torch.zeros(batch or 2, 3, img_size, img_size)
+    dynamic_axes = None if batch else {INPUT_NAME: {0: BATCH_DIM}, OUTPUT_NAME: {0: BATCH_DIM}}
+    buffer = io.BytesIO()
+    with torch.no_grad(), warnings.catch_warnings():
+        # Tracer warnings about Python-side shape checks (they become constants; the sizes are fixed anyway).
+        warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
+        warnings.filterwarnings("ignore", message=".*dynamo=False.*", category=DeprecationWarning)
+        warnings.filterwarnings("ignore", message=".*TorchScript-based ONNX export.*")
+        try:
+            torch.onnx.export(
+                model,
+                (example,),
+                buffer,
+                dynamo=False,
+                opset_version=opset,
+                input_names=[INPUT_NAME],
+                output_names=[OUTPUT_NAME],
+                dynamic_axes=dynamic_axes,
+                do_constant_folding=True,
+            )
+        except Exception as exc:  # the exporter raises many types (RuntimeError, SymbolicValueError, ...)
+            raise ExportError(
+                f"torch.onnx.export (opset {opset}) failed: {type(exc).__name__}: {exc}; check that the model is "
+                f"in eval mode and built for img_size={img_size}"
+            ) from exc
+    return onnx.load_model_from_string(buffer.getvalue())
+
+
+def _run_ort(model: onnx.ModelProto, images: np.ndarray) -> np.ndarray:
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    return session.run([OUTPUT_NAME], {INPUT_NAME: images})[0]
+
+
+def _check_simplified(raw: onnx.ModelProto, slim: onnx.ModelProto, batch: int, img_size: int) -> Optional[str]:
+    """Why ``slim`` must not replace ``raw`` (None when it may)."""
+    before, after = op_histogram(raw), op_histogram(slim)
+    for op in _PRESERVED_OPS:
+        if before.get(op, 0) != after.get(op, 0):
+            return f"{op} count changed from {before.get(op, 0)} to {after.get(op, 0)}"
+    images = np.random.default_rng(0).standard_normal((batch, 3, img_size, img_size), dtype=np.float32)
+    a, b = _run_ort(raw, images), _run_ort(slim, images)
+    if not np.array_equal(a, b):
+        return f"logits changed by up to {float(np.abs(a - b).max()):.3g} in onnxruntime"
+    return None
+
+
+def simplify_onnx(model: onnx.ModelProto, *, batch: int, img_size: int) -> onnx.ModelProto:
+    """onnxslim constant folding + shape folding, kept only if it changes neither the IAM region nor the logits."""
+    import onnxslim
+
+    try:
+        slim = onnxslim.slim(model)
+    except Exception as exc:  # onnxslim failures are not fatal: the raw graph is valid
+        _logger.warning("onnxslim failed (%s: %s); keeping the unsimplified graph", type(exc).__name__, exc)
+        return model
+    reason = _check_simplified(model, slim, batch, img_size)
+    if reason:
+        _logger.warning("onnxslim result rejected (%s); keeping the unsimplified graph", reason)
+        return model
+    return slim
+
+
+def export_onnx(
+    model: torch.nn.Module,
+    *,
+    batch: Optional[int] = None,
+    opset: int = DEFAULT_OPSET,
+    simplify: bool = True,
+    weights: str = "unspecified",
+    variant: Optional[str] = None,
+) -> onnx.ModelProto:
+    """Export ``model`` to a standard-op ONNX graph in memory.
+
+    Args:
+        model: an ``SGFormer`` (eval mode is forced). Its ``img_size`` fixes the spatial size.
+        batch: None for a dynamic batch dimension (named "batch"), or a fixed batch size.
+        opset: ONNX opset, at least 17 (LayerNormalization).
+        simplify: run the checked onnxslim simplification (see module docstring).
+        weights: provenance recorded in the metadata (checkpoint path + sha256, or "random-init, seed N").
+        variant: recorded in the metadata ("s", "m", "b", ...).
+
+    Returns:
+        A new ``onnx.ModelProto`` with input ``images`` and output ``logits``; ``metadata_props`` holds
+        variant, img_size, weights, opset, exporter and batch.
+    """
+    if opset < MIN_OPSET:
+        raise ExportError(f"opset {opset} is too old: SG-Former's LayerNormalization needs opset >= {MIN_OPSET}")
+    if batch is not None and (not isinstance(batch, int) or batch < 1):
+        raise ExportError(f"batch must be a positive integer or None (dynamic); got {batch!r}")
+    img_size = int(getattr(model, "img_size", 224))
+    model = model.eval()
+    start = time.perf_counter()
+    onnx_model = _trace_to_onnx(model, batch, opset)
+    traced_s = time.perf_counter() - start
+    try:
+        onnx.checker.check_model(onnx_model, full_check=False)
+    except onnx.checker.ValidationError as exc:
+        raise ExportError(f"the exported graph fails onnx.checker: {exc}") from exc
+    if simplify:
+        onnx_model = simplify_onnx(onnx_model, batch=batch or 2, img_size=img_size)
+    try:
+        onnx_model = onnx.shape_inference.infer_shapes(onnx_model, check_type=True, strict_mode=True)
+        onnx.checker.check_model(onnx_model, full_check=True)
+    except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
+        raise ExportError(f"the simplified graph fails onnx checks: {exc}") from exc
+    meta = {
+        "variant": variant or "unknown",
+        "img_size": str(img_size),
+        "weights": weights,
+        "opset": str(opset),
+        "exporter": EXPORTER,
+        "batch": str(batch) if batch else "dynamic",
+        "simplified": "onnxslim" if simplify else "no",
+    }
+    del onnx_model.metadata_props[:]
+    for key, value in meta.items():
+        onnx_model.metadata_props.add(key=key, value=value)
+    onnx_model.producer_name = "sgformer-trt"
+    hist = op_histogram(onnx_model)
+    _logger.info(
+        "exported %d nodes (trace %.1f s, total %.1f s): TopK %d, GatherElements %d",
+        len(onnx_model.graph.node), traced_s, time.perf_counter() - start,
+        hist.get("TopK", 0), hist.get("GatherElements", 0),
+    )
+    _logger.debug("op histogram: %s", hist)
+    return onnx_model
+
+
+def read_metadata(model: onnx.ModelProto) -> dict[str, str]:
+    return {p.key: p.value for p in model.metadata_props}
+
+
+# ---------------------------------------------------------------------------------------------- CLI
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from .model import VARIANTS
+
+    parser.add_argument("--variant", default="s", choices=list(VARIANTS), help="SG-Former variant (default s)")
+    parser.add_argument("--img-size", type=int, default=224, help="input side, a multiple of 224 (default 224)")
+    parser.add_argument("--checkpoint", help="official .pth / .pth.tar checkpoint (default: random weights)")
+    parser.add_argument("--trust-checkpoint", action="store_true", help="allow pickled objects (trusted files only)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the random weights without --checkpoint")
+    parser.add_argument("--batch", type=int, default=None, help="fixed batch size (default: dynamic)")
+    parser.add_argument("--opset", type=int, default=DEFAULT_OPSET, help=f"ONNX opset (default {DEFAULT_OPSET})")
+    parser.add_argument("--no-simplify", action="store_true", help="skip the onnxslim simplification")
+    parser.add_argument("-o", "--output", required=True, help="path of the ONNX file to write")
+
+
+def run(args: argparse.Namespace) -> int:
+    from .io import save_onnx, sha256_file
+    from .model import create_model
+
+    start = time.perf_counter()
+    _logger.info("export start: variant %s, img_size %d, opset %d", args.variant, args.img_size, args.opset)
+    model = create_model(
+        args.variant, img_size=args.img_size, checkpoint=args.checkpoint, seed=args.seed,
+        trust_pickle=args.trust_checkpoint,
+    )
+    if args.checkpoint:
+        weights = f"{Path(args.checkpoint).name} sha256:{sha256_file(args.checkpoint)}"
+    else:
+        weights = f"random-init, seed {args.seed}"
+    onnx_model = export_onnx(
+        model, batch=args.batch, opset=args.opset, simplify=not args.no_simplify, weights=weights,
+        variant=args.variant,
+    )
+    path = save_onnx(onnx_model, args.output)
+    _logger.info(
+        "export finish: %s (%.1f MB, %d nodes) in %.1f s",
+        path, path.stat().st_size / 1e6, len(onnx_model.graph.node), time.perf_counter() - start,
+    )
+    print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB, {len(onnx_model.graph.node)} nodes)")
+    return 0
