@@ -1,0 +1,152 @@
+/*
+ * ctypes harness for the GPU tests (tests/plugins/test_iam_kernel_gpu.py): runs the CUDA launcher on
+ * host buffers with the same C signature as the host reference (sgformerIamRef.h), so the test can
+ * compare both bit for bit. Not part of the plugin library.
+ */
+#include "sgformerIamKernel.h"
+
+#include <cuda_runtime_api.h>
+
+#include <cstdint>
+#include <string>
+
+namespace
+{
+
+thread_local std::string tLastError;
+
+//! Owns one device allocation.
+struct DeviceBuffer
+{
+    void* ptr{nullptr};
+    explicit DeviceBuffer(size_t bytes)
+    {
+        if (bytes > 0 && cudaMalloc(&ptr, bytes) != cudaSuccess)
+        {
+            ptr = nullptr;
+        }
+    }
+    ~DeviceBuffer()
+    {
+        if (ptr != nullptr)
+        {
+            cudaFree(ptr);
+        }
+    }
+    DeviceBuffer(DeviceBuffer const&) = delete;
+    DeviceBuffer& operator=(DeviceBuffer const&) = delete;
+};
+
+int fail(std::string const& what, cudaError_t status)
+{
+    tLastError = "SGFormerIAM kernel harness: " + what + ": " + cudaGetErrorName(status) + " ("
+        + cudaGetErrorString(status) + ")";
+    return 3;
+}
+
+int run(sgformer::iam::IamTokenType type, size_t tokenBytes, void const* tokens, float const* importance,
+    float const* weight, float const* bias, int batch, int height, int width, int channels, int const* groupSizes,
+    int const* tierSizes, int nTiers, void* seqRow, void* seqCol)
+{
+    using namespace sgformer::iam;
+    SgformerIamParams p;
+    char msg[256] = {};
+    if (makeIamParams(height, width, groupSizes, tierSizes, nTiers, p, msg, sizeof(msg)) != 0)
+    {
+        tLastError = msg;
+        return 2;
+    }
+    p.batch = batch;
+    p.channels = channels;
+    size_t const n = static_cast<size_t>(p.numTokens);
+    size_t const inBytes = static_cast<size_t>(batch) * n * channels * tokenBytes;
+    size_t const outBytes = static_cast<size_t>(batch) * p.outTokens * channels * tokenBytes;
+    size_t const impBytes = static_cast<size_t>(batch) * n * sizeof(float);
+    size_t const wsBytes = sgformerIamWorkspaceSize(batch, p.numTokens);
+    DeviceBuffer dTok(inBytes), dImp(impBytes), dW(p.totalWeights * sizeof(float)), dB(p.numTiers * sizeof(float)),
+        dRow(outBytes), dCol(outBytes), dWs(wsBytes);
+    if (!dTok.ptr || !dImp.ptr || !dW.ptr || !dB.ptr || !dRow.ptr || !dCol.ptr || !dWs.ptr)
+    {
+        return fail("cudaMalloc", cudaErrorMemoryAllocation);
+    }
+    cudaStream_t stream{};
+    cudaError_t s = cudaStreamCreate(&stream);
+    if (s != cudaSuccess)
+    {
+        return fail("cudaStreamCreate", s);
+    }
+    auto copyIn = [&](void* dst, void const* src, size_t bytes) {
+        return s == cudaSuccess ? (s = cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, stream)) : s;
+    };
+    copyIn(dTok.ptr, tokens, inBytes);
+    copyIn(dImp.ptr, importance, impBytes);
+    copyIn(dW.ptr, weight, p.totalWeights * sizeof(float));
+    copyIn(dB.ptr, bias, p.numTiers * sizeof(float));
+    // Poison the outputs so a skipped write shows up.
+    if (s == cudaSuccess)
+    {
+        s = cudaMemsetAsync(dRow.ptr, 0xff, outBytes, stream);
+    }
+    if (s == cudaSuccess)
+    {
+        s = cudaMemsetAsync(dCol.ptr, 0xff, outBytes, stream);
+    }
+    if (s == cudaSuccess)
+    {
+        s = launchSgformerIam(p, type, dTok.ptr, static_cast<float const*>(dImp.ptr), static_cast<float const*>(dW.ptr),
+            static_cast<float const*>(dB.ptr), dRow.ptr, dCol.ptr, dWs.ptr, wsBytes, stream);
+    }
+    if (s == cudaSuccess)
+    {
+        s = cudaMemcpyAsync(seqRow, dRow.ptr, outBytes, cudaMemcpyDeviceToHost, stream);
+    }
+    if (s == cudaSuccess)
+    {
+        s = cudaMemcpyAsync(seqCol, dCol.ptr, outBytes, cudaMemcpyDeviceToHost, stream);
+    }
+    cudaError_t const syncStatus = cudaStreamSynchronize(stream);
+    cudaStreamDestroy(stream);
+    if (s == cudaSuccess)
+    {
+        s = syncStatus;
+    }
+    if (s != cudaSuccess)
+    {
+        return fail("launchSgformerIam", s);
+    }
+    tLastError.clear();
+    return 0;
+}
+
+} // namespace
+
+extern "C"
+{
+
+int sgformer_iam_cuda_fp32(float const* tokens, float const* importance, float const* agg_weight,
+    float const* agg_bias, int batch, int height, int width, int channels, int const* group_sizes,
+    int const* tier_sizes, int n_tiers, float* seq_row, float* seq_col)
+{
+    return run(sgformer::iam::IamTokenType::kFLOAT32, sizeof(float), tokens, importance, agg_weight, agg_bias, batch,
+        height, width, channels, group_sizes, tier_sizes, n_tiers, seq_row, seq_col);
+}
+
+int sgformer_iam_cuda_fp16(uint16_t const* tokens, float const* importance, float const* agg_weight,
+    float const* agg_bias, int batch, int height, int width, int channels, int const* group_sizes,
+    int const* tier_sizes, int n_tiers, uint16_t* seq_row, uint16_t* seq_col)
+{
+    return run(sgformer::iam::IamTokenType::kFLOAT16, sizeof(uint16_t), tokens, importance, agg_weight, agg_bias,
+        batch, height, width, channels, group_sizes, tier_sizes, n_tiers, seq_row, seq_col);
+}
+
+size_t sgformer_iam_cuda_workspace_size(int batch, int num_tokens)
+{
+    return sgformer::iam::sgformerIamWorkspaceSize(batch, num_tokens);
+}
+
+char const* sgformer_iam_cuda_last_error(void)
+{
+    return tLastError.c_str();
+}
+
+} // extern "C"
