@@ -1,0 +1,251 @@
+"""FP16: an explicitly typed graph (fp16 compute, chosen nodes in fp32, Cast at every boundary).
+
+Strongly typed TensorRT (10.x with ``STRONGLY_TYPED``, 11.x always) runs every layer in the type of its
+tensors, so the precision decision must be in the ONNX. This pass decides per node:
+
+- **fp32 always**: the IAM regions and importance paths (``calibration.graph``) - the custom op's
+  ``importance`` input stays fp32 and the sort sees fp32 values - and nodes with subgraphs (``If``).
+- **fp32 by default, overridable** (``DEFAULT_KEEP_FP32``): the ops where fp16 measurably hurt or may
+  overflow; see ``docs``/the report of ``calibration.evaluate`` for the measurement.
+- **data movement** (Reshape, Transpose, Concat, Slice, Gather, ...) follows the type of its input, so no
+  Cast is placed around pure layout changes.
+- **everything else** with float inputs computes in fp16.
+
+Constants (initializers, ``Constant`` nodes) are converted at build time instead of through a Cast.
+Graph inputs and outputs stay fp32, so the engine's I/O contract does not change. Written as a small
+pure pass (onnxruntime's ``float16`` converter produced a non-topological, non-SSA graph for SG-Former).
+"""
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from dataclasses import dataclass
+from typing import Iterable, Optional
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+from pipeline.errors import CalibrationError
+
+from .graph import GraphIndex, SensitiveRegions, _subgraph_implicit_inputs, find_sensitive_regions, tensor_types
+
+__all__ = ["DEFAULT_KEEP_FP32", "Fp16Result", "convert_fp16", "node_precisions"]
+
+_logger = logging.getLogger("pipeline.calibration")
+
+FLOAT, HALF = TensorProto.FLOAT, TensorProto.FLOAT16
+
+#: Op types kept in fp32 unless overridden. Measured on SG-Former-S (calibration/fp16.py docstring, report).
+DEFAULT_KEEP_FP32: tuple[str, ...] = ("LayerNormalization", "InstanceNormalization")
+
+#: Layout-only ops: they take the type of their data input.
+_FOLLOW_OPS = frozenset(
+    {"Reshape", "Transpose", "Squeeze", "Unsqueeze", "Concat", "Slice", "Gather", "Expand", "Tile", "Identity",
+     "Flatten", "Split", "Where", "Pad", "GatherElements", "DepthToSpace", "SpaceToDepth"}
+)
+#: Ops that read only the shape of a float input.
+_SHAPE_OPS = frozenset({"Shape", "Size"})
+#: Inputs that keep their own float type whatever the node computes in (op_type -> input slots).
+_EXEMPT_INPUTS = {"Resize": (1, 2), "Pow": (1,)}
+#: Data inputs of follow ops (other inputs are indices / shapes / conditions).
+_FOLLOW_DATA_INPUTS = {"Where": (1, 2), "Pad": (0, 2)}
+
+
+@dataclass
+class Fp16Result:
+    model: onnx.ModelProto
+    fp32_nodes: list[str]
+    fp16_nodes: list[str]
+    casts_added: int
+    regions: SensitiveRegions
+
+
+def node_precisions(
+    model: onnx.ModelProto,
+    keep_fp32_ops: Iterable[str] = DEFAULT_KEEP_FP32,
+    keep_fp32_nodes: Iterable[str] = (),
+    keep_importance_softmax: bool = True,
+) -> tuple[set[str], SensitiveRegions]:
+    """Names of the nodes that must compute in fp32 (the rest of the float compute goes fp16)."""
+    import fnmatch
+
+    regions = find_sensitive_regions(model)
+    ops = set(keep_fp32_ops)
+    pats = tuple(keep_fp32_nodes)
+    fp32 = set(regions.protected)
+    if keep_importance_softmax:
+        fp32 |= regions.importance_softmax
+    for n in model.graph.node:
+        if n.op_type in ops or any(n.name == p or fnmatch.fnmatchcase(n.name, p) for p in pats):
+            fp32.add(n.name)
+        if any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS) for a in n.attribute):
+            fp32.add(n.name)
+    return fp32, regions
+
+
+def _rename_in_subgraphs(node: onnx.NodeProto, old: str, new: str) -> None:
+    for attr in node.attribute:
+        graphs = [attr.g] if attr.type == onnx.AttributeProto.GRAPH else list(attr.graphs)
+        for g in graphs:
+            for n in g.node:
+                for k, name in enumerate(n.input):
+                    if name == old:
+                        n.input[k] = new
+                _rename_in_subgraphs(n, old, new)
+
+
+def convert_fp16(
+    model: onnx.ModelProto,
+    keep_fp32_ops: Iterable[str] = DEFAULT_KEEP_FP32,
+    keep_fp32_nodes: Iterable[str] = (),
+    keep_importance_softmax: bool = True,
+) -> Fp16Result:
+    """Return a new model computing in fp16 except the fp32 set; fp32 graph inputs/outputs."""
+    if any(i.data_type == HALF for i in model.graph.initializer):
+        raise CalibrationError("the graph already holds fp16 initializers; convert the fp32 export")
+    if any(n.op_type in ("QuantizeLinear", "DequantizeLinear") for n in model.graph.node):
+        raise CalibrationError("the graph holds Q/DQ nodes; make the fp16 graph from the fp32 export")
+    fp32_nodes, regions = node_precisions(model, keep_fp32_ops, keep_fp32_nodes, keep_importance_softmax)
+    index = GraphIndex(model)
+    orig_type = index.elem_type
+    src = model.graph
+    inits = {i.name: i for i in src.initializer}
+    consts = {n.output[0]: n for n in src.node if n.op_type == "Constant"}
+
+    cur: dict[str, int] = {}  # tensor -> element type in the new graph
+    for i in src.input:
+        cur[i.name] = i.type.tensor_type.elem_type
+    for name, t in inits.items():
+        cur[name] = t.data_type
+
+    new_nodes: list[onnx.NodeProto] = []
+    new_inits: list[TensorProto] = []
+    casts: dict[tuple[str, int], str] = {}
+    n_casts = 0
+    fp16_nodes: list[str] = []
+
+    def const_array(name: str) -> Optional[np.ndarray]:
+        if name in inits:
+            return numpy_helper.to_array(inits[name])
+        if name in consts:
+            for a in consts[name].attribute:
+                if a.name == "value":
+                    return numpy_helper.to_array(a.t)
+        return None
+
+    def as_type(tensor: str, target: int) -> str:
+        nonlocal n_casts
+        if cur.get(tensor) == target or cur.get(tensor) not in (FLOAT, HALF):
+            return tensor
+        key = (tensor, target)
+        if key in casts:
+            return casts[key]
+        suffix = "_fp16" if target == HALF else "_fp32"
+        arr = const_array(tensor)
+        new_name = f"{tensor}{suffix}"
+        if arr is not None:
+            dtype = np.float16 if target == HALF else np.float32
+            if target == HALF and np.isfinite(arr).all() and np.abs(arr).max(initial=0) > 65504:
+                raise CalibrationError(f"constant {tensor} exceeds the fp16 range; keep its consumer in fp32")
+            new_inits.append(numpy_helper.from_array(arr.astype(dtype), new_name))
+        else:
+            new_nodes.append(helper.make_node("Cast", [tensor], [new_name], name=f"{tensor}{suffix}_cast", to=target))
+            n_casts += 1
+        cur[new_name] = target
+        casts[key] = new_name
+        return new_name
+
+    for node in src.node:
+        n = onnx.NodeProto()
+        n.CopyFrom(node)
+        op = n.op_type
+        if op == "Constant":
+            new_nodes.append(n)
+            cur[n.output[0]] = orig_type.get(n.output[0], 0)
+            continue
+        float_slots = [k for k, name in enumerate(n.input) if name and cur.get(name) in (FLOAT, HALF)]
+        if op in _SHAPE_OPS:
+            target = None
+        elif n.name in fp32_nodes:
+            target = FLOAT
+        elif op in _FOLLOW_OPS:
+            data = [k for k in float_slots if k in _FOLLOW_DATA_INPUTS.get(op, (0,) if op != "Concat" else range(len(n.input)))]
+            target = cur[n.input[data[0]]] if data else None
+        elif op == "Cast":
+            target = None
+        elif float_slots:
+            target = HALF
+        else:
+            target = None  # produces floats from non-floats (ConstantOfShape, ...): leave as exported
+        if target is not None:
+            for k in float_slots:
+                if k in _EXEMPT_INPUTS.get(op, ()):
+                    continue
+                n.input[k] = as_type(n.input[k], target)
+            for name in _subgraph_implicit_inputs(n):
+                if cur.get(name) in (FLOAT, HALF) and cur[name] != FLOAT:
+                    _rename_in_subgraphs(n, name, as_type(name, FLOAT))
+        if op == "Cast":
+            to = next(a for a in n.attribute if a.name == "to")
+            # a Cast to float inside an fp16 region follows its input
+            if to.i == FLOAT and n.name not in fp32_nodes and cur.get(n.input[0]) == HALF:
+                to.i = HALF
+            cur[n.output[0]] = to.i
+        else:
+            for o in n.output:
+                if not o:
+                    continue
+                t = orig_type.get(o)
+                cur[o] = target if (t in (FLOAT, HALF) and target is not None) else (t or 0)
+        if target == HALF and op not in _FOLLOW_OPS:
+            fp16_nodes.append(n.name)
+        new_nodes.append(n)
+
+    graph = helper.make_graph(
+        new_nodes,
+        src.name,
+        list(src.input),
+        [],
+        initializer=[i for i in src.initializer] + new_inits,
+    )
+    for out in src.output:
+        if cur.get(out.name) == HALF:
+            producer = next(x for x in graph.node if out.name in x.output)
+            inner = f"{out.name}_fp16"
+            producer.output[list(producer.output).index(out.name)] = inner
+            for x in graph.node:
+                for k, name in enumerate(x.input):
+                    if name == out.name:
+                        x.input[k] = inner
+            graph.node.append(helper.make_node("Cast", [inner], [out.name], name=f"{out.name}_cast_fp32", to=FLOAT))
+            n_casts += 1
+        graph.output.append(out)
+    new_model = helper.make_model(graph, opset_imports=list(model.opset_import), producer_name=model.producer_name)
+    new_model.ir_version = model.ir_version
+    _drop_unused_initializers(new_model)
+    try:
+        onnx.checker.check_model(new_model)
+        new_model = onnx.shape_inference.infer_shapes(new_model, check_type=True, strict_mode=True)
+    except Exception as exc:  # checker and inference raise their own types
+        raise CalibrationError(f"the fp16 graph does not type-check: {exc}") from exc
+    by_type = Counter(n.op_type for n in model.graph.node if n.name in fp32_nodes)
+    _logger.info(
+        "fp16: %d nodes compute in fp16, %d kept fp32 (%s), %d casts",
+        len(fp16_nodes), len(fp32_nodes), ", ".join(f"{k} {v}" for k, v in sorted(by_type.items())), n_casts,
+    )
+    return Fp16Result(new_model, sorted(fp32_nodes), fp16_nodes, n_casts, regions)
+
+
+def _drop_unused_initializers(model: onnx.ModelProto) -> None:
+    used = set()
+    for n in model.graph.node:
+        used.update(n.input)
+        used.update(_subgraph_implicit_inputs(n))
+    outputs = {o.name for o in model.graph.output}
+    nodes = [n for n in model.graph.node if n.op_type != "Constant" or n.output[0] in used or n.output[0] in outputs]
+    del model.graph.node[:]
+    model.graph.node.extend(nodes)
+    keep = [i for i in model.graph.initializer if i.name in used]
+    del model.graph.initializer[:]
+    model.graph.initializer.extend(keep)
