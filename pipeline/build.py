@@ -1,0 +1,481 @@
+"""Build stage: ONNX (+ the IAM plugin library) -> serialized TensorRT engine, then an engine directory.
+
+``build_engine(onnx, BuildConfig) -> (engine bytes, BuildInfo)`` does the TensorRT work and touches no files
+except the optional timing cache. ``save_engine_dir`` writes ``engines/<variant>-<precision>-<res>/`` with the
+engine, a copy of the plugin library and ``manifest.json``. Precision is not a builder setting: networks are
+strongly typed, so fp16 casts and int8 Q/DQ pairs come from the ONNX (the calibrate stage) and the same ONNX builds
+on TensorRT 10.3 (JetPack 6), 10.x, 11.x and TensorRT-RTX. Backend differences live in ``pipeline.trt_backend``.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime
+import logging
+import platform
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Optional, Sequence, Union
+
+import onnx
+
+from . import trt_backend
+from .errors import BuildError, ConfigError, PluginLibraryError
+from .io import atomic_path, sha256_bytes, sha256_file, write_bytes
+from .manifest import (
+    META_RESOLUTION,
+    META_VARIANT,
+    META_WEIGHTS,
+    BatchProfile,
+    BuildRecord,
+    Calibration,
+    FileRef,
+    Manifest,
+    Target,
+    TensorSpec,
+    write_manifest,
+)
+from .plugin_spec import PLUGIN_NAME
+
+__all__ = ["BuildConfig", "BuildInfo", "build_engine", "save_engine_dir", "detect_precision"]
+
+_logger = logging.getLogger("pipeline.build")
+
+_STANDARD_DOMAINS = ("", "ai.onnx")
+_TOPK_LIMIT_TEXT = "K exceeds the maximum"
+
+
+@dataclasses.dataclass(frozen=True)
+class BuildConfig:
+    """Builder settings. Validated on construction (:class:`ConfigError`); TensorRT is not imported here."""
+
+    backend: str = "auto"  # auto | tensorrt | tensorrt-rtx
+    plugin_library: Optional[Path] = None
+    min_batch: int = 1
+    opt_batch: int = 1
+    max_batch: int = 8
+    workspace_mb: Optional[int] = None  # None: TensorRT's default (the device memory)
+    opt_level: int = 3  # builder optimization level 0..5
+    timing_cache: Optional[Path] = None  # read if present, written after the build (full TensorRT only)
+    version_compatible: bool = False
+    hardware_compatibility: str = "none"  # none | ampere_plus | same_compute_capability (full TensorRT)
+    compute_capabilities: tuple[str, ...] = ()  # TensorRT-RTX targets, e.g. ("sm_86", "sm_89"); () = all
+    progress_interval_s: float = 10.0
+
+    def __post_init__(self) -> None:
+        if self.backend not in trt_backend.BACKEND_CHOICES:
+            raise ConfigError(f"backend {self.backend!r}: expected one of {', '.join(trt_backend.BACKEND_CHOICES)}")
+        for name in ("min_batch", "opt_batch", "max_batch", "opt_level"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool):
+                raise ConfigError(f"{name} must be an int, found {value!r}")
+        if not 1 <= self.min_batch <= self.opt_batch <= self.max_batch:
+            raise ConfigError(
+                f"batch profile must satisfy 1 <= min <= opt <= max, found min={self.min_batch} opt={self.opt_batch} "
+                f"max={self.max_batch}"
+            )
+        if self.workspace_mb is not None and (not isinstance(self.workspace_mb, int) or self.workspace_mb <= 0):
+            raise ConfigError(f"workspace_mb must be a positive int (MiB) or None, found {self.workspace_mb!r}")
+        if not 0 <= self.opt_level <= 5:
+            raise ConfigError(f"opt_level (builder optimization level) must be 0..5, found {self.opt_level}")
+        if self.hardware_compatibility not in trt_backend.HARDWARE_COMPATIBILITY:
+            raise ConfigError(
+                f"hardware_compatibility {self.hardware_compatibility!r}: expected one of "
+                f"{', '.join(trt_backend.HARDWARE_COMPATIBILITY)}"
+            )
+        if not isinstance(self.compute_capabilities, tuple):
+            raise ConfigError(f"compute_capabilities must be a tuple like ('sm_89',), found {self.compute_capabilities!r}")
+        for cc in self.compute_capabilities:
+            if not (isinstance(cc, str) and cc.startswith("sm_") and cc[3:].isdigit()):
+                raise ConfigError(f"compute capability {cc!r}: expected the form 'sm_89'")
+        if self.hardware_compatibility != "none" and self.compute_capabilities:
+            raise ConfigError("choose either hardware_compatibility (full TensorRT) or compute_capabilities (TensorRT-RTX)")
+        for name in ("plugin_library", "timing_cache"):
+            value = getattr(self, name)
+            if value is not None and not isinstance(value, Path):
+                object.__setattr__(self, name, Path(value))
+        if self.progress_interval_s <= 0:
+            raise ConfigError(f"progress_interval_s must be > 0, found {self.progress_interval_s}")
+
+
+@dataclasses.dataclass(frozen=True)
+class BuildInfo:
+    """What the builder did: backend, target GPUs, I/O tensors, time. Feeds the manifest."""
+
+    backend_flavour: str
+    backend_version: str
+    cuda_version: Optional[str]
+    strongly_typed: bool
+    seconds: float
+    engine_bytes: int
+    num_layers: int
+    inputs: tuple[TensorSpec, ...]
+    outputs: tuple[TensorSpec, ...]
+    batch: BatchProfile
+    target: Target
+    onnx_sha256: str
+    plugin_library: Optional[Path]
+    timing_cache: Optional[Path]
+
+
+OnnxSource = Union[onnx.ModelProto, str, Path]
+
+
+# ------------------------------------------------------------------------------------------------ ONNX facts
+
+
+def detect_precision(model: onnx.ModelProto) -> str:
+    """'int8' if the graph holds Q/DQ pairs, 'fp16' if it casts to or stores float16, else 'fp32'."""
+    ops = {n.op_type for n in model.graph.node}
+    if ops & {"QuantizeLinear", "DequantizeLinear"}:
+        return "int8"
+    fp16 = onnx.TensorProto.FLOAT16
+    for node in model.graph.node:
+        if node.op_type == "Cast" and any(a.name == "to" and a.i == fp16 for a in node.attribute):
+            return "fp16"
+    if any(t.data_type == fp16 for t in model.graph.initializer):
+        return "fp16"
+    return "fp32"
+
+
+def custom_ops(model: onnx.ModelProto) -> list[str]:
+    """op_types outside the standard ONNX domain (TensorRT maps them to plugins by name)."""
+    seen = []
+    for node in model.graph.node:
+        if node.domain not in _STANDARD_DOMAINS and node.op_type not in seen:
+            seen.append(node.op_type)
+    return seen
+
+
+def onnx_metadata(model: onnx.ModelProto) -> dict[str, str]:
+    return {p.key: p.value for p in model.metadata_props}
+
+
+def _load_header(path: Path) -> onnx.ModelProto:
+    if not path.is_file():
+        raise BuildError(f"ONNX file {path} does not exist; run the export/rewrite/calibrate stages first")
+    try:
+        return onnx.load_model(str(path), load_external_data=False)
+    except Exception as exc:  # protobuf raises several unrelated types on garbage input
+        raise BuildError(f"{path} is not a readable ONNX model ({type(exc).__name__}: {exc}); re-export it") from None
+
+
+# ------------------------------------------------------------------------------------------------------ build
+
+
+def _plugin_hint(ops: Sequence[str]) -> str:
+    if PLUGIN_NAME in ops:
+        return (f"op {PLUGIN_NAME} has no plugin: pass --plugins libsgformer_plugins.so "
+                f"(build it with `make plugins`)")
+    return f"op(s) {', '.join(ops)} have no plugin: pass --plugins with the library that implements them"
+
+
+def _dtype_name(trt, dtype) -> str:
+    try:
+        import numpy as np
+
+        return np.dtype(trt.nptype(dtype)).name
+    except (TypeError, ValueError, AttributeError):
+        return str(dtype).rsplit(".", 1)[-1].lower()
+
+
+def _profile_shapes(name: str, shape: Sequence[int], config: BuildConfig) -> tuple[tuple[int, ...], ...]:
+    dims = list(shape)
+    if any(d < 0 for d in dims[1:]):
+        raise BuildError(
+            f"input {name!r} has dynamic non-batch dims {dims}; export with a fixed image size (only batch is dynamic)"
+        )
+    if dims and dims[0] >= 0:
+        if not config.min_batch == config.opt_batch == config.max_batch == dims[0]:
+            raise BuildError(
+                f"input {name!r} has a fixed batch of {dims[0]} but the profile asks for {config.min_batch}/"
+                f"{config.opt_batch}/{config.max_batch}; re-export with a dynamic batch, or pass "
+                f"--min-batch {dims[0]} --opt-batch {dims[0]} --max-batch {dims[0]}"
+            )
+    return tuple(tuple([b, *dims[1:]]) for b in (config.min_batch, config.opt_batch, config.max_batch))
+
+
+def _target(backend: trt_backend.Backend, config: BuildConfig, rtx_ccs: tuple[str, ...]) -> Target:
+    if backend.is_rtx:
+        requested = tuple(config.compute_capabilities)
+        description = (
+            trt_backend.RTX_TARGET_DESCRIPTION if not requested
+            else f"TensorRT-RTX engine for {', '.join(rtx_ccs)} (RTX GPUs only)"
+        )
+        return Target(description=description, compute_capabilities=rtx_ccs or trt_backend.RTX_DEFAULT_CAPABILITIES)
+    gpu = trt_backend.probe_gpu()
+    cc = gpu.compute_capability if gpu else None
+    name = gpu.name if gpu else None
+    if config.hardware_compatibility == "ampere_plus":
+        return Target(description="TensorRT engine for Ampere and newer dGPUs (sm_80+, hardware-compatible)",
+                      compute_capabilities=(), gpu_name=name, hardware_compatibility="ampere_plus",
+                      version_compatible=config.version_compatible)
+    label = trt_backend.describe_gpu(cc, name)
+    return Target(description=f"TensorRT engine for {label}", compute_capabilities=(cc,) if cc else (),
+                  gpu_name=name, hardware_compatibility=config.hardware_compatibility,
+                  version_compatible=config.version_compatible)
+
+
+def build_engine(onnx_model_or_path: OnnxSource, config: BuildConfig) -> tuple[bytes, BuildInfo]:
+    """Parse the ONNX with the plugin library registered and build a serialized engine.
+
+    Raises :class:`BuildError` (no TensorRT, parser errors with hints, builder failure) or
+    :class:`PluginLibraryError` (plugin library missing or not loadable).
+    """
+    if isinstance(onnx_model_or_path, onnx.ModelProto):
+        model, path = onnx_model_or_path, None
+        payload = model.SerializeToString()
+        onnx_sha = sha256_bytes(payload)
+    else:
+        path = Path(onnx_model_or_path)
+        model = _load_header(path)
+        payload = None
+        onnx_sha = sha256_file(path)
+    ops = custom_ops(model)
+    if ops and config.plugin_library is None:
+        raise BuildError(f"the ONNX holds custom op(s) {', '.join(ops)}; {_plugin_hint(ops)}")
+    if config.plugin_library is not None and not config.plugin_library.is_file():
+        raise PluginLibraryError(
+            f"plugin library {config.plugin_library} does not exist; build it with `make plugins` and pass its path"
+        )
+
+    backend = trt_backend.load_backend(config.backend)
+    trt = backend.module
+    if backend.is_rtx:
+        trt_backend.require_rtx_parser_library()
+    logger = trt_backend.get_logger(backend)
+    trt_backend.clear_errors(backend)
+    builder = trt.Builder(logger)
+    if config.plugin_library is not None:
+        trt_backend.load_plugin_library(backend, config.plugin_library, builder)
+
+    flags, strongly_typed = trt_backend.network_flags(backend)
+    network = builder.create_network(flags)
+    parser = trt.OnnxParser(network, logger)
+    source = path if path is not None else "<in-memory model>"
+    _logger.info("parsing %s with %s", source, backend.describe())
+    ok = parser.parse_from_file(str(path)) if path is not None else parser.parse(payload)
+    if not ok:
+        errors = trt_backend.parser_errors(parser)
+        failed = trt_backend.parser_failed_ops(parser)
+        plugin_ops = [op for op in failed if op in ops]
+        hint = _plugin_hint(plugin_ops) if plugin_ops else "check the op list with Netron or `polygraphy inspect model`"
+        if plugin_ops and config.plugin_library is not None:
+            hint = (f"{config.plugin_library} does not register {', '.join(plugin_ops)} (name, version \"1\", "
+                    f"empty namespace); rebuild it with `make plugins`")
+        raise BuildError(f"{backend.flavour} could not parse {source}:\n  " + "\n  ".join(errors) + f"\n{hint}")
+
+    builder_config = builder.create_builder_config()
+    trt_backend.set_workspace(backend, builder_config, config.workspace_mb)
+    trt_backend.set_optimization_level(backend, builder_config, config.opt_level)
+    trt_backend.set_hardware_compatibility(backend, builder_config, config.hardware_compatibility)
+    rtx_ccs = trt_backend.set_compute_capabilities(backend, builder_config, config.compute_capabilities)
+    if config.version_compatible:
+        trt_backend.set_version_compatible(backend, builder_config, config.plugin_library)
+    use_cache = trt_backend.load_timing_cache(backend, builder_config, config.timing_cache)
+    monitor = trt_backend.attach_progress_monitor(backend, builder_config, config.progress_interval_s)
+
+    inputs, outputs = [], []
+    profile = builder.create_optimization_profile()
+    for i in range(network.num_inputs):
+        tensor = network.get_input(i)
+        shapes = _profile_shapes(tensor.name, tuple(tensor.shape), config)
+        profile.set_shape(tensor.name, *shapes)
+        inputs.append(TensorSpec(tensor.name, tuple(tensor.shape), _dtype_name(trt, tensor.dtype)))
+    for i in range(network.num_outputs):
+        tensor = network.get_output(i)
+        outputs.append(TensorSpec(tensor.name, tuple(tensor.shape), _dtype_name(trt, tensor.dtype)))
+    builder_config.add_optimization_profile(profile)
+
+    _logger.info(
+        "building %s engine: %d layers, batch %d/%d/%d, opt level %d, workspace %s, strongly typed %s%s",
+        backend.describe(), network.num_layers, config.min_batch, config.opt_batch, config.max_batch,
+        config.opt_level, f"{config.workspace_mb} MiB" if config.workspace_mb else "default", strongly_typed,
+        f", targets {', '.join(rtx_ccs)}" if rtx_ccs else "",
+    )
+    start = time.perf_counter()
+    engine = trt_backend.build_serialized(backend, builder, network, builder_config)
+    seconds = time.perf_counter() - start
+    del monitor
+    if engine is None:
+        errors = trt_backend.recent_errors(backend)
+        hint = ""
+        if any(_TOPK_LIMIT_TEXT in e for e in errors):
+            hint = ("\nTensorRT's TopK is limited to K <= 3840, so the standard-op graph cannot build beyond 224: "
+                    "rewrite it with `sgformer-trt rewrite` (IAM plugin) and build that graph")
+        raise BuildError(
+            f"{backend.flavour} failed to build an engine from {source} after {seconds:.1f} s:\n  "
+            + "\n  ".join(errors[-8:] or ["(no error logged; rerun with -vv)"]) + hint
+        )
+    if use_cache and config.timing_cache is not None:
+        data = trt_backend.timing_cache_bytes(builder_config)
+        if data:
+            write_bytes(config.timing_cache, data)
+            _logger.info("saved timing cache %s (%d bytes)", config.timing_cache, len(data))
+    _logger.info("built %s engine in %.1f s (%.1f MB)", backend.flavour, seconds, len(engine) / 1e6)
+    info = BuildInfo(
+        backend_flavour=backend.flavour,
+        backend_version=backend.version,
+        cuda_version=trt_backend.cuda_version(backend),
+        strongly_typed=strongly_typed,
+        seconds=round(seconds, 3),
+        engine_bytes=len(engine),
+        num_layers=network.num_layers,
+        inputs=tuple(inputs),
+        outputs=tuple(outputs),
+        batch=BatchProfile(config.min_batch, config.opt_batch, config.max_batch),
+        target=_target(backend, config, rtx_ccs),
+        onnx_sha256=onnx_sha,
+        plugin_library=config.plugin_library,
+        timing_cache=config.timing_cache if use_cache else None,
+    )
+    return engine, info
+
+
+# ------------------------------------------------------------------------------------------------ artifacts
+
+
+def engine_dir_name(variant: str, precision: str, resolution: int) -> str:
+    return f"{variant}-{precision}-{resolution}"
+
+
+def save_engine_dir(
+    out_root: str | Path,
+    engine: bytes,
+    info: BuildInfo,
+    *,
+    variant: str,
+    precision: str,
+    resolution: int,
+    weights: str,
+    onnx_file: str,
+    config: BuildConfig,
+    calibration: Optional[Calibration] = None,
+) -> Path:
+    """Write ``<out_root>/<variant>-<precision>-<res>/``: engine, plugin library copy, manifest.json."""
+    engine_dir = Path(out_root) / engine_dir_name(variant, precision, resolution)
+    engine_dir.mkdir(parents=True, exist_ok=True)
+    engine_name = f"{variant}-{precision}.engine"
+    write_bytes(engine_dir / engine_name, engine)
+    plugin_ref = None
+    if info.plugin_library is not None:
+        copy = engine_dir / info.plugin_library.name
+        if info.plugin_library.resolve() != copy.resolve():
+            with atomic_path(copy) as tmp:
+                shutil.copyfile(info.plugin_library, tmp)
+                tmp.chmod(0o755)
+        plugin_ref = FileRef(file=copy.name, sha256=sha256_file(copy))
+    manifest = Manifest(
+        variant=variant,
+        resolution=resolution,
+        precision=precision,
+        weights=weights,
+        engine=FileRef(file=engine_name, sha256=sha256_bytes(engine), bytes=len(engine)),
+        onnx=FileRef(file=Path(onnx_file).name, sha256=info.onnx_sha256),
+        plugin=plugin_ref,
+        backend_flavour=info.backend_flavour,
+        backend_version=info.backend_version,
+        cuda_version=info.cuda_version,
+        target=info.target,
+        inputs=info.inputs,
+        outputs=info.outputs,
+        batch=info.batch,
+        build=BuildRecord(
+            seconds=info.seconds,
+            created=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            host=f"{platform.node()} {platform.machine()} {platform.system()}",
+            workspace_mb=config.workspace_mb,
+            opt_level=config.opt_level,
+        ),
+        calibration=calibration,
+    )
+    write_manifest(engine_dir, manifest)
+    for name in (engine_name, "manifest.json"):
+        (engine_dir / name).chmod(0o644)  # temp files are created 0600; artifacts are meant to be shared
+    _logger.info("wrote %s (%s, %.1f MB engine)", engine_dir, info.backend_flavour, len(engine) / 1e6)
+    return engine_dir
+
+
+# ------------------------------------------------------------------------------------------------------- CLI
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--onnx", required=True, type=Path, help="ONNX to build (exported, rewritten or calibrated)")
+    parser.add_argument("--out-dir", type=Path, default=Path("engines"),
+                        help="root folder; the engine goes to OUT_DIR/<variant>-<precision>-<res>/ (default engines)")
+    parser.add_argument("--plugins", type=Path, default=None, help="plugin library (libsgformer_plugins.so)")
+    parser.add_argument("--backend", choices=trt_backend.BACKEND_CHOICES, default="auto",
+                        help="auto prefers full TensorRT, then TensorRT-RTX (CPU-only builds for RTX GPUs)")
+    parser.add_argument("--min-batch", type=int, default=1)
+    parser.add_argument("--opt-batch", type=int, default=1)
+    parser.add_argument("--max-batch", type=int, default=8)
+    parser.add_argument("--workspace-mb", type=int, default=None, help="builder workspace limit in MiB")
+    parser.add_argument("--opt-level", type=int, default=3, help="builder optimization level 0..5 (default 3)")
+    parser.add_argument("--timing-cache", type=Path, default=None, help="timing cache file (read, then updated)")
+    parser.add_argument("--version-compatible", action="store_true",
+                        help="engine runs on later TensorRT of the same major (full TensorRT only)")
+    parser.add_argument("--hardware-compatibility", choices=trt_backend.HARDWARE_COMPATIBILITY, default="none")
+    parser.add_argument("--compute-capabilities", default="",
+                        help="TensorRT-RTX targets, comma separated (e.g. sm_86,sm_89); default all RTX targets")
+    parser.add_argument("--variant", default=None, help=f"label (default: ONNX metadata {META_VARIANT})")
+    parser.add_argument("--resolution", type=int, default=None, help="label (default: ONNX metadata or input size)")
+    parser.add_argument("--precision", choices=("auto", "fp32", "fp16", "int8"), default="auto",
+                        help="label; auto reads the graph (Q/DQ -> int8, fp16 casts -> fp16)")
+    parser.add_argument("--weights", default=None,
+                        help='provenance, e.g. "checkpoint sha256 <hex>" (default: ONNX metadata, else "unknown")')
+    parser.add_argument("--calibration-sha256", default=None, help="hash of the calibration set (int8/fp16 ONNX)")
+    parser.add_argument("--calibration-method", default=None, help="e.g. entropy, percentile, max")
+
+
+def config_from_args(args: argparse.Namespace) -> BuildConfig:
+    ccs = tuple(c.strip() for c in args.compute_capabilities.split(",") if c.strip())
+    return BuildConfig(
+        backend=args.backend,
+        plugin_library=args.plugins,
+        min_batch=args.min_batch,
+        opt_batch=args.opt_batch,
+        max_batch=args.max_batch,
+        workspace_mb=args.workspace_mb,
+        opt_level=args.opt_level,
+        timing_cache=args.timing_cache,
+        version_compatible=args.version_compatible,
+        hardware_compatibility=args.hardware_compatibility,
+        compute_capabilities=ccs,
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    config = config_from_args(args)
+    backend = trt_backend.load_backend(config.backend)
+    if backend.is_rtx:
+        trt_backend.reexec_with_rtx_library_path(getattr(sys, "orig_argv", [sys.executable, *sys.argv])[1:])
+    header = _load_header(args.onnx)
+    meta = onnx_metadata(header)
+    precision = detect_precision(header) if args.precision == "auto" else args.precision
+    variant = args.variant or meta.get(META_VARIANT)
+    if not variant:
+        variant = args.onnx.name.split(".")[0]
+        _logger.warning("no --variant and no %s metadata in %s; labelling the engine %r", META_VARIANT, args.onnx, variant)
+    resolution = args.resolution or (int(meta[META_RESOLUTION]) if META_RESOLUTION in meta else None)
+    if resolution is None:
+        dims = header.graph.input[0].type.tensor_type.shape.dim if header.graph.input else []
+        resolution = dims[-1].dim_value if len(dims) == 4 and dims[-1].dim_value > 0 else None
+    if resolution is None:
+        raise ConfigError(f"cannot tell the input resolution of {args.onnx}; pass --resolution")
+    weights = args.weights or meta.get(META_WEIGHTS) or "unknown"
+    calibration = None
+    if args.calibration_sha256 or args.calibration_method:
+        if not (args.calibration_sha256 and args.calibration_method):
+            raise ConfigError("pass both --calibration-sha256 and --calibration-method, or neither")
+        calibration = Calibration(set_sha256=args.calibration_sha256, method=args.calibration_method)
+    del header
+    engine, info = build_engine(args.onnx, config)
+    engine_dir = save_engine_dir(
+        args.out_dir, engine, info, variant=variant, precision=precision, resolution=resolution, weights=weights,
+        onnx_file=str(args.onnx), config=config, calibration=calibration,
+    )
+    print(f"{engine_dir}: {info.backend_flavour} {info.backend_version} engine, {len(engine) / 1e6:.1f} MB, "
+          f"built in {info.seconds:.1f} s; {info.target.description}")
+    return 0
