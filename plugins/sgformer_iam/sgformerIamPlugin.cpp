@@ -5,6 +5,7 @@
 #include "sgformerIamPlugin.h"
 
 #include <atomic>
+#include <cstdlib>
 #include <cstdio>
 #include <exception>
 #include <stdexcept>
@@ -69,6 +70,20 @@ void reportError(char const* method, char const* what) noexcept
 void reportUnknown(char const* method) noexcept
 {
     reportError(method, "unknown exception");
+}
+
+//! With SGFORMER_IAM_TRACE=1 in the environment, every override logs its name (kINFO) once it is called;
+//! used to record which methods a TensorRT flavour calls (README "Measured").
+void trace(char const* method) noexcept
+{
+    static bool const enabled = [] {
+        char const* v = std::getenv("SGFORMER_IAM_TRACE");
+        return v != nullptr && v[0] == '1';
+    }();
+    if (enabled)
+    {
+        logMessage(ILogger::Severity::kINFO, std::string(kPLUGIN_NAME) + ": trace: " + method);
+    }
 }
 
 [[noreturn]] void fail(std::string const& message)
@@ -164,6 +179,7 @@ SgformerIamPlugin::SgformerIamPlugin(SgformerIamPlugin const& other)
 
 nvinfer1::IPluginCapability* SgformerIamPlugin::getCapabilityInterface(nvinfer1::PluginCapabilityType type) noexcept
 {
+    trace("getCapabilityInterface");
     try
     {
         switch (type)
@@ -187,6 +203,7 @@ nvinfer1::IPluginCapability* SgformerIamPlugin::getCapabilityInterface(nvinfer1:
 
 nvinfer1::IPluginV3* SgformerIamPlugin::clone() noexcept
 {
+    trace("clone");
     try
     {
         return new SgformerIamPlugin(*this);
@@ -271,6 +288,7 @@ void SgformerIamPlugin::checkShapes(Dims const* inputs, DataType const* types, i
 int32_t SgformerIamPlugin::configurePlugin(
     DynamicPluginTensorDesc const* in, int32_t nbInputs, DynamicPluginTensorDesc const* out, int32_t nbOutputs) noexcept
 {
+    trace("configurePlugin");
     try
     {
         if (in == nullptr || out == nullptr || nbOutputs != kNB_OUTPUTS)
@@ -301,6 +319,7 @@ int32_t SgformerIamPlugin::configurePlugin(
 int32_t SgformerIamPlugin::getOutputDataTypes(
     DataType* outputTypes, int32_t nbOutputs, DataType const* inputTypes, int32_t nbInputs) const noexcept
 {
+    trace("getOutputDataTypes");
     try
     {
         if (outputTypes == nullptr || inputTypes == nullptr || nbOutputs != kNB_OUTPUTS || nbInputs != kNB_INPUTS)
@@ -330,6 +349,7 @@ int32_t SgformerIamPlugin::getOutputDataTypes(
 int32_t SgformerIamPlugin::getOutputShapes(DimsExprs const* inputs, int32_t nbInputs, DimsExprs const* /*shapeInputs*/,
     int32_t nbShapeInputs, DimsExprs* outputs, int32_t nbOutputs, nvinfer1::IExprBuilder& exprBuilder) noexcept
 {
+    trace("getOutputShapes");
     try
     {
         if (inputs == nullptr || outputs == nullptr || nbInputs != kNB_INPUTS || nbOutputs != kNB_OUTPUTS
@@ -372,6 +392,7 @@ int32_t SgformerIamPlugin::getOutputShapes(DimsExprs const* inputs, int32_t nbIn
 bool SgformerIamPlugin::supportsFormatCombination(
     int32_t pos, DynamicPluginTensorDesc const* inOut, int32_t nbInputs, int32_t nbOutputs) noexcept
 {
+    trace("supportsFormatCombination");
     try
     {
         if (inOut == nullptr || nbInputs != kNB_INPUTS || nbOutputs != kNB_OUTPUTS || pos < 0
@@ -408,12 +429,14 @@ bool SgformerIamPlugin::supportsFormatCombination(
 
 int32_t SgformerIamPlugin::getNbOutputs() const noexcept
 {
+    trace("getNbOutputs");
     return kNB_OUTPUTS;
 }
 
 size_t SgformerIamPlugin::getWorkspaceSize(DynamicPluginTensorDesc const* inputs, int32_t nbInputs,
     DynamicPluginTensorDesc const* /*outputs*/, int32_t /*nbOutputs*/) const noexcept
 {
+    trace("getWorkspaceSize");
     try
     {
         if (inputs == nullptr || nbInputs != kNB_INPUTS)
@@ -446,6 +469,7 @@ size_t SgformerIamPlugin::getWorkspaceSize(DynamicPluginTensorDesc const* inputs
 int32_t SgformerIamPlugin::onShapeChange(
     PluginTensorDesc const* in, int32_t nbInputs, PluginTensorDesc const* out, int32_t nbOutputs) noexcept
 {
+    trace("onShapeChange");
     try
     {
         if (in == nullptr || out == nullptr || nbOutputs != kNB_OUTPUTS)
@@ -476,6 +500,7 @@ int32_t SgformerIamPlugin::onShapeChange(
 int32_t SgformerIamPlugin::enqueue(PluginTensorDesc const* inputDesc, PluginTensorDesc const* outputDesc,
     void const* const* inputs, void* const* outputs, void* workspace, cudaStream_t stream) noexcept
 {
+    trace("enqueue");
     try
     {
         if (inputDesc == nullptr || outputDesc == nullptr || inputs == nullptr || outputs == nullptr)
@@ -526,11 +551,13 @@ int32_t SgformerIamPlugin::enqueue(PluginTensorDesc const* inputDesc, PluginTens
 
 nvinfer1::IPluginV3* SgformerIamPlugin::attachToContext(nvinfer1::IPluginResourceContext* /*context*/) noexcept
 {
+    trace("attachToContext");
     return clone(); // no per-context resources
 }
 
 PluginFieldCollection const* SgformerIamPlugin::getFieldsToSerialize() noexcept
 {
+    trace("getFieldsToSerialize");
     try
     {
         mSerialFields.clear();
@@ -590,6 +617,7 @@ PluginFieldCollection const* SgformerIamPluginCreator::getFieldNames() noexcept
 nvinfer1::IPluginV3* SgformerIamPluginCreator::createPlugin(
     char const* name, PluginFieldCollection const* fc, nvinfer1::TensorRTPhase /*phase*/) noexcept
 {
+    trace("createPlugin");
     try
     {
         if (fc == nullptr || (fc->nbFields > 0 && fc->fields == nullptr))

@@ -139,6 +139,12 @@ int sgformer_iam_cuda_fp16(uint16_t const* tokens, float const* importance, floa
         batch, height, width, channels, group_sizes, tier_sizes, n_tiers, seq_row, seq_col);
 }
 
+int sgformer_iam_cuda_device_count(void)
+{
+    int count = 0;
+    return cudaGetDeviceCount(&count) == cudaSuccess ? count : 0;
+}
+
 size_t sgformer_iam_cuda_workspace_size(int batch, int num_tokens)
 {
     return sgformer::iam::sgformerIamWorkspaceSize(batch, num_tokens);

@@ -1,0 +1,195 @@
+"""ctypes wrapper of the SGFormerIAM CPU host reference (``libsgformer_iam_ref.so``).
+
+The host reference is the C++ twin of the CUDA kernel (both loop over ``plugins/sgformer_iam/sgformerIamMath.h``),
+so fp32 results here are bit-identical to the plugin's on the GPU. The onnxruntime CPU custom op calls
+:func:`iam_host`, which makes the rewritten graph checkable without a GPU with the plugin's exact tie order and
+rounding. Contract (inputs, outputs, attributes, tie order): ``plugins/sgformer_iam/README.md``.
+
+Finding the library: ``$SGFORMER_IAM_REF_LIB`` if set, else ``build/plugins-ref/libsgformer_iam_ref.so`` under
+the repository root (``make plugins-ref`` builds it; :func:`build_host_library` does the same from Python).
+"""
+from __future__ import annotations
+
+import ctypes
+import functools
+import os
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from .errors import ConfigError, PluginLibraryError
+
+__all__ = ["LIBRARY_ENV_VAR", "find_host_library", "build_host_library", "iam_host"]
+
+#: Environment variable that points at a prebuilt host-reference library.
+LIBRARY_ENV_VAR = "SGFORMER_IAM_REF_LIB"
+LIBRARY_NAME = "libsgformer_iam_ref.so"
+REPO_ROOT = Path(__file__).resolve().parents[1]
+PLUGIN_SOURCE_DIR = REPO_ROOT / "plugins" / "sgformer_iam"
+DEFAULT_BUILD_DIR = REPO_ROOT / "build" / "plugins-ref"
+
+_API_VERSION = 1
+_ERR_ARGUMENT = 1
+_ERR_LAYOUT = 2
+_BUILD_HINT = (
+    "build it with `make plugins-ref` (or `cmake -S plugins/sgformer_iam -B build/plugins-ref -DSGFORMER_REF_ONLY=ON "
+    "&& cmake --build build/plugins-ref`), or point ${env} at a built {lib}"
+).format(env=LIBRARY_ENV_VAR, lib=LIBRARY_NAME)
+
+
+def find_host_library() -> Path:
+    """Path of the host-reference library: ``$SGFORMER_IAM_REF_LIB``, else the default build location."""
+    from_env = os.environ.get(LIBRARY_ENV_VAR)
+    if from_env:
+        path = Path(from_env)
+        if not path.is_file():
+            raise PluginLibraryError(f"{LIBRARY_ENV_VAR}={from_env} does not name a file; {_BUILD_HINT}")
+        return path
+    path = DEFAULT_BUILD_DIR / LIBRARY_NAME
+    if not path.is_file():
+        raise PluginLibraryError(f"SGFormerIAM host reference library not found at {path}; {_BUILD_HINT}")
+    return path
+
+
+def build_host_library(build_dir: Path = DEFAULT_BUILD_DIR) -> Path:
+    """Build ``libsgformer_iam_ref.so`` into ``build_dir`` (CPU only, a few seconds) and return its path.
+
+    Uses CMake (``-DSGFORMER_REF_ONLY=ON``) when available, otherwise calls the C++ compiler directly.
+    """
+    build_dir = Path(build_dir)
+    build_dir.mkdir(parents=True, exist_ok=True)
+    cmake = shutil.which("cmake")
+    if cmake is not None:
+        commands = [
+            [cmake, "-S", str(PLUGIN_SOURCE_DIR), "-B", str(build_dir), "-DSGFORMER_REF_ONLY=ON",
+             "-DCMAKE_BUILD_TYPE=Release"],
+            [cmake, "--build", str(build_dir), "--target", "sgformer_iam_ref", "--parallel", "2"],
+        ]
+    else:
+        cxx = os.environ.get("CXX") or shutil.which("g++") or shutil.which("c++")
+        if cxx is None:
+            raise PluginLibraryError("cannot build the SGFormerIAM host reference: neither cmake nor a C++ compiler "
+                                     "(g++/c++ or $CXX) is on PATH")
+        commands = [[cxx, "-std=c++17", "-O2", "-fPIC", "-shared", "-ffp-contract=off", "-fno-fast-math",
+                     "-I", str(PLUGIN_SOURCE_DIR), str(PLUGIN_SOURCE_DIR / "sgformerIamRef.cpp"),
+                     "-o", str(build_dir / LIBRARY_NAME)]]
+    for command in commands:
+        result = subprocess.run(command, capture_output=True, text=True, check=False)
+        if result.returncode != 0:
+            raise PluginLibraryError(
+                f"building the SGFormerIAM host reference failed (exit {result.returncode}): {' '.join(command)}\n"
+                f"{result.stdout[-2000:]}{result.stderr[-2000:]}")
+    path = build_dir / LIBRARY_NAME
+    if not path.is_file():
+        raise PluginLibraryError(f"the SGFormerIAM host reference build finished but {path} is missing")
+    return path
+
+
+_F32P = ctypes.POINTER(ctypes.c_float)
+_U16P = ctypes.POINTER(ctypes.c_uint16)
+_I32P = ctypes.POINTER(ctypes.c_int)
+
+
+@functools.lru_cache(maxsize=None)
+def _load(path: str) -> ctypes.CDLL:
+    try:
+        lib = ctypes.CDLL(path)
+    except OSError as exc:
+        raise PluginLibraryError(f"cannot load the SGFormerIAM host reference {path}: {exc}; {_BUILD_HINT}") from exc
+    try:
+        lib.sgformer_iam_ref_api_version.restype = ctypes.c_int
+        lib.sgformer_iam_ref_api_version.argtypes = []
+        common = [ctypes.c_int] * 4 + [_I32P, _I32P, ctypes.c_int]
+        lib.sgformer_iam_ref_fp32.restype = ctypes.c_int
+        lib.sgformer_iam_ref_fp32.argtypes = [_F32P, _F32P, _F32P, _F32P, *common, _F32P, _F32P]
+        lib.sgformer_iam_ref_fp16.restype = ctypes.c_int
+        lib.sgformer_iam_ref_fp16.argtypes = [_U16P, _F32P, _F32P, _F32P, *common, _U16P, _U16P]
+        lib.sgformer_iam_ref_out_tokens.restype = ctypes.c_int
+        lib.sgformer_iam_ref_out_tokens.argtypes = [ctypes.c_int, ctypes.c_int, _I32P, _I32P, ctypes.c_int]
+        lib.sgformer_iam_ref_last_error.restype = ctypes.c_char_p
+        lib.sgformer_iam_ref_last_error.argtypes = []
+    except AttributeError as exc:
+        raise PluginLibraryError(f"{path} is not an SGFormerIAM host reference library ({exc}); {_BUILD_HINT}") from exc
+    version = lib.sgformer_iam_ref_api_version()
+    if version != _API_VERSION:
+        raise PluginLibraryError(f"{path} has host-reference API version {version}, expected {_API_VERSION}; "
+                                 f"rebuild it ({_BUILD_HINT})")
+    return lib
+
+
+def _as_f32(name: str, array: np.ndarray, shape: tuple[int, ...] | None = None) -> np.ndarray:
+    array = np.asarray(array)
+    if array.dtype != np.float32:
+        raise TypeError(f"SGFormerIAM: {name} must be float32 (the op's contract), got {array.dtype}")
+    if shape is not None and array.shape != shape:
+        raise ValueError(f"SGFormerIAM: {name} has shape {array.shape}, expected {shape}")
+    return np.ascontiguousarray(array)
+
+
+def iam_host(
+    tokens: np.ndarray,
+    importance: np.ndarray,
+    agg_weight: np.ndarray,
+    agg_bias: np.ndarray,
+    height: int,
+    width: int,
+    group_sizes: Sequence[int],
+    tier_sizes: Sequence[int],
+    library: Path | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Run the host reference: ``tokens [B, N, C]`` (float32 or float16) -> ``(seq_row, seq_col)``, each [B, T, C].
+
+    ``importance [B, N]``, ``agg_weight [sum(group_sizes)]`` (any shape with that many elements) and
+    ``agg_bias [len(group_sizes)]`` are float32. Outputs have the dtype of ``tokens``.
+    Raises ConfigError for an inconsistent layout, TypeError/ValueError for wrong dtypes or shapes, and
+    PluginLibraryError when the library is missing or fails.
+    """
+    lib = _load(str(library if library is not None else find_host_library()))
+    tokens = np.asarray(tokens)
+    if tokens.dtype not in (np.float32, np.float16):
+        raise TypeError(f"SGFormerIAM: tokens must be float32 or float16, got {tokens.dtype}")
+    if tokens.ndim != 3:
+        raise ValueError(f"SGFormerIAM: tokens must be [B, N, C], got shape {tokens.shape}")
+    batch, n, channels = (int(d) for d in tokens.shape)
+    height, width = int(height), int(width)
+    if n != height * width:
+        raise ValueError(f"SGFormerIAM: tokens have N={n} but height*width = {height}*{width} = {height * width}")
+    groups = np.ascontiguousarray(np.asarray(group_sizes, dtype=np.int32).reshape(-1))
+    tiers = np.ascontiguousarray(np.asarray(tier_sizes, dtype=np.int32).reshape(-1))
+    if groups.shape != tiers.shape:
+        raise ConfigError(f"SGFormerIAM: group_sizes {groups.tolist()} and tier_sizes {tiers.tolist()} differ in length")
+    out_tokens = lib.sgformer_iam_ref_out_tokens(height, width, groups.ctypes.data_as(_I32P),
+                                                 tiers.ctypes.data_as(_I32P), int(groups.size))
+    if out_tokens < 0:
+        raise ConfigError(lib.sgformer_iam_ref_last_error().decode())
+    importance = _as_f32("importance", importance, (batch, n))
+    weight = _as_f32("agg_weight", agg_weight).reshape(-1)
+    if weight.size != int(groups.sum()):
+        raise ValueError(f"SGFormerIAM: agg_weight has {weight.size} elements, expected sum(group_sizes) = {groups.sum()}")
+    bias = _as_f32("agg_bias", agg_bias).reshape(-1)
+    if bias.size != groups.size:
+        raise ValueError(f"SGFormerIAM: agg_bias has {bias.size} elements, expected {groups.size} (one per tier)")
+
+    tokens = np.ascontiguousarray(tokens)
+    seq_row = np.empty((batch, out_tokens, channels), dtype=tokens.dtype)
+    seq_col = np.empty_like(seq_row)
+    layout = (batch, height, width, channels, groups.ctypes.data_as(_I32P), tiers.ctypes.data_as(_I32P),
+              int(groups.size))
+    floats = (importance.ctypes.data_as(_F32P), weight.ctypes.data_as(_F32P), bias.ctypes.data_as(_F32P))
+    if tokens.dtype == np.float32:
+        status = lib.sgformer_iam_ref_fp32(tokens.ctypes.data_as(_F32P), *floats, *layout,
+                                           seq_row.ctypes.data_as(_F32P), seq_col.ctypes.data_as(_F32P))
+    else:
+        status = lib.sgformer_iam_ref_fp16(tokens.ctypes.data_as(_U16P), *floats, *layout,
+                                           seq_row.ctypes.data_as(_U16P), seq_col.ctypes.data_as(_U16P))
+    if status != 0:
+        message = lib.sgformer_iam_ref_last_error().decode()
+        if status == _ERR_LAYOUT:
+            raise ConfigError(message)
+        if status == _ERR_ARGUMENT:
+            raise ValueError(message)
+        raise PluginLibraryError(message)
+    return seq_row, seq_col
