@@ -162,6 +162,14 @@ def available_cpus() -> int:
         return os.cpu_count() or 1
 
 
+def load_average() -> Optional[float]:
+    """1-minute load average (other processes competing for the CPUs skew CPU timings; the report records it)."""
+    try:
+        return round(os.getloadavg()[0], 2)
+    except (AttributeError, OSError):
+        return None
+
+
 def parse_baseline(text: str) -> tuple[str, int]:
     """``"backend:batch"`` -> (backend, batch)."""
     name, _, batch = text.partition(":")
@@ -329,17 +337,6 @@ class _Artifacts:
         return f"random-init, seed {self.config.seed}"
 
 
-def _ort_options(config: BenchConfig):
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = config.cpu_threads
-    options.inter_op_num_threads = 1
-    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    options.log_severity_level = 3
-    return options
-
-
 def _ort_runner(session, config: BenchConfig, extra: dict) -> Runner:
     import onnxruntime as ort
 
@@ -354,27 +351,44 @@ def _ort_runner(session, config: BenchConfig, extra: dict) -> Runner:
 
 
 def _create_ort(config: BenchConfig, files: dict) -> Runner:
-    import onnxruntime as ort
+    from .ort_runner import create_session
 
-    session = ort.InferenceSession(files["onnx"], _ort_options(config), providers=["CPUExecutionProvider"])
+    session = create_session(files["onnx"], threads=config.cpu_threads)
     return _ort_runner(session, config, {"graph": Path(files["onnx"]).name})
 
 
+def _ort_unavailable(config: BenchConfig) -> Optional[str]:
+    reason = _import_error("onnxruntime") or _import_error("pipeline.ort_runner")
+    if reason is None and config.onnx_path is None:
+        reason = _import_error("pipeline.export")
+    return reason
+
+
 def _ort_iam_unavailable(config: BenchConfig) -> Optional[str]:
-    for module in ("onnxruntime_extensions", "pipeline.ort_runner"):
-        reason = _import_error(module)
-        if reason:
-            return reason
-    if config.iam_onnx_path is None:
-        return _import_error("pipeline.rewrite")
-    return None
+    reason = _ort_unavailable(config) or _import_error("onnxruntime_extensions")
+    if reason is None and config.iam_onnx_path is None:
+        reason = _import_error("pipeline.rewrite")
+    return reason
 
 
 def _create_ort_iam(config: BenchConfig, files: dict) -> Runner:
-    from . import ort_runner
+    from .ort_runner import create_session
 
-    session = ort_runner.create_session(files["iam_onnx"], _ort_options(config))
-    return _ort_runner(session, config, {"graph": Path(files["iam_onnx"]).name, "custom_op": "onnxruntime-extensions"})
+    session = create_session(files["iam_onnx"], threads=config.cpu_threads)
+    runner = _ort_runner(session, config, {"graph": Path(files["iam_onnx"]).name, "custom_op": "onnxruntime-extensions"})
+    first_call = runner.infer
+
+    def infer(images: np.ndarray) -> np.ndarray:
+        out = first_call(images)
+        if "op_body" not in runner.details:  # which implementation ort_runner bound to the op (known after a call)
+            from . import ort_runner
+
+            impl = getattr(ort_runner, "_impl", None)
+            runner.details["op_body"] = f"{getattr(impl, '__module__', '?')}.{getattr(impl, '__name__', '?')}"
+        return out
+
+    runner.infer = infer
+    return runner
 
 
 # -- TensorRT
@@ -439,8 +453,7 @@ def _registry() -> dict[str, BackendSpec]:
         BackendSpec("pytorch-cpu", "PyTorch eager fp32, CPU", False,
                     lambda c: None, lambda c, f: _create_torch(c, f, "cpu")),
         BackendSpec("ort-cpu", "onnxruntime CPU, exported standard-op graph (TopK/GatherElements)", False,
-                    lambda c: _import_error("onnxruntime") or (None if c.onnx_path else _import_error("pipeline.export")),
-                    _create_ort, prepare=lambda c, a: {"onnx": str(a.exported())}),
+                    _ort_unavailable, _create_ort, prepare=lambda c, a: {"onnx": str(a.exported())}),
         BackendSpec("ort-cpu-iam", "onnxruntime CPU, rewritten graph (SGFormerIAM custom op, onnxruntime-extensions)",
                     False, _ort_iam_unavailable, _create_ort_iam, prepare=lambda c, a: {"iam_onnx": str(a.rewritten())}),
         BackendSpec("pytorch-cuda", "PyTorch eager fp32, CUDA", True,
@@ -711,6 +724,7 @@ def _environment(config: BenchConfig) -> dict:
         "torch": torch.__version__,
         "onnxruntime": onnxruntime.__version__,
         "gpu": gpu_name(),
+        "loadavg_1min_at_start": load_average(),
     }
     try:
         import tensorrt
@@ -747,6 +761,7 @@ def _pick_baseline(config: BenchConfig, rows: list[dict]) -> dict:
 def run_benchmarks(config: BenchConfig, command: str = "") -> BenchReport:
     """Measure every selected backend (see module docstring). Raises ``PipelineError`` if nothing ran."""
     start = time.perf_counter()
+    environment = _environment(config)
     _logger.info("bench start: %s @ %d, batches %s, %d warmup + %d calls, backends %s", config.variant,
                  config.img_size, list(config.batches), config.warmup, config.iters, ", ".join(config.selected_backends))
     rows: list[dict] = []
@@ -811,7 +826,7 @@ def run_benchmarks(config: BenchConfig, command: str = "") -> BenchReport:
     config_dict["engines"] = dict(config.engines)
     report = BenchReport(
         config=config_dict,
-        environment=_environment(config),
+        environment={**environment, "loadavg_1min_at_end": load_average()},
         baseline=chosen,
         rows=rows,
         backends=backends,
@@ -841,7 +856,11 @@ def render_markdown(report: BenchReport) -> str:
         f"# Benchmark: {report.title}",
         "",
         f"- created {report.created} on `{env['host']}`: {env['cpu']}, {env['threads']} threads "
-        f"({env['cpus_available']} CPUs available), GPU: {env['gpu'] or 'none'}",
+        f"({env['cpus_available']} CPUs available), GPU: {env['gpu'] or 'none'}; 1-min load average "
+        f"{env['loadavg_1min_at_start']} at start, {env['loadavg_1min_at_end']} at end"
+        + (" (**other processes competed for the CPUs: CPU timings are pessimistic**)"
+           if max(env["loadavg_1min_at_start"] or 0, env["loadavg_1min_at_end"] or 0) > 0.5 + env["cpus_available"]
+           else ""),
         f"- torch {env['torch']}, onnxruntime {env['onnxruntime']}, TensorRT {env['tensorrt'] or 'not installed'}, "
         f"Python {env['python']}",
         f"- weights: {weights}; "

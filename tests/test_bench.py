@@ -1,0 +1,113 @@
+"""Benchmarks in tiny mode on the tiny-test variant: outputs, keys, positive numbers, skips and config errors."""
+from __future__ import annotations
+
+import json
+
+import pytest
+from PIL import Image
+
+from pipeline import bench
+from pipeline.bench import BACKENDS, BenchConfig, run_benchmarks, write_report
+from pipeline.cli import main
+from pipeline.errors import ConfigError
+
+CPU_BACKENDS = ("pytorch-cpu", "ort-cpu", "ort-cpu-iam")
+
+
+@pytest.fixture(scope="module")
+def tiny_report():
+    """Every registered backend, each in its own process, as CI runs it (about 10 s on 2 cores)."""
+    return run_benchmarks(BenchConfig.tiny(variant="tiny-test"))
+
+
+def test_tiny_run_covers_every_backend(tiny_report):
+    measured = {b["backend"] for b in tiny_report.backends}
+    skipped = {s["backend"]: s["reason"] for s in tiny_report.skipped}
+    assert not tiny_report.failed, tiny_report.failed
+    assert measured | set(skipped) == set(BACKENDS), "every backend is either measured or skipped with a reason"
+    assert {"pytorch-cpu", "ort-cpu"} <= measured
+    assert all(reason for reason in skipped.values())
+    if bench.gpu_name() is None:
+        for name in ("pytorch-cuda", "trt-fp32", "trt-fp16", "trt-int8", "trt-topk"):
+            assert "no GPU" in skipped[name], f"{name} must be skipped without a GPU, not measured"
+    if bench._ort_iam_unavailable(tiny_report_config()) is None:
+        assert "ort-cpu-iam" in measured, "the custom-op backend is available here, so it must be measured"
+
+
+def tiny_report_config() -> BenchConfig:
+    return BenchConfig.tiny(variant="tiny-test")
+
+
+def test_tiny_rows_have_positive_numbers_and_ratios(tiny_report):
+    batches = set(bench.TINY_BATCHES)
+    for backend in {b["backend"] for b in tiny_report.backends}:
+        assert {r["batch"] for r in tiny_report.rows if r["backend"] == backend} == batches
+    for row in tiny_report.rows:
+        lat = row["latency_ms"]
+        assert 0 < lat["min"] <= lat["median"] <= lat["p90"] <= lat["p99"], row
+        assert row["throughput_ips"] > 0 and row["peak_memory_bytes"] > 0, row
+        assert row["calls"] == bench.TINY_ITERS and row["device"] == "cpu"
+        assert all(v is not None and v > 0 for v in row["ratios"].values()), row
+    base = tiny_report.baseline
+    assert (base["backend"], base["batch"], base["fallback"]) == ("pytorch-cpu", 1, False)
+    base_row = next(r for r in tiny_report.rows if r["backend"] == "pytorch-cpu" and r["batch"] == 1)
+    assert base_row["ratios"] == {"throughput": 1.0, "latency": 1.0, "memory": 1.0}
+    for b in tiny_report.backends:
+        assert b["max_abs_logit_diff_vs_pytorch"] < 1e-3, f"{b['backend']} computes different logits"
+
+
+def test_report_files(tiny_report, tmp_path):
+    paths = write_report(tiny_report, tmp_path / "out")
+    assert set(paths) == {"json", "md", "png"}
+    doc = json.loads(paths["json"].read_text())
+    assert doc["schema"] == bench.SCHEMA
+    assert {"config", "environment", "baseline", "rows", "backends", "skipped", "failed", "created"} <= set(doc)
+    assert doc["config"]["variant"] == "tiny-test" and doc["environment"]["threads"] >= 1
+    assert {"latency_ms", "throughput_ips", "peak_memory_bytes", "ratios"} <= set(doc["rows"][0])
+    md = paths["md"].read_text()
+    assert "baseline: pytorch-cpu batch 1" in md and "| backend | device | batch |" in md
+    assert "Skipped" in md or not doc["skipped"]
+    with Image.open(paths["png"]) as img:
+        assert img.format == "PNG" and img.width > 100 and img.height > 100
+    assert not [p for p in paths["json"].parent.iterdir() if p.name.startswith(".")], "temp files left behind"
+
+
+def test_missing_baseline_falls_back_and_says_so():
+    config = BenchConfig.tiny(variant="tiny-test", backends=("pytorch-cpu",), baseline="ort-cpu:1",
+                              batches=(2,), isolate=False)
+    report = run_benchmarks(config)
+    assert report.baseline["fallback"] is True and report.baseline["backend"] == "pytorch-cpu"
+    assert "was not measured" in bench.render_markdown(report)
+
+
+def test_cli_in_process(tmp_path, capsys):
+    rc = main(["bench", "--variant", "tiny-test", "--tiny", "--backends", "pytorch-cpu", "--batches", "1",
+               "--in-process", "-o", str(tmp_path)])
+    assert rc == 0
+    assert "| pytorch-cpu | cpu | 1 |" in capsys.readouterr().out
+    assert sorted(p.name for p in tmp_path.iterdir()) == [f"bench-tiny-test-224.{s}" for s in ("json", "md", "png")]
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (dict(batches=(0,)), "positive integers"),
+        (dict(batches=(1, 1)), "repeat"),
+        (dict(iters=0), "--iters"),
+        (dict(warmup=-1), "--warmup"),
+        (dict(backends=("nope",)), "unknown backend"),
+        (dict(baseline="pytorch-cpu"), "BACKEND:BATCH"),
+        (dict(variant="x"), "unknown variant"),
+        (dict(img_size=256), "multiple of 224"),
+        (dict(engines=(("pytorch-cpu", "a.engine"),)), "not a TensorRT backend"),
+    ],
+)
+def test_bad_config_is_refused(overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        BenchConfig(**overrides)
+
+
+def test_cli_bad_batches_exit_code(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        main(["bench", "--batches", "1,x", "-o", str(tmp_path)])
+    assert "comma-separated integers" in capsys.readouterr().err
