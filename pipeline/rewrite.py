@@ -654,7 +654,7 @@ def rewrite_iam(
         "rewrote %d IAM regions in %.1f s: %d -> %d nodes", len(regions), report.seconds,
         sum(ops_before.values()), sum(report.ops_after.values()),
     )
-    _logger.info("op histogram (before / after):\n%s", report.histogram_table())
+    _logger.debug("op histogram (before / after):\n%s", report.histogram_table())
     return report
 
 
