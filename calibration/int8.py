@@ -273,8 +273,10 @@ def quantize_int8(
         level = root.level
         root.setLevel(max(level, logging.ERROR))  # onnxruntime.quantization logs through the root logger
         try:
+            work = onnx.ModelProto()
+            work.CopyFrom(model)  # quantize_static saves its input with external data, which mutates it
             quantize_static(
-                model,
+                work,
                 str(out_path),
                 reader,
                 quant_format=QuantFormat.QDQ,
