@@ -39,10 +39,10 @@ FLAVOURS = ("TensorRT", "TensorRT-RTX")
 HARDWARE_COMPATIBILITY = ("none", "ampere_plus", "same_compute_capability")
 #: Jetson modules by compute capability (Thor: sm_101 with CUDA 12.x, sm_110 with CUDA 13).
 JETSON_NAMES = {"sm_53": "Nano", "sm_62": "TX2", "sm_72": "Xavier", "sm_87": "Orin", "sm_101": "Thor", "sm_110": "Thor"}
-#: ONNX ``metadata_props`` keys the export stage can set so that ``build`` does not need to be told.
-META_VARIANT = "sgformer.variant"
-META_RESOLUTION = "sgformer.img_size"
-META_WEIGHTS = "sgformer.weights"
+#: ONNX ``metadata_props`` keys written by the export stage (``pipeline.export``); ``build`` reads its labels there.
+META_VARIANT = "variant"
+META_RESOLUTION = "img_size"
+META_WEIGHTS = "weights"
 
 
 class ManifestError(PipelineError):
