@@ -70,6 +70,7 @@ def _trace_to_onnx(model: torch.nn.Module, batch: Optional[int], opset: int) -> 
         warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
         warnings.filterwarnings("ignore", message=".*dynamo=False.*", category=DeprecationWarning)
         warnings.filterwarnings("ignore", message=".*TorchScript-based ONNX export.*")
+        warnings.filterwarnings("ignore", message="The feature will be removed", category=DeprecationWarning)
         try:
             torch.onnx.export(
                 model,
