@@ -1,0 +1,275 @@
+"""Accuracy of fp32 / fp16 / int8 ONNX graphs in onnxruntime (CPU) against the PyTorch fp32 reference.
+
+``evaluate`` runs each graph (standard-op or rewritten with ``SGFormerIAM``: ``pipeline.ort_runner``
+registers the CPU custom op) over an image set and compares logits with the PyTorch model on the same
+preprocessed inputs: top-1 / top-5 agreement, cosine similarity (min and mean over images), max abs
+logit difference. With labels (ImageNet-style ``<root>/<class>/<img>`` folders whose class names are
+sorted into indices, or a CSV ``file,label_index``) it also reports top-1 / top-5 accuracy.
+
+Optional per-layer sensitivity (``sensitivity``): quantize one layer group at a time (everything else
+float) and report the cosine drop it causes; groups are the model's module prefixes (``/block2.1/attn``).
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import logging
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Optional, Sequence
+
+import numpy as np
+import onnx
+
+from pipeline.errors import CalibrationError, ConfigError
+
+from .data import CalibrationSet, load_calibration_set
+
+__all__ = ["Metrics", "EvalReport", "compare_logits", "evaluate", "format_table", "sensitivity", "add_arguments", "run"]
+
+_logger = logging.getLogger("pipeline.calibration")
+
+
+@dataclass
+class Metrics:
+    name: str
+    images: int
+    top1_agreement: float
+    top5_agreement: float  # fraction of images whose reference top-1 is in the graph's top-5
+    cosine_min: float
+    cosine_mean: float
+    max_abs_diff: float
+    top1_accuracy: Optional[float] = None
+    top5_accuracy: Optional[float] = None
+    seconds: float = 0.0
+
+
+@dataclass
+class EvalReport:
+    variant: str
+    img_size: int
+    data: str
+    data_hash: str
+    reference: Metrics
+    results: list[Metrics] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return {
+            "variant": self.variant,
+            "img_size": self.img_size,
+            "data": self.data,
+            "data_hash": self.data_hash,
+            "reference": asdict(self.reference),
+            "results": [asdict(m) for m in self.results],
+        }
+
+
+def _topk(x: np.ndarray, k: int) -> np.ndarray:
+    return np.argsort(-x, axis=1, kind="stable")[:, :k]
+
+
+def compare_logits(
+    name: str, logits: np.ndarray, ref: np.ndarray, labels: Optional[np.ndarray] = None, seconds: float = 0.0
+) -> Metrics:
+    """Agreement of ``logits`` with ``ref`` (both [N, classes]); accuracy when ``labels`` ([N], -1 = none)."""
+    logits = logits.astype(np.float64)
+    ref = ref.astype(np.float64)
+    ref_top1 = ref.argmax(1)
+    top5 = _topk(logits, 5)
+    cos = (logits * ref).sum(1) / np.maximum(np.linalg.norm(logits, axis=1) * np.linalg.norm(ref, axis=1), 1e-30)
+    m = Metrics(
+        name=name,
+        images=len(ref),
+        top1_agreement=float((logits.argmax(1) == ref_top1).mean()),
+        top5_agreement=float((top5 == ref_top1[:, None]).any(1).mean()),
+        cosine_min=float(cos.min()),
+        cosine_mean=float(cos.mean()),
+        max_abs_diff=float(np.abs(logits - ref).max()),
+        seconds=seconds,
+    )
+    if labels is not None and (labels >= 0).any():
+        keep = labels >= 0
+        m.top1_accuracy = float((logits[keep].argmax(1) == labels[keep]).mean())
+        m.top5_accuracy = float((top5[keep] == labels[keep][:, None]).any(1).mean())
+    return m
+
+
+def _labels(data: CalibrationSet, labels_csv: Optional[str | Path]) -> Optional[np.ndarray]:
+    if labels_csv is not None:
+        table: dict[str, int] = {}
+        with open(labels_csv, newline="") as f:
+            for row in csv.reader(f):
+                if len(row) >= 2 and row[1].strip().lstrip("-").isdigit():
+                    table[Path(row[0].strip()).name] = int(row[1])
+        if not table:
+            raise CalibrationError(f"{labels_csv}: no 'file,label_index' rows found")
+        return np.array([table.get(Path(s.name).name, -1) for s in data.sources])
+    names = [s.label for s in data.sources]
+    if not any(names):
+        return None
+    classes = sorted({n for n in names if n})
+    index = {c: i for i, c in enumerate(classes)}
+    if len(classes) < 2:
+        return None
+    _logger.info("labels from %d class folders (sorted names -> indices)", len(classes))
+    return np.array([index[n] if n else -1 for n in names])
+
+
+def _run_graph(model: onnx.ModelProto | str | Path, images: np.ndarray, batch: int) -> np.ndarray:
+    from pipeline.ort_runner import create_session
+
+    session = create_session(model)
+    inp = session.get_inputs()[0].name
+    out = session.get_outputs()[0].name
+    return np.concatenate([session.run([out], {inp: images[i : i + batch]})[0] for i in range(0, len(images), batch)])
+
+
+def _run_torch(variant: str, img_size: int, checkpoint: Optional[str], images: np.ndarray, batch: int, seed: int) -> np.ndarray:
+    import torch
+
+    from pipeline.model import create_model
+
+    model = create_model(variant, img_size, checkpoint=checkpoint, seed=seed)
+    with torch.no_grad():
+        return np.concatenate(
+            [model(torch.from_numpy(images[i : i + batch])).numpy() for i in range(0, len(images), batch)]
+        )
+
+
+def evaluate(
+    graphs: dict[str, onnx.ModelProto | str | Path],
+    data: CalibrationSet,
+    variant: str,
+    checkpoint: Optional[str] = None,
+    seed: int = 0,
+    labels_csv: Optional[str | Path] = None,
+    batch: int = 8,
+) -> EvalReport:
+    """Run every graph in ``graphs`` (name -> model or path) on ``data``; compare with PyTorch fp32."""
+    if not graphs:
+        raise ConfigError("nothing to evaluate: pass at least one ONNX graph")
+    images = np.stack([arr for _, arr in data.arrays()])
+    labels = _labels(data, labels_csv)
+    t0 = time.perf_counter()
+    ref = _run_torch(variant, data.params.img_size, checkpoint, images, batch, seed)
+    ref_metrics = compare_logits("pytorch-fp32", ref, ref, labels, time.perf_counter() - t0)
+    report = EvalReport(variant, data.params.img_size, data.description, data.data_hash, ref_metrics)
+    for name, graph in graphs.items():
+        t0 = time.perf_counter()
+        logits = _run_graph(graph, images, batch)
+        report.results.append(compare_logits(name, logits, ref, labels, time.perf_counter() - t0))
+        _logger.info("evaluated %s in %.1f s", name, report.results[-1].seconds)
+    return report
+
+
+def format_table(report: EvalReport) -> str:
+    has_acc = report.reference.top1_accuracy is not None
+    head = ["graph", "images", "top1 agree", "top5 agree", "cos min", "cos mean", "max |dlogit|"]
+    if has_acc:
+        head += ["top1 acc", "top5 acc"]
+    rows = [head]
+    for m in [report.reference] + report.results:
+        row = [m.name, str(m.images), f"{m.top1_agreement:.2%}", f"{m.top5_agreement:.2%}", f"{m.cosine_min:.6f}",
+               f"{m.cosine_mean:.6f}", f"{m.max_abs_diff:.4g}"]
+        if has_acc:
+            row += [f"{m.top1_accuracy:.2%}", f"{m.top5_accuracy:.2%}"]
+        rows.append(row)
+    widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
+    lines = [f"SG-Former-{report.variant} @ {report.img_size}, {report.data} (hash {report.data_hash[:12]})"]
+    for k, r in enumerate(rows):
+        lines.append("  ".join(c.ljust(w) for c, w in zip(r, widths)))
+        if k == 0:
+            lines.append("  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def layer_groups(model: onnx.ModelProto, quantized: Sequence[str]) -> dict[str, list[str]]:
+    """Quantized layer names grouped by module prefix: ``/block2.1/attn/q/MatMul`` -> ``/block2.1/attn``."""
+    groups: dict[str, list[str]] = {}
+    for name in quantized:
+        parts = name.strip("/").split("/")
+        key = "/" + "/".join(parts[:2]) if len(parts) > 2 else "/" + parts[0]
+        groups.setdefault(key, []).append(name)
+    return groups
+
+
+def sensitivity(
+    model: onnx.ModelProto,
+    data: CalibrationSet,
+    eval_data: CalibrationSet,
+    policy=None,
+    cache_dir: Optional[str | Path] = None,
+) -> list[tuple[str, int, float, float]]:
+    """(group, layers, cosine mean, top-1 agreement) vs the fp32 graph with only that group quantized."""
+    from .int8 import QuantPolicy, quantize_int8
+
+    import tempfile
+
+    policy = policy or QuantPolicy()
+    tmp = tempfile.TemporaryDirectory(prefix="sgformer-sens-") if cache_dir is None else None
+    cache_dir = cache_dir or tmp.name  # one calibration, reused by every single-group run
+    full = quantize_int8(model, data, policy, cache_dir=cache_dir)
+    images = np.stack([arr for _, arr in eval_data.arrays()])
+    ref = _run_graph(model, images, 8)
+    rows = []
+    all_quantized = set(full.quantized_nodes)
+    for group, names in sorted(layer_groups(model, full.quantized_nodes).items()):
+        others = tuple(sorted(all_quantized - set(names)))
+        one = quantize_int8(
+            model, data,
+            QuantPolicy(**{**asdict(policy), "exclude_nodes": tuple(policy.exclude_nodes) + others}),
+            cache_dir=cache_dir,
+        )
+        m = compare_logits(group, _run_graph(one.model, images, 8), ref)
+        rows.append((group, len(names), m.cosine_mean, m.top1_agreement))
+        _logger.info("sensitivity %s (%d layers): cos %.6f top1 %.2f", group, len(names), m.cosine_mean, m.top1_agreement)
+    if tmp is not None:
+        tmp.cleanup()
+    return sorted(rows, key=lambda r: r[2])
+
+
+# ---------------------------------------------------------------------------------------------- CLI
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--variant", default="s", help="model variant of the PyTorch reference (s, m, b, tiny-test)")
+    parser.add_argument("--img-size", type=int, default=224)
+    parser.add_argument("--checkpoint", help="official checkpoint (default: seeded random weights)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the random weights when no checkpoint is given")
+    parser.add_argument("--onnx-fp32", help="fp32 graph (exported or rewritten)")
+    parser.add_argument("--onnx-fp16", help="fp16 graph")
+    parser.add_argument("--onnx-int8", help="int8 Q/DQ graph")
+    parser.add_argument("--onnx", action="append", default=[], metavar="NAME=PATH", help="any further graph")
+    src = parser.add_mutually_exclusive_group()
+    src.add_argument("--images", help="image folder (recursive; class sub-folders give labels)")
+    src.add_argument("--list", dest="list_file", help="file with one image path per line")
+    parser.add_argument("--labels", help="CSV of file,label_index for top-1/top-5 accuracy")
+    parser.add_argument("--num-images", type=int, help="evaluate a deterministic sample of N images")
+    parser.add_argument("--skip-bad-images", action="store_true", help="skip unreadable images with a warning")
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--json", help="write the report as JSON here")
+
+
+def run(args: argparse.Namespace) -> int:
+    from pipeline.io import load_onnx, write_json
+
+    graphs: dict[str, onnx.ModelProto] = {}
+    for name, path in (("fp32", args.onnx_fp32), ("fp16", args.onnx_fp16), ("int8", args.onnx_int8)):
+        if path:
+            graphs[name] = load_onnx(path)
+    for item in args.onnx:
+        if "=" not in item:
+            raise ConfigError(f"--onnx expects NAME=PATH, got {item!r}")
+        name, path = item.split("=", 1)
+        graphs[name] = load_onnx(path)
+    data = load_calibration_set(
+        args.img_size, images=args.images, list_file=args.list_file, num_images=args.num_images,
+        skip_bad=args.skip_bad_images,
+    )
+    report = evaluate(graphs, data, args.variant, checkpoint=args.checkpoint, seed=args.seed,
+                      labels_csv=args.labels, batch=args.batch)
+    print(format_table(report))
+    if args.json:
+        write_json(args.json, report.to_dict())
+    return 0
