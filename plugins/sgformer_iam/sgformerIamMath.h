@@ -209,10 +209,10 @@ SGFORMER_IAM_HD uint16_t floatToHalfBits(float value)
 inline int32_t makeIamParams(int32_t height, int32_t width, int32_t const* groupSizes, int32_t const* tierSizes,
     int32_t numTiers, SgformerIamParams& params, char* msg, size_t msgSize)
 {
-    auto fail = [&](char const* fmt, long long a, long long b) {
+    auto fail = [&](char const* fmt, auto... args) {
         if (msg != nullptr && msgSize > 0)
         {
-            std::snprintf(msg, msgSize, fmt, a, b);
+            std::snprintf(msg, msgSize, fmt, static_cast<long long>(args)...);
         }
         return int32_t{-1};
     };
@@ -227,13 +227,13 @@ inline int32_t makeIamParams(int32_t height, int32_t width, int32_t const* group
     }
     if (numTiers < kMIN_TIERS || numTiers > kMAX_TIERS)
     {
-        return fail("SGFormerIAM: fields group_sizes/tier_sizes have %lld entries; expected %lld or 3", numTiers,
-            kMIN_TIERS);
+        return fail("SGFormerIAM: fields group_sizes/tier_sizes have %lld entries; expected %lld or %lld", numTiers,
+            kMIN_TIERS, kMAX_TIERS);
     }
     if (groupSizes == nullptr || tierSizes == nullptr)
     {
-        return fail("SGFormerIAM: fields group_sizes/tier_sizes are missing (%lld, %lld)", groupSizes == nullptr,
-            tierSizes == nullptr);
+        return fail("SGFormerIAM: fields group_sizes/tier_sizes are missing (null: %lld, %lld)",
+            groupSizes == nullptr, tierSizes == nullptr);
     }
     long long sorted = 0;
     long long out = 0;
@@ -246,8 +246,8 @@ inline int32_t makeIamParams(int32_t height, int32_t width, int32_t const* group
         }
         if (tierSizes[t] <= 0 || tierSizes[t] % groupSizes[t] != 0)
         {
-            return fail("SGFormerIAM: field tier_sizes[%lld]=%lld must be a positive multiple of group_sizes[t]", t,
-                tierSizes[t]);
+            return fail("SGFormerIAM: field tier_sizes[%lld]=%lld must be a positive multiple of group_sizes[%lld]=%lld",
+                t, tierSizes[t], t, groupSizes[t]);
         }
         params.groupSizes[t] = groupSizes[t];
         params.tierSizes[t] = tierSizes[t];

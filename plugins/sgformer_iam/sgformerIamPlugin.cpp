@@ -683,7 +683,10 @@ nvinfer1::IPluginV3* SgformerIamPluginCreator::createPlugin(
                 static_cast<int32_t>(groupSizes.size()), params, msg, sizeof(msg))
             != 0)
         {
-            fail(msg);
+            // makeIamParams messages carry the plugin-name prefix already; reportError adds it again.
+            std::string const prefix = std::string(kPLUGIN_NAME) + ": ";
+            std::string const detail(msg);
+            fail(detail.compare(0, prefix.size(), prefix) == 0 ? detail.substr(prefix.size()) : detail);
         }
         return new SgformerIamPlugin(params, std::move(groupSizes), std::move(tierSizes));
     }
