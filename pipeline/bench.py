@@ -243,6 +243,15 @@ def _gpu_unavailable() -> Optional[str]:
 
 
 def gpu_name() -> Optional[str]:
+    """Name and compute capability of GPU 0 (CUDA driver probe, else PyTorch), or None without a GPU."""
+    try:
+        from .trt_backend import probe_gpu
+
+        gpu = probe_gpu(0)
+        if gpu is not None:
+            return f"{gpu.name} ({gpu.compute_capability})"
+    except Exception:  # the probe is optional; fall back to PyTorch's view
+        pass
     if _gpu_unavailable():
         return None
     import torch
@@ -391,60 +400,110 @@ def _create_ort_iam(config: BenchConfig, files: dict) -> Runner:
     return runner
 
 
-# -- TensorRT
+# -- TensorRT (pipeline.runtime: engine directory = engine + plugin library + manifest.json)
 
 
-def _engine_path(config: BenchConfig, backend: str) -> Optional[Path]:
+def _engine_candidates(config: BenchConfig, backend: str) -> list[Path]:
     explicit = dict(config.engines)
     if backend in explicit:
-        return Path(explicit[backend])
-    folder = Path(config.engine_dir) / f"{config.variant}-{TRT_PRECISIONS[backend]}-{config.img_size}"
-    found = sorted(folder.glob("*.engine"))
-    return found[0] if found else None
+        return [Path(explicit[backend])]
+    root = Path(config.engine_dir)
+    if backend == "trt-topk":  # `sgformer-trt build` labels a standard-op fp32 build "fp32" too
+        names = ("fp32-topk", "fp32")
+    else:
+        names = (TRT_PRECISIONS[backend],)
+    return [root / f"{config.variant}-{name}-{config.img_size}" for name in names]
+
+
+def _engine_dir(config: BenchConfig, backend: str) -> tuple[Optional[Path], str]:
+    """The engine directory for ``backend``, or None and why not.
+
+    The plugin engines must hold the plugin library (built from the rewritten graph); the native-TopK engine must
+    not (built from the standard-op graph). An explicit ``--engine`` is taken as given.
+    """
+    from .manifest import read_manifest
+
+    explicit = backend in dict(config.engines)
+    tried = []
+    for path in _engine_candidates(config, backend):
+        folder = path if path.is_dir() else path.parent
+        if not (folder / "manifest.json").is_file():
+            tried.append(f"{folder} (no manifest.json)")
+            continue
+        try:
+            has_plugin = read_manifest(folder).plugin is not None
+        except PipelineError as exc:
+            tried.append(f"{folder} ({exc})")
+            continue
+        if explicit or has_plugin == (backend != "trt-topk"):
+            return folder, ""
+        tried.append(f"{folder} ({'has' if has_plugin else 'has no'} plugin library)")
+    return None, f"no engine for {backend}: tried {'; '.join(tried)}; build one with `sgformer-trt build` or pass " \
+                 f"--engine {backend}=DIR"
 
 
 def _trt_unavailable(config: BenchConfig, backend: str) -> Optional[str]:
-    reason = _gpu_unavailable()
+    reason = _import_error("pipeline.trt_backend")
     if reason:
         return reason
+    from .trt_backend import probe_gpu
+
+    if probe_gpu(0) is None:
+        return "no GPU: no NVIDIA driver / device found (libcuda.so.1)"
     if backend == "trt-topk" and config.img_size != 224:
         return "the native TopK path only builds at 224 (TensorRT TopK K <= 3840)"
-    reason = _import_error("tensorrt") or _import_error("pipeline.runtime")
+    reason = _import_error("pipeline.runtime") or _import_error("pycuda.driver")
     if reason:
         return reason
-    path = _engine_path(config, backend)
-    if path is None or not path.is_file():
-        where = path or Path(config.engine_dir) / f"{config.variant}-{TRT_PRECISIONS[backend]}-{config.img_size}/*.engine"
-        return f"no engine at {where}; build it with `sgformer-trt build` or pass --engine {backend}=PATH"
-    return None
+    folder, why = _engine_dir(config, backend)
+    return why if folder is None else None
 
 
 def _create_trt(config: BenchConfig, files: dict, backend: str) -> Runner:
-    import torch
+    import pycuda.driver as cuda
 
-    from . import runtime
+    from .runtime import load_runner
 
-    free_before, total = torch.cuda.mem_get_info()
-    engine = runtime.load_runner(str(_engine_path(config, backend)))
-    state = {"base": total - free_before, "peak": 0}
+    # Device memory in use with a bare primary context (shared with the runner's), so the figure excludes the context.
+    cuda.init()
+    ctx = cuda.Device(0).retain_primary_context()
+    ctx.push()
+    free, total = cuda.mem_get_info()
+    state = {"base": total - free, "peak": 0}
+    folder, _ = _engine_dir(config, backend)
+    engine = load_runner(folder)
+
+    def sample() -> None:
+        free_now, _ = cuda.mem_get_info()
+        state["peak"] = max(state["peak"], total - free_now - state["base"])
 
     def infer(images: np.ndarray) -> np.ndarray:
-        out = engine(images)
-        free, _ = torch.cuda.mem_get_info()
-        state["peak"] = max(state["peak"], total - free - state["base"])
+        out = engine.infer(images)
+        sample()
         return out
 
     def reset() -> None:
         state["peak"] = 0
+        sample()
 
+    def close() -> None:
+        engine.close()
+        ctx.pop()
+        ctx.detach()
+
+    if max(config.batches) > engine.max_batch:
+        _logger.warning("%s: engine profile max batch %d < %d; larger batches run in chunks", backend,
+                        engine.max_batch, max(config.batches))
     return Runner(
         infer,
         device=gpu_name() or "cuda",
-        details={"engine": str(_engine_path(config, backend))},
+        details={"engine_dir": str(folder), "built_with": engine.manifest.backend_label,
+                 "precision": engine.manifest.precision, "max_batch": engine.max_batch},
         gpu_memory_reset=reset,
         gpu_memory_peak=lambda: state["peak"],
-        gpu_memory_kind="cudaMemGetInfo in use after calls minus before loading (engine + activations + context)",
-        close=getattr(engine, "close", lambda: None),
+        gpu_memory_kind="device memory in use after the calls minus in use with a bare CUDA context "
+                        "(cudaMemGetInfo: engine, activations, I/O buffers)",
+        close=close,
     )
 
 

@@ -74,7 +74,7 @@ def test_report_files(tiny_report, tmp_path):
 
 def test_missing_baseline_falls_back_and_says_so():
     config = BenchConfig.tiny(variant="tiny-test", backends=("pytorch-cpu",), baseline="ort-cpu:1",
-                              batches=(2,), isolate=False)
+                              batches=(2,), iters=1, warmup=0, isolate=False)
     report = run_benchmarks(config)
     assert report.baseline["fallback"] is True and report.baseline["backend"] == "pytorch-cpu"
     assert "was not measured" in bench.render_markdown(report)
