@@ -448,10 +448,13 @@ def config_from_args(args: argparse.Namespace) -> BuildConfig:
 
 def run(args: argparse.Namespace) -> int:
     config = config_from_args(args)
-    backend = trt_backend.load_backend(config.backend)
-    if backend.is_rtx:
-        trt_backend.reexec_with_rtx_library_path(getattr(sys, "orig_argv", [sys.executable, *sys.argv])[1:])
     header = _load_header(args.onnx)
+    ops = custom_ops(header)
+    if ops and config.plugin_library is None:
+        raise BuildError(f"{args.onnx} holds custom op(s) {', '.join(ops)}; {_plugin_hint(ops)}")
+    backend = trt_backend.load_backend(config.backend)
+    if backend.is_rtx:  # the parser's libtensorrt_rtx.so symlink may need LD_LIBRARY_PATH: restart with it
+        trt_backend.reexec_with_rtx_library_path(getattr(sys, "orig_argv", [sys.executable, *sys.argv])[1:])
     meta = onnx_metadata(header)
     precision = detect_precision(header) if args.precision == "auto" else args.precision
     variant = args.variant or meta.get(META_VARIANT)
