@@ -716,6 +716,7 @@ nvinfer1::IPluginV3* SgformerIamPluginCreator::createPlugin(
 extern "C" SGFORMER_IAM_EXPORT void setLoggerFinder(nvinfer1::ILoggerFinder* finder)
 {
     sgformer::iam::gLoggerFinder.store(finder);
+    sgformer::iam::trace(finder != nullptr ? "setLoggerFinder" : "setLoggerFinder(null)");
 }
 
 extern "C" SGFORMER_IAM_EXPORT nvinfer1::IPluginCreatorInterface* const* getCreators(int32_t& nbCreators)
