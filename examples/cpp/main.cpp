@@ -1,0 +1,323 @@
+// sgformer_classify: load the SG-Former plugin library and a TensorRT engine, classify PPM images, print the
+// top-5 classes and the latency. Usage (see README.md):
+//
+//   sgformer_classify --engine engines/s-fp16-224/s-fp16.engine
+//       --plugins engines/s-fp16-224/libsgformer_plugins.so [--labels imagenet_classes.txt]
+//       [--warmup 5] [--iters 20] image.ppm [image.ppm ...]
+#include "image.h"
+
+#include <NvInferRuntime.h>
+#include <cuda_runtime_api.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdlib>
+#include <fstream>
+#include <iomanip>
+#include <iostream>
+#include <iterator>
+#include <memory>
+#include <numeric>
+#include <sstream>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+namespace
+{
+
+#define CUDA_CHECK(call)                                                                                               \
+    do                                                                                                                 \
+    {                                                                                                                  \
+        cudaError_t const status_ = (call);                                                                            \
+        if (status_ != cudaSuccess)                                                                                    \
+        {                                                                                                              \
+            throw std::runtime_error(std::string(#call) + ": " + cudaGetErrorString(status_));                          \
+        }                                                                                                              \
+    } while (0)
+
+class Logger final : public nvinfer1::ILogger
+{
+public:
+    void log(Severity severity, nvinfer1::AsciiChar const* msg) noexcept override
+    {
+        if (severity <= Severity::kWARNING)
+        {
+            std::cerr << "[TensorRT] " << msg << "\n";
+        }
+    }
+};
+
+struct Options
+{
+    std::string engine;
+    std::string plugins;
+    std::string labels;
+    int32_t warmup{5};
+    int32_t iters{20};
+    std::vector<std::string> images;
+};
+
+[[noreturn]] void usage(char const* why)
+{
+    std::cerr << "error: " << why << "\nusage: sgformer_classify --engine FILE.engine [--plugins LIB.so] "
+              << "[--labels FILE] [--warmup N] [--iters N] image.ppm [...]\n";
+    std::exit(2);
+}
+
+Options parseArgs(int argc, char** argv)
+{
+    Options o;
+    for (int i = 1; i < argc; ++i)
+    {
+        std::string const arg = argv[i];
+        auto value = [&]() -> std::string {
+            if (i + 1 >= argc)
+            {
+                usage(("missing value for " + arg).c_str());
+            }
+            return argv[++i];
+        };
+        if (arg == "--engine")
+        {
+            o.engine = value();
+        }
+        else if (arg == "--plugins")
+        {
+            o.plugins = value();
+        }
+        else if (arg == "--labels")
+        {
+            o.labels = value();
+        }
+        else if (arg == "--warmup")
+        {
+            o.warmup = std::stoi(value());
+        }
+        else if (arg == "--iters")
+        {
+            o.iters = std::max(1, std::stoi(value()));
+        }
+        else if (arg.rfind("--", 0) == 0)
+        {
+            usage(("unknown option " + arg).c_str());
+        }
+        else
+        {
+            o.images.push_back(arg);
+        }
+    }
+    if (o.engine.empty() || o.images.empty())
+    {
+        usage("--engine and at least one image are required");
+    }
+    return o;
+}
+
+std::vector<char> readFile(std::string const& path)
+{
+    std::ifstream in(path, std::ios::binary);
+    if (!in)
+    {
+        throw std::runtime_error("cannot open " + path);
+    }
+    return std::vector<char>(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+}
+
+std::vector<std::string> readLabels(std::string const& path)
+{
+    std::vector<std::string> labels;
+    if (path.empty())
+    {
+        return labels;
+    }
+    std::ifstream in(path);
+    if (!in)
+    {
+        throw std::runtime_error("cannot open labels file " + path);
+    }
+    for (std::string line; std::getline(in, line);)
+    {
+        labels.push_back(line);
+    }
+    return labels;
+}
+
+std::string dimsToString(nvinfer1::Dims const& d)
+{
+    std::ostringstream s;
+    s << "[";
+    for (int32_t i = 0; i < d.nbDims; ++i)
+    {
+        s << (i ? ", " : "") << d.d[i];
+    }
+    s << "]";
+    return s.str();
+}
+
+struct DeviceBuffer
+{
+    void* ptr{nullptr};
+    explicit DeviceBuffer(size_t bytes) { CUDA_CHECK(cudaMalloc(&ptr, bytes)); }
+    ~DeviceBuffer() { cudaFree(ptr); }
+    DeviceBuffer(DeviceBuffer const&) = delete;
+    DeviceBuffer& operator=(DeviceBuffer const&) = delete;
+};
+
+int run(Options const& opt)
+{
+    Logger logger;
+    std::unique_ptr<nvinfer1::IRuntime> runtime{nvinfer1::createInferRuntime(logger)};
+    if (!runtime)
+    {
+        throw std::runtime_error("createInferRuntime failed (TensorRT library and headers differ?)");
+    }
+    if (!opt.plugins.empty() && runtime->getPluginRegistry().loadLibrary(opt.plugins.c_str()) == nullptr)
+    {
+        throw std::runtime_error("cannot load plugin library " + opt.plugins
+            + " (it must export getCreators and be built for this TensorRT; `make plugins`)");
+    }
+    std::vector<char> const blob = readFile(opt.engine);
+    std::unique_ptr<nvinfer1::ICudaEngine> engine{runtime->deserializeCudaEngine(blob.data(), blob.size())};
+    if (!engine)
+    {
+        throw std::runtime_error("cannot deserialize " + opt.engine
+            + ": engines only run with the TensorRT version and GPU architecture they were built for "
+              "(see manifest.json; rebuild on this device with `make engine`)");
+    }
+    std::unique_ptr<nvinfer1::IExecutionContext> context{engine->createExecutionContext()};
+
+    std::string input;
+    std::string output;
+    for (int32_t i = 0; i < engine->getNbIOTensors(); ++i)
+    {
+        char const* name = engine->getIOTensorName(i);
+        bool const isInput = engine->getTensorIOMode(name) == nvinfer1::TensorIOMode::kINPUT;
+        if (engine->getTensorDataType(name) != nvinfer1::DataType::kFLOAT)
+        {
+            throw std::runtime_error(std::string("tensor ") + name + " is not float32; this example expects "
+                                     "fp32 images in and fp32 logits out (precision lives inside the graph)");
+        }
+        (isInput ? input : output) = name;
+    }
+    if (input.empty() || output.empty())
+    {
+        throw std::runtime_error("expected one input and one output tensor");
+    }
+    nvinfer1::Dims const maxShape = engine->getProfileShape(input.c_str(), 0, nvinfer1::OptProfileSelector::kMAX);
+    nvinfer1::Dims const minShape = engine->getProfileShape(input.c_str(), 0, nvinfer1::OptProfileSelector::kMIN);
+    if (maxShape.nbDims != 4 || maxShape.d[1] != 3 || maxShape.d[2] != maxShape.d[3])
+    {
+        throw std::runtime_error("unexpected input profile " + dimsToString(maxShape) + " (want [B, 3, S, S])");
+    }
+    int32_t const size = static_cast<int32_t>(maxShape.d[2]);
+    int32_t const maxBatch = static_cast<int32_t>(maxShape.d[0]);
+    int32_t const minBatch = static_cast<int32_t>(minShape.d[0]);
+    std::vector<std::string> const labels = readLabels(opt.labels);
+
+    // Preprocess every image; batches of up to the profile's max run one after another.
+    size_t const imageFloats = static_cast<size_t>(3) * size * size;
+    std::vector<float> host;
+    for (auto const& path : opt.images)
+    {
+        std::vector<float> const chw = sgformer::preprocess(sgformer::readPpm(path), size);
+        host.insert(host.end(), chw.begin(), chw.end());
+    }
+
+    cudaStream_t stream{};
+    CUDA_CHECK(cudaStreamCreate(&stream));
+    context->setInputShape(input.c_str(), nvinfer1::Dims4{maxBatch, 3, size, size});
+    nvinfer1::Dims const outMax = context->getTensorShape(output.c_str());
+    size_t const classes = static_cast<size_t>(outMax.d[outMax.nbDims - 1]);
+    DeviceBuffer dIn(imageFloats * maxBatch * sizeof(float));
+    DeviceBuffer dOut(classes * maxBatch * sizeof(float));
+    context->setTensorAddress(input.c_str(), dIn.ptr);
+    context->setTensorAddress(output.c_str(), dOut.ptr);
+
+    int32_t const total = static_cast<int32_t>(opt.images.size());
+    std::vector<float> logits(classes * total);
+    std::vector<double> latenciesMs;
+    for (int32_t start = 0; start < total; start += maxBatch)
+    {
+        int32_t const n = std::min(maxBatch, total - start);
+        int32_t const batch = std::max(n, minBatch); // pad up to the profile's min batch with zeros
+        std::vector<float> chunk(imageFloats * batch, 0.0F);
+        std::copy_n(host.begin() + imageFloats * start, imageFloats * n, chunk.begin());
+        if (!context->setInputShape(input.c_str(), nvinfer1::Dims4{batch, 3, size, size}))
+        {
+            throw std::runtime_error("batch " + std::to_string(batch) + " is outside the engine's profile");
+        }
+        CUDA_CHECK(cudaMemcpyAsync(dIn.ptr, chunk.data(), chunk.size() * sizeof(float), cudaMemcpyHostToDevice, stream));
+        cudaEvent_t begin{};
+        cudaEvent_t end{};
+        CUDA_CHECK(cudaEventCreate(&begin));
+        CUDA_CHECK(cudaEventCreate(&end));
+        for (int32_t i = 0; i < opt.warmup; ++i)
+        {
+            context->enqueueV3(stream);
+        }
+        CUDA_CHECK(cudaEventRecord(begin, stream));
+        for (int32_t i = 0; i < opt.iters; ++i)
+        {
+            if (!context->enqueueV3(stream))
+            {
+                throw std::runtime_error("enqueueV3 failed (see the TensorRT messages above)");
+            }
+        }
+        CUDA_CHECK(cudaEventRecord(end, stream));
+        CUDA_CHECK(cudaMemcpyAsync(logits.data() + classes * start, dOut.ptr, classes * n * sizeof(float),
+            cudaMemcpyDeviceToHost, stream));
+        CUDA_CHECK(cudaStreamSynchronize(stream));
+        float ms = 0.0F;
+        CUDA_CHECK(cudaEventElapsedTime(&ms, begin, end));
+        latenciesMs.push_back(ms / opt.iters);
+        cudaEventDestroy(begin);
+        cudaEventDestroy(end);
+        std::cout << "batch " << batch << ": " << std::fixed << std::setprecision(3) << latenciesMs.back()
+                  << " ms per inference (GPU time, mean of " << opt.iters << ")\n";
+    }
+    cudaStreamDestroy(stream);
+
+    for (int32_t img = 0; img < total; ++img)
+    {
+        float const* row = logits.data() + classes * img;
+        float const peak = *std::max_element(row, row + classes);
+        std::vector<double> prob(classes);
+        double sum = 0.0;
+        for (size_t c = 0; c < classes; ++c)
+        {
+            prob[c] = std::exp(static_cast<double>(row[c]) - peak);
+            sum += prob[c];
+        }
+        std::vector<size_t> order(classes);
+        std::iota(order.begin(), order.end(), 0);
+        size_t const k = std::min<size_t>(5, classes);
+        std::partial_sort(order.begin(), order.begin() + k, order.end(),
+            [&](size_t a, size_t b) { return prob[a] > prob[b] || (prob[a] == prob[b] && a < b); });
+        std::cout << opt.images[img] << ":";
+        for (size_t r = 0; r < k; ++r)
+        {
+            size_t const c = order[r];
+            std::cout << "  " << r + 1 << ". " << (c < labels.size() ? labels[c] : "class " + std::to_string(c))
+                      << " (" << std::setprecision(3) << prob[c] / sum << ")";
+        }
+        std::cout << "\n";
+    }
+    return 0;
+}
+
+} // namespace
+
+int main(int argc, char** argv)
+{
+    try
+    {
+        return run(parseArgs(argc, argv));
+    }
+    catch (std::exception const& e)
+    {
+        std::cerr << "sgformer_classify: error: " << e.what() << "\n";
+        return 1;
+    }
+}
