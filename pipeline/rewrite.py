@@ -556,6 +556,13 @@ def expected_layouts(variant: str, img_size: int) -> list[IamLayout]:
     return layouts
 
 
+def _import(model: onnx.ModelProto) -> gs.Graph:
+    """Import a private copy: graphsurgeon keeps references into the proto (e.g. opset_import) and extends them."""
+    copy = onnx.ModelProto()
+    copy.CopyFrom(model)
+    return gs.import_onnx(copy)
+
+
 def _check_source(model: onnx.ModelProto) -> None:
     ops = Counter(n.op_type for n in model.graph.node)
     if ops.get(spec.PLUGIN_NAME):
@@ -573,8 +580,7 @@ def _check_source(model: onnx.ModelProto) -> None:
 def find_iam_regions(model: onnx.ModelProto) -> list[IamRegion]:
     """Locate (and check) every significance block's IAM region without changing anything."""
     _check_source(model)
-    graph = gs.import_onnx(model)
-    return [r for r, _, _ in _match_regions(graph)]
+    return [r for r, _, _ in _match_regions(_import(model))]
 
 
 def rewrite_iam(
@@ -595,7 +601,7 @@ def rewrite_iam(
     if img_size is None and meta.get("img_size", "").isdigit():
         img_size = int(meta["img_size"])
     ops_before = op_histogram(model)
-    graph = gs.import_onnx(model)
+    graph = _import(model)
     matches = _match_regions(graph)
     regions = [r for r, _, _ in matches]
     if variant and variant != "unknown" and img_size:
