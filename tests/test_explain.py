@@ -1,0 +1,110 @@
+"""Explain: PNG of the input's size, crop geometry, stage reduction, ONNX maps, unreadable-image errors."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from pipeline.cli import main
+from pipeline.errors import ConfigError, PipelineError
+from pipeline.explain import OUTSIDE_DIM, crop_box, explain, reduce_stage_maps
+
+
+@pytest.fixture(scope="module")
+def wide_image(tmp_path_factory):
+    """A 211x97 JPEG-free PNG with structure (odd sizes on purpose: mosaic panels do not split evenly)."""
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[0:97, 0:211]
+    pixels = np.stack([xx % 256, yy * 2 % 256, (xx + yy) % 256], axis=-1) + rng.integers(0, 20, (97, 211, 3))
+    path = tmp_path_factory.mktemp("img") / "wide.png"
+    Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8)).save(path)
+    return path
+
+
+@pytest.mark.parametrize("stage", ["all", "2"])
+def test_writes_png_of_the_input_size(wide_image, tmp_path, stage):
+    out = tmp_path / "sub" / "explain.png"
+    result = explain(wide_image, "tiny-test", 224, out_png=out, stage=stage)
+    assert result.output == out and result.image_size == (211, 97)
+    with Image.open(out) as img:
+        assert img.format == "PNG" and img.size == (211, 97) and img.mode == "RGB"
+    assert [s.side for s in result.stages] == [56, 28, 14]
+    assert [s.blocks for s in result.stages] == [1, 1, 1]
+    assert not [p for p in out.parent.iterdir() if p.name.startswith(".")], "temp file left behind"
+
+
+def test_outside_the_crop_is_dimmed_not_cut(wide_image, tmp_path):
+    out = tmp_path / "s1.png"
+    result = explain(wide_image, "tiny-test", 224, out_png=out, stage="1", alpha=1.0)
+    left = result.crop_box[0]
+    assert left > 50, "a 211x97 image loses its left and right sides to the center crop"
+    src = np.asarray(Image.open(wide_image), dtype=np.float32)
+    got = np.asarray(Image.open(out), dtype=np.float32)
+    np.testing.assert_allclose(got[:, :40], src[:, :40] * OUTSIDE_DIM, atol=1.0)
+
+
+def test_crop_box_matches_the_eval_crop():
+    assert crop_box(248, 248, 224) == (12.0, 12.0, 236.0, 236.0)  # shorter side 248 = floor(224 / 0.9)
+    left, top, right, bottom = crop_box(496, 300, 224)  # resized to 410x248, crop at x 93
+    assert (top, bottom) == pytest.approx((12 * 300 / 248, 236 * 300 / 248))
+    assert (left, right) == pytest.approx((93 * 496 / 410, 317 * 496 / 410))
+    l2, t2, r2, b2 = crop_box(448, 896, 448)  # tall image, 448 input: crop spans the width minus the margins
+    assert 0 < l2 < r2 < 448 and 0 < t2 < b2 < 896
+
+
+def test_reduce_mean_and_last():
+    maps = [np.full((4, 4), v, np.float32) for v in (1.0, 3.0)] + [np.full((2, 2), 5.0, np.float32)]
+    mean = reduce_stage_maps(maps, "mean")
+    last = reduce_stage_maps(maps, "last")
+    assert [(s.stage, s.side, s.blocks) for s in mean] == [(1, 4, 2), (2, 2, 1)]
+    assert float(mean[0].values[0, 0]) == 2.0 and float(last[0].values[0, 0]) == 3.0
+    with pytest.raises(ConfigError, match="reduce"):
+        reduce_stage_maps(maps, "max")
+
+
+def _tiny_graphs(request, tmp_path):
+    """(exported, rewritten) tiny-test ONNX paths: the session fixture of conftest.py when present, else made here."""
+    try:
+        made = request.getfixturevalue("exported")("tiny-test")
+        return made.onnx, made.iam
+    except pytest.FixtureLookupError:
+        from pipeline.export import export_onnx
+        from pipeline.io import save_onnx
+        from pipeline.model import create_model
+        from pipeline.rewrite import replace_iam_with_plugin
+
+        exported = export_onnx(create_model("tiny-test", seed=0), variant="tiny-test")
+        return (save_onnx(exported, tmp_path / "m.onnx"),
+                save_onnx(replace_iam_with_plugin(exported), tmp_path / "m.iam.onnx"))
+
+
+def test_maps_from_rewritten_onnx_match_pytorch(wide_image, tmp_path, request):
+    plain, rewritten = _tiny_graphs(request, tmp_path)
+    ref = explain(wide_image, "tiny-test", 224, out_png=tmp_path / "pt.png", seed=0)
+    got = explain(wide_image, "tiny-test", 224, out_png=tmp_path / "onnx.png", onnx=rewritten)
+    assert got.source.startswith("onnx:") and got.top1 == ref.top1
+    for a, b in zip(got.stages, ref.stages):
+        np.testing.assert_allclose(a.values, b.values, atol=1e-5, err_msg=f"stage {a.stage}")
+    with pytest.raises(PipelineError, match="no SGFormerIAM nodes"):
+        explain(wide_image, "tiny-test", 224, out_png=tmp_path / "x.png", onnx=plain)
+
+
+def test_unreadable_image_names_the_file(tmp_path):
+    bad = tmp_path / "broken.jpg"
+    bad.write_bytes(b"this is not a JPEG")
+    with pytest.raises(PipelineError, match="broken.jpg"):
+        explain(bad, "tiny-test", 224, out_png=tmp_path / "out.png")
+    with pytest.raises(PipelineError, match="missing.png"):
+        explain(tmp_path / "missing.png", "tiny-test", 224, out_png=tmp_path / "out.png")
+    assert not (tmp_path / "out.png").exists()
+
+
+def test_cli(wide_image, tmp_path, capsys):
+    out = tmp_path / "cli.png"
+    assert main(["explain", str(wide_image), "--variant", "tiny-test", "--reduce", "last", "-o", str(out)]) == 0
+    assert "211x97" in capsys.readouterr().out and out.is_file()
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"\x89PNG garbage")
+    assert main(["explain", str(bad), "--variant", "tiny-test", "-o", str(out)]) == 2
+    assert "bad.png" in capsys.readouterr().err
+    assert main(["explain", str(wide_image), "--variant", "tiny-test", "--alpha", "2", "-o", str(out)]) == 2
