@@ -47,51 +47,25 @@ _impl: Optional[Callable] = None
 # --------------------------------------------------------------------------------- op implementation
 
 
-def _reference_impl(tokens, importance, agg_weight, agg_bias, height, width, group_sizes, tier_sizes):
-    """PyTorch reference (``pipeline.iam``): a stand-in only while the host library wrapper is absent."""
-    import torch
-
-    from .iam import IamLayout, iam_aggregate
-
-    layout = IamLayout(height, width, tuple(group_sizes), tuple(tier_sizes))
-    splits = np.cumsum(group_sizes)[:-1]
-    weights = [torch.from_numpy(w.copy()) for w in np.split(agg_weight, splits)]
-    biases = [torch.tensor([b], dtype=torch.float32) for b in agg_bias]
-    dtype = tokens.dtype
-    row, col = iam_aggregate(torch.from_numpy(tokens.astype(np.float32)), torch.from_numpy(importance),
-                             weights, biases, layout)
-    return row.numpy().astype(dtype), col.numpy().astype(dtype)
-
-
 def _host_impl() -> Callable:
-    """``pipeline.iam_host.iam_host`` with its library found or built; the torch reference until that module exists."""
+    """``pipeline.iam_host.iam_host`` with its library found, or built on first use."""
     global _impl
     if _impl is not None:
         return _impl
-    try:
-        from . import iam_host
-    except ModuleNotFoundError as exc:
-        if exc.name != f"{__package__}.iam_host":
-            raise
-        _logger.warning("pipeline.iam_host is not available; the SGFormerIAM op runs the PyTorch reference instead")
-        _impl = _reference_impl
-        return _impl
-    library = None
+    from . import iam_host
+
     try:
         library = iam_host.find_host_library()
     except PipelineError:
-        library = None
-    if not library:
         _logger.info("building the SGFormerIAM host reference library")
         try:
-            iam_host.build_host_library()
-        except PipelineError:
-            raise
-        except Exception as exc:  # compiler missing, cmake failure, ...
+            library = iam_host.build_host_library()
+        except PipelineError as exc:
             raise PluginLibraryError(
-                f"the SGFormerIAM host reference library is missing and building it failed ({type(exc).__name__}: "
-                f"{exc}); build it with `make host-ref` (needs a C++ compiler) or see plugins/sgformer_iam/README.md"
+                f"the onnxruntime SGFormerIAM op needs the C++ host reference, which is missing and could not be "
+                f"built: {exc}"
             ) from exc
+    _logger.info("SGFormerIAM op runs the host reference %s", library)
     _impl = iam_host.iam_host
     return _impl
 
@@ -235,6 +209,7 @@ def create_session(model: OrtModel, *, threads: Optional[int] = None, extra_outp
     if has_iam_nodes(proto):
         from onnxruntime_extensions import get_library_path
 
+        _host_impl()  # find or build the host library now, so a failure is a clear error and not an ORT one
         _register_op()
         proto = to_ort_contrib(proto)
         options.register_custom_ops_library(get_library_path())
