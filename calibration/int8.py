@@ -26,7 +26,9 @@ calibrated op types): a second run with the same inputs does not touch the image
 """
 from __future__ import annotations
 
+import contextlib
 import fnmatch
+import io
 import hashlib
 import logging
 import tempfile
@@ -275,21 +277,22 @@ def quantize_int8(
         try:
             work = onnx.ModelProto()
             work.CopyFrom(model)  # quantize_static saves its input with external data, which mutates it
-            quantize_static(
-                work,
-                str(out_path),
-                reader,
-                quant_format=QuantFormat.QDQ,
-                op_types_to_quantize=list(policy.op_types),
-                per_channel=True,
-                reduce_range=False,
-                activation_type=QuantType.QInt8,
-                weight_type=QuantType.QInt8,
-                nodes_to_exclude=excluded,
-                calibrate_method=getattr(CalibrationMethod, METHODS[policy.method]),
-                extra_options=extra,
-                calibration_cache_path=str(cache_path) if cache_path else None,
-            )
+            with contextlib.redirect_stdout(io.StringIO()):  # the entropy calibrator print()s its progress
+                quantize_static(
+                    work,
+                    str(out_path),
+                    reader,
+                    quant_format=QuantFormat.QDQ,
+                    op_types_to_quantize=list(policy.op_types),
+                    per_channel=True,
+                    reduce_range=False,
+                    activation_type=QuantType.QInt8,
+                    weight_type=QuantType.QInt8,
+                    nodes_to_exclude=excluded,
+                    calibrate_method=getattr(CalibrationMethod, METHODS[policy.method]),
+                    extra_options=extra,
+                    calibration_cache_path=str(cache_path) if cache_path else None,
+                )
         except CalibrationError:
             raise
         except Exception as exc:

@@ -1,0 +1,71 @@
+"""Accuracy report: metrics, the CLI, and SG-Former-S @ 224 fp16 / int8 against PyTorch on the smoke-test set.
+
+Thresholds (stated here, measured on this CPU with onnxruntime 1.31):
+- fp16: cosine >= 0.9995 for every image and identical top-1 (ARCHITECTURE.md target). Measured on S at 224:
+  cosine min 0.999998 over the 32 smoke images.
+- int8: cosine >= 0.99 per image. The weights are random (parity-conditioned), so the logits are small and
+  close together and the top-1 class is nearly arbitrary: top-1 agreement with random weights says little
+  about int8 on a trained model, and the 97 % target of ARCHITECTURE.md needs real weights and real images.
+  The cosine bound still catches a broken placement (quantized importance path, wrong scales: < 0.9).
+"""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from calibration.data import load_calibration_set
+from calibration.evaluate import compare_logits, evaluate, format_table
+from calibration.fp16 import convert_fp16
+from calibration.int8 import QuantPolicy, quantize_int8
+
+
+def test_compare_logits_metrics():
+    ref = np.array([[3.0, 1.0, 0.0, -1.0, -2.0, -3.0], [0.0, 2.0, 1.0, 0.0, 0.0, 0.0]])
+    same = compare_logits("same", ref, ref, labels=np.array([0, 2]))
+    assert same.top1_agreement == 1.0 and same.cosine_min == pytest.approx(1.0) and same.max_abs_diff == 0.0
+    assert same.top1_accuracy == 0.5 and same.top5_accuracy == 1.0
+    swapped = ref.copy()
+    swapped[1, [1, 2]] = swapped[1, [2, 1]]
+    m = compare_logits("swapped", swapped, ref)
+    assert m.top1_agreement == 0.5 and m.top5_agreement == 1.0 and m.max_abs_diff == 1.0
+
+
+def test_evaluate_cli_tiny(exported, tmp_path, capsys):
+    from pipeline.cli import main
+
+    e = exported("tiny-test", 224)
+    fp16 = tmp_path / "t.fp16.onnx"
+    assert main(["calibrate", "--onnx", str(e.onnx), "--precision", "fp16", "-o", str(fp16)]) == 0
+    out_json = tmp_path / "report.json"
+    rc = main(["evaluate", "--variant", "tiny-test", "--onnx-fp32", str(e.iam), "--onnx-fp16", str(fp16),
+               "--num-images", "3", "--json", str(out_json)])
+    assert rc == 0
+    table = capsys.readouterr().out
+    assert "fp16" in table and "cos min" in table
+    report = json.loads(out_json.read_text())
+    fp32 = next(r for r in report["results"] if r["name"] == "fp32")
+    assert fp32["max_abs_diff"] < 1e-3 and fp32["top1_agreement"] == 1.0
+
+
+def test_evaluate_bad_input_is_a_clean_error(tmp_path):
+    from pipeline.cli import main
+
+    assert main(["evaluate", "--variant", "tiny-test", "--images", str(tmp_path / "none"),
+                 "--onnx-fp32", str(tmp_path / "x.onnx")]) == 2
+
+
+def test_accuracy_report_sgformer_s(exported, tmp_path):
+    """S at 224, fp16 and int8 (entropy, 8 calibration images) on 6 smoke-test images."""
+    e = exported("s", 224)
+    model = e.load("onnx")
+    calib = load_calibration_set(224, num_images=8, seed=0)
+    evalset = load_calibration_set(224, num_images=6, seed=1)
+    int8 = quantize_int8(model, calib, QuantPolicy(method="entropy"), cache_dir=tmp_path)
+    report = evaluate({"fp16": convert_fp16(model).model, "int8": int8.model}, evalset, "s")
+    print(format_table(report))
+    fp16, q = report.results
+    assert fp16.cosine_min >= 0.9995, format_table(report)
+    assert fp16.top1_agreement == 1.0, format_table(report)
+    assert q.cosine_min >= 0.99, format_table(report)
