@@ -662,7 +662,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--print-env", action="store_true",
                         help="print only an `export LD_LIBRARY_PATH=...` line if one is needed (for `eval`)")
     args = parser.parse_args(argv)
-    state = ensure_rtx_parser_library()
+    try:
+        state = ensure_rtx_parser_library()
+    except BuildError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     if args.print_env:
         if state.needs_library_path is not None:
             print(f"export LD_LIBRARY_PATH={state.needs_library_path}${{LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}}")

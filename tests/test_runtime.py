@@ -275,7 +275,8 @@ def test_cpp_preprocessing_matches_python(tmp_path, size):
     subprocess.run([str(binary), str(ppm), "224", str(out)], check=True)
     got = np.fromfile(out, dtype=np.float32).reshape(3, 224, 224)
     want = preprocess(image, 224)
-    # Pillow resamples with fixed-point weights; one 8-bit step is 1/255/0.225 = 0.0174 after normalization.
+    # Pillow resamples with fixed-point weights: rarely a pixel lands one 8-bit step away, 1/255/0.224 = 0.0175
+    # after normalization (measured on the bundled photos: at most 0.04% of the values, never two steps).
     diff = np.abs(got - want)
-    assert diff.max() <= 0.018 * 2, f"max abs diff {diff.max():.4f} (mean {diff.mean():.5f})"
-    assert diff.mean() <= 0.005, f"mean abs diff {diff.mean():.5f}"
+    assert diff.max() <= 0.018, f"max abs diff {diff.max():.4f} (mean {diff.mean():.6f})"
+    assert diff.mean() <= 5e-4, f"mean abs diff {diff.mean():.6f}"
