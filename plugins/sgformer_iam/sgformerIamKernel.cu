@@ -218,7 +218,7 @@ cudaError_t launchSgformerIam(SgformerIamParams const& params, IamTokenType toke
     }
     int64_t const items = int64_t{2} * params.batch * params.numTokens;
     if (params.batch < 0 || params.batch > kMAX_BATCH || params.channels <= 0 || params.numTokens <= 0
-        || params.outTokens <= 0 || params.outTokens > 0x7fffffff || items > 0x7fffffffLL)
+        || params.outTokens <= 0 || items > 0x7fffffffLL)
     {
         return cudaErrorInvalidValue;
     }
