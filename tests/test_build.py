@@ -456,3 +456,38 @@ def test_full_tensorrt_build_with_timing_cache(tmp_path):
     engine, info = build_engine(matmul_graph(), BuildConfig(backend="tensorrt", timing_cache=cache, max_batch=4))
     assert engine and info.backend_flavour == "TensorRT" and backend.version == info.backend_version
     assert cache.stat().st_size > 0 and info.target.compute_capabilities
+
+
+def _sgformer_plugin_library() -> Path | None:
+    for candidate in (os.environ.get("SGFORMER_PLUGIN_LIB"), ROOT / "build" / "plugins" / "libsgformer_plugins.so"):
+        if candidate and Path(candidate).is_file():
+            return Path(candidate)
+    return None
+
+
+@needs_rtx
+@pytest.mark.slow
+def test_rtx_builds_rewritten_tiny_sgformer_at_448_with_the_iam_plugin(tmp_path):
+    """The standard-op graph cannot build at 448 (TopK K <= 3840); the rewritten graph with the plugin can."""
+    library = _sgformer_plugin_library()
+    if library is None:
+        pytest.skip("libsgformer_plugins.so not built (make plugins, or set SGFORMER_PLUGIN_LIB)")
+    import torch
+
+    from pipeline.export import export_onnx
+    from pipeline.model import create_model
+    from pipeline.rewrite import replace_iam_with_plugin
+
+    torch.manual_seed(0)
+    exported = export_onnx(create_model("tiny-test", 448), batch=None, variant="tiny-test",
+                           weights="random-init, seed 0")
+    with pytest.raises(BuildError, match="rewrite it with `sgformer-trt rewrite`"):
+        build_engine(exported, BuildConfig(backend="tensorrt-rtx"))
+    rewritten = replace_iam_with_plugin(exported)
+    config = BuildConfig(backend="tensorrt-rtx", plugin_library=library, max_batch=2)
+    engine, info = build_engine(rewritten, config)
+    assert len(engine) > 100_000 and info.inputs[0].shape == (-1, 3, 448, 448)
+    engine_dir = save_engine_dir(tmp_path, engine, info, variant="tiny-test", precision="fp32", resolution=448,
+                                 weights="random-init, seed 0", onnx_file="tiny-test.iam.onnx", config=config)
+    manifest = read_manifest(engine_dir)
+    assert manifest.plugin is not None and manifest.plugin.file == library.name
