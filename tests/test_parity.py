@@ -21,6 +21,12 @@ from pipeline.verify import compare_logits, reference_logits, verify_onnx
 
 ATOL_TORCH = 1e-4
 ATOL_GRAPHS = 1e-5
+#: At 448 the stage-1 map has 12,544 values: onnxruntime's and torch's kernels round the maps differently
+#: (measured: relative 7e-6 .. 7e-5 per block) and the sorts then differ at ~3,500 stage-1 positions, which moves
+#: S's logits by 2.3e-4 on astronaut/coffee, for the exported graph and the rewritten one alike (they agree to 0.0).
+#: That is SPEC section 9's discontinuity (1e-6 mask noise: 1.3e-4 at 224), not an export bug, so 448 gets 5e-4
+#: against torch; the exported-vs-rewritten check stays at 1e-5.
+ATOL_TORCH_448 = 5e-4
 
 
 # ------------------------------------------------------------------------------------ op level, ties
@@ -101,10 +107,10 @@ def test_op_tie_rule_lower_index_first():
 # --------------------------------------------------------------------------------------- model level
 
 
-def _check_chain(ex, names, images):
+def _check_chain(ex, names, images, atol=ATOL_TORCH):
     ref = reference_logits(ex.model, images, batch=2)
-    std = verify_onnx(ex.onnx, ex.model, list(zip(names, images)), atol=ATOL_TORCH, reference_out=ref)
-    iam = verify_onnx(ex.iam, ex.model, list(zip(names, images)), atol=ATOL_TORCH, reference_out=ref)
+    std = verify_onnx(ex.onnx, ex.model, list(zip(names, images)), atol=atol, reference_out=ref)
+    iam = verify_onnx(ex.iam, ex.model, list(zip(names, images)), atol=atol, reference_out=ref)
     assert std, std.message
     assert iam, iam.message
     return std, iam
@@ -114,7 +120,7 @@ def _check_chain(ex, names, images):
 def test_s_pytorch_onnx_rewritten(exported, sample_batch, img_size):
     ex = exported("s", img_size)
     names, images = sample_batch(img_size, 2)
-    std, iam = _check_chain(ex, names, images)
+    std, iam = _check_chain(ex, names, images, atol=ATOL_TORCH if img_size == 224 else ATOL_TORCH_448)
     assert std.top5_agreement == 1.0 and iam.top5_agreement == 1.0
     between = compare_logits(run_model(ex.iam, images)["logits"], run_model(ex.onnx, images)["logits"],
                              backend="rewritten vs exported", atol=ATOL_GRAPHS)
@@ -141,8 +147,9 @@ def test_constant_image_ties_at_model_level(exported, variant):
     got_std = run_model(ex.onnx, images, extra_outputs=maps)
     ties = sum(row.size - np.unique(row).size for name in maps for row in got_iam[name])
     assert ties > 20, "the constant image should produce many tied importance values"
-    for name in maps:  # per-block: the maps each IAM node consumed agree between the two graphs
-        np.testing.assert_allclose(got_iam[name], got_std[name], rtol=1e-5, atol=1e-9, err_msg=name)
+    for name in maps:  # per-block: the maps each IAM node consumed agree between the two graphs (SPEC 9: compare
+        # maps with a relative tolerance; later maps carry the op's last-ulp differences from the MatMul merge)
+        np.testing.assert_allclose(got_iam[name], got_std[name], rtol=1e-4, atol=1e-9, err_msg=name)
     ref = reference_logits(ex.model, images)
     assert compare_logits(got_iam["logits"], got_std["logits"], backend="rewritten vs exported", atol=ATOL_GRAPHS)
     report = compare_logits(got_iam["logits"], ref, backend="rewritten vs torch", atol=ATOL_TORCH)
@@ -150,7 +157,7 @@ def test_constant_image_ties_at_model_level(exported, variant):
     with torch.no_grad():
         _, torch_maps = ex.model.forward_features(torch.from_numpy(images), return_importance=True)
     for name, tmap in zip(maps, torch_maps):
-        np.testing.assert_allclose(got_iam[name], tmap.reshape(2, -1).numpy(), rtol=1e-5, atol=1e-7, err_msg=name)
+        np.testing.assert_allclose(got_iam[name], tmap.reshape(2, -1).numpy(), rtol=1e-4, atol=1e-7, err_msg=name)
 
 
 def test_parity_report_names_the_needed_tolerance():
