@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import datetime
+import json
 import logging
 import platform
 import shutil
@@ -473,6 +474,12 @@ def run(args: argparse.Namespace) -> int:
         if not (args.calibration_sha256 and args.calibration_method):
             raise ConfigError("pass both --calibration-sha256 and --calibration-method, or neither")
         calibration = Calibration(set_sha256=args.calibration_sha256, method=args.calibration_method)
+    elif "calibration" in meta:  # written by the calibrate stage into the ONNX metadata
+        try:
+            recorded = json.loads(meta["calibration"])
+            calibration = Calibration(set_sha256=recorded["data_hash"], method=recorded["method"])
+        except (ValueError, KeyError, TypeError):
+            _logger.warning("ignoring unreadable calibration metadata in %s: %r", args.onnx, meta["calibration"][:80])
     del header
     engine, info = build_engine(args.onnx, config)
     engine_dir = save_engine_dir(
