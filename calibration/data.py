@@ -20,8 +20,7 @@ list, then re-sorted, so the same folder, N and seed always give the same images
 
 Preprocessing is the evaluation transform of the official checkpoints (``PRETRAINED_CFG``): resize the
 shorter side to ``floor(S / crop_pct)`` (bicubic), center crop ``S x S``, scale to [0, 1], normalize with
-the ImageNet mean/std, CHW float32. NOTE: ``pipeline/images.py`` is meant to own this recipe; once it
-lands, ``preprocess`` here should delegate to it (the parameters recorded in the hash stay the same).
+the ImageNet mean/std, CHW float32, done by ``pipeline.images.preprocess`` (the one implementation).
 """
 from __future__ import annotations
 
@@ -29,7 +28,6 @@ import hashlib
 import io
 import json
 import logging
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator, Optional, Sequence
@@ -37,6 +35,7 @@ from typing import Callable, Iterator, Optional, Sequence
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from pipeline import images
 from pipeline.errors import CalibrationError
 from pipeline.io import sha256_file
 from pipeline.model import PRETRAINED_CFG, check_img_size
@@ -93,30 +92,16 @@ class Preprocess:
         check_img_size(self.img_size)
         if not 0.0 < self.crop_pct <= 1.0:
             raise CalibrationError(f"crop_pct must be in (0, 1], got {self.crop_pct}")
-        if self.interpolation not in _RESAMPLE:
-            raise CalibrationError(f"interpolation {self.interpolation!r} unknown; expected one of {sorted(_RESAMPLE)}")
-
-
-_RESAMPLE = {"bicubic": Image.Resampling.BICUBIC, "bilinear": Image.Resampling.BILINEAR}
+        if self.interpolation not in images.INTERPOLATIONS:
+            raise CalibrationError(
+                f"interpolation {self.interpolation!r} unknown; expected one of {sorted(images.INTERPOLATIONS)}"
+            )
 
 
 def preprocess(img: Image.Image, params: Preprocess) -> np.ndarray:
-    """PIL image -> float32 [3, S, S]: shorter side to floor(S / crop_pct), center crop, normalize."""
-    img = img.convert("RGB")
-    size = params.img_size
-    scale_size = int(math.floor(size / params.crop_pct))
-    w, h = img.size
-    if w <= h:
-        new_w, new_h = scale_size, max(scale_size, int(scale_size * h / w))
-    else:
-        new_w, new_h = max(scale_size, int(scale_size * w / h)), scale_size
-    img = img.resize((new_w, new_h), _RESAMPLE[params.interpolation])
-    left = int(round((new_w - size) / 2.0))
-    top = int(round((new_h - size) / 2.0))
-    img = img.crop((left, top, left + size, top + size))
-    x = np.asarray(img, dtype=np.float32) / 255.0
-    x = (x - np.asarray(params.mean, np.float32)) / np.asarray(params.std, np.float32)
-    return np.ascontiguousarray(x.transpose(2, 0, 1))
+    """PIL image -> float32 [3, S, S] with ``pipeline.images.preprocess`` (the one eval transform)."""
+    return images.preprocess(img, params.img_size, crop_pct=params.crop_pct, interpolation=params.interpolation,
+                             mean=params.mean, std=params.std)
 
 
 @dataclass(frozen=True)

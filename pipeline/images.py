@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Sequence
+from typing import Optional, Sequence
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -43,27 +43,47 @@ def load_image(path: str | Path) -> Image.Image:
                             f"to JPEG/PNG") from None
 
 
-def preprocess(img: Image.Image, img_size: int) -> np.ndarray:
-    """Upstream eval transform of one PIL image -> float32 ``[3, img_size, img_size]``."""
+INTERPOLATIONS = _RESAMPLE = {"bicubic": Image.Resampling.BICUBIC, "bilinear": Image.Resampling.BILINEAR}
+
+
+def preprocess(
+    img: Image.Image,
+    img_size: int,
+    *,
+    crop_pct: Optional[float] = None,
+    interpolation: Optional[str] = None,
+    mean: Optional[Sequence[float]] = None,
+    std: Optional[Sequence[float]] = None,
+) -> np.ndarray:
+    """Upstream eval transform of one PIL image -> float32 ``[3, img_size, img_size]``.
+
+    Shorter side to floor(img_size / crop_pct) (bicubic), center crop, mean/std; the defaults are the
+    official checkpoints' (``pipeline.model.PRETRAINED_CFG``). The one implementation used by verify, run,
+    bench, explain and calibration.
+    """
     from .model import PRETRAINED_CFG
 
     if img_size <= 0:
         raise ConfigError(f"img_size must be positive, got {img_size}")
+    crop_pct = float(PRETRAINED_CFG["crop_pct"]) if crop_pct is None else float(crop_pct)
+    interpolation = str(PRETRAINED_CFG["interpolation"]) if interpolation is None else interpolation
+    if interpolation not in _RESAMPLE:
+        raise ConfigError(f"interpolation {interpolation!r} unknown; expected one of {sorted(_RESAMPLE)}")
     img = img.convert("RGB")
-    scale_size = math.floor(img_size / float(PRETRAINED_CFG["crop_pct"]))
+    scale_size = math.floor(img_size / crop_pct)
     w, h = img.size
     if w <= h:
-        new_w, new_h = scale_size, int(scale_size * h / w)
+        new_w, new_h = scale_size, max(scale_size, int(scale_size * h / w))
     else:
-        new_w, new_h = int(scale_size * w / h), scale_size
-    img = img.resize((new_w, new_h), Image.Resampling.BICUBIC)
+        new_w, new_h = max(scale_size, int(scale_size * w / h)), scale_size
+    img = img.resize((new_w, new_h), _RESAMPLE[interpolation])
     left = int(round((new_w - img_size) / 2.0))
     top = int(round((new_h - img_size) / 2.0))
     img = img.crop((left, top, left + img_size, top + img_size))
     x = np.asarray(img, dtype=np.float32) / 255.0
-    mean = np.asarray(PRETRAINED_CFG["mean"], dtype=np.float32)
-    std = np.asarray(PRETRAINED_CFG["std"], dtype=np.float32)
-    x = (x - mean) / std
+    mean_a = np.asarray(PRETRAINED_CFG["mean"] if mean is None else mean, dtype=np.float32)
+    std_a = np.asarray(PRETRAINED_CFG["std"] if std is None else std, dtype=np.float32)
+    x = (x - mean_a) / std_a
     return np.ascontiguousarray(x.transpose(2, 0, 1), dtype=np.float32)
 
 
