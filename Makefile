@@ -106,7 +106,8 @@ $(ENGINE): $(IAM_ONNX) $(PLUGIN_LIB) pipeline/build.py
 	$(CLI) build --onnx $(IAM_ONNX) --out-dir engines --plugins $(PLUGIN_LIB) --backend $(BACKEND) \
 	  --max-batch $(MAX_BATCH) --variant $(VARIANT) --resolution $(RES) --precision $(PRECISION)
 
-engine: $(ENGINE) ## VARIANT=s|m|b PRECISION=fp32|fp16|int8 RES=224 [CKPT=..] [CALIB=dir]: ONNX -> engine + manifest
+engine: $(ENGINE) ## VARIANT=s|m|b PRECISION=fp32|fp16|int8 RES=224 [CKPT=..] [CALIB=dir]: ONNX -> engine + manifest, verified
+	$(CLI) verify --engine $(DIR) $(if $(CKPT),--checkpoint $(CKPT))
 	@echo "engine ready: $(DIR)  (see $(DIR)/manifest.json)"
 
 verify: $(ENGINE) ## check the engine (GPU) or its CPU stand-in against PyTorch; results go into the manifest

@@ -355,11 +355,16 @@ def save_engine_dir(
     config: BuildConfig,
     calibration: Optional[Calibration] = None,
 ) -> Path:
-    """Write ``<out_root>/<variant>-<precision>-<res>/``: engine, plugin library copy, manifest.json."""
+    """Write ``<out_root>/<variant>-<precision>-<res>/``: engine, plugin library and ONNX copies, manifest.json."""
     engine_dir = Path(out_root) / engine_dir_name(variant, precision, resolution)
     engine_dir.mkdir(parents=True, exist_ok=True)
     engine_name = f"{variant}-{precision}.engine"
     write_bytes(engine_dir / engine_name, engine)
+    onnx_src = Path(onnx_file)
+    if onnx_src.is_file() and onnx_src.resolve().parent != engine_dir.resolve():
+        # One build's artifacts live together: verify's CPU stand-in runs this exact ONNX (sha256 in the manifest).
+        with atomic_path(engine_dir / onnx_src.name) as tmp:
+            shutil.copyfile(onnx_src, tmp)
     plugin_ref = None
     if info.plugin_library is not None:
         copy = engine_dir / info.plugin_library.name

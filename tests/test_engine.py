@@ -1,0 +1,83 @@
+"""`make engine` end to end on the CPU: calibrate -> rewrite -> TensorRT-RTX build with the real plugin -> verify.
+
+TensorRT-RTX builds CPU-only (ARCHITECTURE.md), so this runs the real TensorRT builder over our rewritten,
+explicitly typed ONNX with libsgformer_plugins.so loaded. The engine cannot be executed without a GPU; verify
+then runs the engine's own ONNX (sha256-checked against the manifest) in onnxruntime with the custom op, and
+records that it was a stand-in.
+"""
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from pipeline.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _make_dry_run(*args: str) -> list[str]:
+    out = subprocess.run(["make", "-n", "-B", *args], cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    out = out.replace("\\\n", " ")  # join recipe continuation lines
+    return [line for line in out.splitlines() if "pipeline.cli" in line or line.startswith("cmake")]
+
+
+def test_make_engine_runs_the_stages_in_order():
+    lines = _make_dry_run("engine", "VARIANT=s", "PRECISION=int8", "RES=448", "CALIB=/data/calib", "MAX_BATCH=4")
+    verbs = [line.split("pipeline.cli", 1)[1].split()[0] if "pipeline.cli" in line else "cmake" for line in lines]
+    order = [v for i, v in enumerate(verbs) if i == 0 or verbs[i - 1] != v]
+    assert order == ["export", "calibrate", "rewrite", "cmake", "build", "verify"], verbs
+    text = "\n".join(lines)
+    assert "--variant s --img-size 448" in text
+    assert "--precision int8 --images /data/calib" in text
+    assert "engines/s-int8-448/model.iam.int8.onnx" in text
+    assert "--plugins build/plugins/libsgformer_plugins.so" in text and "--max-batch 4" in text
+    assert "verify --engine engines/s-int8-448" in text
+
+
+def test_make_engine_fp32_skips_calibration():
+    lines = _make_dry_run("engine", "PRECISION=fp32")
+    assert not any(" calibrate " in line for line in lines)
+    assert any("rewrite engines/s-fp32-224/model.onnx -o engines/s-fp32-224/model.iam.onnx" in line for line in lines)
+
+
+@pytest.mark.parametrize("precision", ["fp16", "int8"])
+def test_engine_built_by_tensorrt_rtx_and_verified(precision, exported, plugin_build, tmp_path):
+    src = exported("s", 224).onnx
+    calibrated = tmp_path / f"model.{precision}.onnx"
+    calib_args = ["--num-images", "4", "--cache-dir", str(tmp_path / "cache")] if precision == "int8" else []
+    assert main(["calibrate", "--onnx", str(src), "--precision", precision, *calib_args, "-o", str(calibrated)]) == 0
+    iam = tmp_path / f"model.iam.{precision}.onnx"
+    assert main(["rewrite", str(calibrated), "-o", str(iam)]) == 0
+    out = tmp_path / "engines"
+    assert main(["build", "--onnx", str(iam), "--out-dir", str(out), "--plugins", str(plugin_build.plugin_library),
+                 "--backend", "tensorrt-rtx", "--max-batch", "2"]) == 0
+    engine_dir = out / f"s-{precision}-224"
+    manifest = json.loads((engine_dir / "manifest.json").read_text())
+    assert manifest["precision"] == precision and manifest["variant"] == "s" and manifest["resolution"] == 224
+    assert manifest["backend"]["flavour"] == "TensorRT-RTX"
+    assert "RTX GPUs" in manifest["target"]["description"]
+    assert manifest["weights"] == "random-init, seed 0"
+    assert (engine_dir / manifest["engine"]["file"]).stat().st_size == manifest["engine"]["bytes"] > 1_000_000
+    assert (engine_dir / "libsgformer_plugins.so").is_file()
+    if precision == "int8":
+        assert manifest["calibration"]["method"] == "entropy"
+    assert main(["verify", "--engine", str(engine_dir), "--num-images", "2"]) == 0
+    parity = json.loads((engine_dir / "manifest.json").read_text())["parity"]
+    assert parity["passed"] and parity["stand_in"] and "no GPU" in parity["backend"]
+    assert parity["cosine_min"] >= {"fp16": 0.9995, "int8": 0.99}[precision]
+
+
+def test_verify_refuses_a_changed_onnx(exported, plugin_build, tmp_path):
+    """The stand-in must run the ONNX the engine was built from, not whatever sits in the folder now."""
+    iam = exported("tiny-test", 224).iam
+    assert main(["build", "--onnx", str(iam), "--out-dir", str(tmp_path), "--plugins", str(plugin_build.plugin_library),
+                 "--backend", "tensorrt-rtx", "--max-batch", "2", "--precision", "fp32"]) == 0
+    engine_dir = next(tmp_path.glob("*-fp32-224"))
+    manifest = json.loads((engine_dir / "manifest.json").read_text())
+    onnx_copy = engine_dir / manifest["onnx"]["file"]
+    assert not onnx_copy.exists() or onnx_copy.is_file()
+    onnx_copy.write_bytes(iam.read_bytes() + b"\0")
+    assert main(["verify", "--engine", str(engine_dir)]) == 2
