@@ -281,6 +281,8 @@ def write_manifest(engine_dir: str | Path, manifest: Manifest) -> Path:
 
 def read_manifest(engine_dir: str | Path) -> Manifest:
     path = Path(engine_dir)
+    if not path.exists():
+        raise ManifestError(f"engine directory {path} does not exist; build it with `make engine` or `sgformer-trt build`")
     if path.is_dir():
         path = path / MANIFEST_NAME
     if not path.is_file():
