@@ -39,7 +39,14 @@ from onnx import TensorProto, helper, numpy_helper
 
 from pipeline.errors import CalibrationError
 
-from .graph import GraphIndex, SensitiveRegions, _subgraph_implicit_inputs, find_sensitive_regions, tensor_types
+from .graph import (
+    GraphIndex,
+    SensitiveRegions,
+    _subgraph_implicit_inputs,
+    find_sensitive_regions,
+    rename_in_subgraphs,
+    tensor_types,
+)
 
 __all__ = ["DEFAULT_KEEP_FP32", "Fp16Result", "convert_fp16", "node_precisions"]
 
@@ -93,17 +100,6 @@ def node_precisions(
         if any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS) for a in n.attribute):
             fp32.add(n.name)
     return fp32, regions
-
-
-def _rename_in_subgraphs(node: onnx.NodeProto, old: str, new: str) -> None:
-    for attr in node.attribute:
-        graphs = [attr.g] if attr.type == onnx.AttributeProto.GRAPH else list(attr.graphs)
-        for g in graphs:
-            for n in g.node:
-                for k, name in enumerate(n.input):
-                    if name == old:
-                        n.input[k] = new
-                _rename_in_subgraphs(n, old, new)
 
 
 def convert_fp16(
@@ -196,7 +192,7 @@ def convert_fp16(
                 n.input[k] = as_type(n.input[k], target)
             for name in _subgraph_implicit_inputs(n):
                 if cur.get(name) in (FLOAT, HALF) and cur[name] != FLOAT:
-                    _rename_in_subgraphs(n, name, as_type(name, FLOAT))
+                    rename_in_subgraphs(n, name, as_type(name, FLOAT))
         if op == "Cast":
             to = next(a for a in n.attribute if a.name == "to")
             # a Cast to float inside an fp16 region follows its input

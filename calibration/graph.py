@@ -53,6 +53,18 @@ def _subgraph_implicit_inputs(node: onnx.NodeProto) -> list[str]:
     return out
 
 
+def rename_in_subgraphs(node: onnx.NodeProto, old: str, new: str) -> None:
+    """Rename input ``old`` to ``new`` inside every subgraph of ``node`` (If/Loop bodies), recursively."""
+    for attr in node.attribute:
+        graphs = [attr.g] if attr.type == onnx.AttributeProto.GRAPH else list(attr.graphs)
+        for g in graphs:
+            for n in g.node:
+                for k, name in enumerate(n.input):
+                    if name == old:
+                        n.input[k] = new
+                rename_in_subgraphs(n, old, new)
+
+
 def tensor_types(model: onnx.ModelProto) -> dict[str, int]:
     """Element type of every top-level tensor (ONNX shape inference; strict off so partial results count)."""
     inferred = onnx.shape_inference.infer_shapes(model, check_type=False, strict_mode=False, data_prop=False)

@@ -45,7 +45,7 @@ from pipeline.errors import CalibrationError
 from pipeline.io import sha256_bytes
 
 from .data import CalibrationSet
-from .graph import GraphIndex, SensitiveRegions, attention_matmuls, find_sensitive_regions
+from .graph import GraphIndex, SensitiveRegions, attention_matmuls, find_sensitive_regions, rename_in_subgraphs
 
 __all__ = ["METHODS", "QuantPolicy", "Int8Result", "quantize_int8", "plan_exclusions", "cache_key", "check_qdq"]
 
@@ -174,19 +174,8 @@ def confine_qdq(model: onnx.ModelProto, quantized: set[str]) -> onnx.ModelProto:
             for k, name in enumerate(c.input):
                 if name == dq.output[0]:
                     c.input[k] = original
-            _rename_in_subgraphs(c, dq.output[0], original)
+            rename_in_subgraphs(c, dq.output[0], original)
     return out
-
-
-def _rename_in_subgraphs(node: onnx.NodeProto, old: str, new: str) -> None:
-    for attr in node.attribute:
-        graphs = [attr.g] if attr.type == onnx.AttributeProto.GRAPH else list(attr.graphs)
-        for g in graphs:
-            for n in g.node:
-                for k, name in enumerate(n.input):
-                    if name == old:
-                        n.input[k] = new
-                _rename_in_subgraphs(n, old, new)
 
 
 def _quantized_layers(model: onnx.ModelProto, op_types: tuple[str, ...]) -> list[str]:
