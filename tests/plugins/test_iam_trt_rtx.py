@@ -3,12 +3,13 @@
 The plugin library is loaded with the registry's load_library, an onnx.helper graph with SGFormerIAM nodes
 (domain "trt.plugins", dynamic batch 1..4) is parsed by the ONNX parser and serialized into an engine.
 Runs in a child process (trt_rtx_build_probe.py) whose LD_LIBRARY_PATH holds the unversioned
-libtensorrt_rtx.so symlink (pipeline/trt_env.py). Needs: tensorrt-rtx-cu13, -libs, -bindings ==1.7.1.116.
+libtensorrt_rtx.so symlink (pipeline/trt_backend.py). Needs: tensorrt-rtx-cu13, -libs, -bindings ==1.7.1.116.
 """
 from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -20,13 +21,13 @@ from onnx import TensorProto, helper, numpy_helper
 
 from pipeline import plugin_spec
 from pipeline.iam import iam_layout
-from pipeline.trt_env import find_trt_rtx_libs_dir, trt_rtx_subprocess_env
+from pipeline.trt_backend import ensure_rtx_parser_library
 
 PROBE = Path(__file__).with_name("trt_rtx_build_probe.py")
 MAX_BATCH = 4
 
 pytestmark = pytest.mark.skipif(
-    importlib.util.find_spec("tensorrt_rtx") is None or find_trt_rtx_libs_dir() is None,
+    importlib.util.find_spec("tensorrt_rtx") is None or importlib.util.find_spec("tensorrt_rtx_libs") is None,
     reason="TensorRT-RTX not installed (pip install tensorrt-rtx-cu13==1.7.1.116 tensorrt-rtx-cu13-libs==1.7.1.116 "
            "tensorrt-rtx-cu13-bindings==1.7.1.116)")
 
@@ -63,7 +64,10 @@ def _iam_graph(nodes: list[tuple[int, int, int]], token_type: int = TensorProto.
 def _build(model: onnx.ModelProto, plugin_library: Path, tmp_path: Path) -> tuple[dict, str]:
     onnx_path = tmp_path / "iam.onnx"
     onnx.save(model, onnx_path)
-    env = trt_rtx_subprocess_env(tmp_path / "trt_rtx_links")
+    env = dict(os.environ)
+    link = ensure_rtx_parser_library()  # the unversioned libtensorrt_rtx.so the parser dlopens
+    if link.needs_library_path is not None:
+        env["LD_LIBRARY_PATH"] = os.pathsep.join(filter(None, [str(link.needs_library_path), env.get("LD_LIBRARY_PATH")]))
     env["SGFORMER_IAM_TRACE"] = "1"
     proc = subprocess.run([sys.executable, str(PROBE), str(plugin_library), str(onnx_path), str(MAX_BATCH)],
                           capture_output=True, text=True, env=env, timeout=300, check=False)
