@@ -113,8 +113,8 @@ engine: $(ENGINE) ## VARIANT=s|m|b PRECISION=fp32|fp16|int8 RES=224 [CKPT=..] [C
 verify: $(ENGINE) ## check the engine (GPU) or its CPU stand-in against PyTorch; results go into the manifest
 	$(CLI) verify --engine $(DIR) $(if $(CKPT),--checkpoint $(CKPT))
 
-bench: $(VENV_STAMP) ## latency / throughput / memory for VARIANT at RES -> docs/bench/
-	$(CLI) bench --variant $(VARIANT) --img-size $(RES) -o docs/bench
+bench: $(VENV_STAMP) ## latency / throughput / memory for VARIANT at RES -> build/bench/ (JSON, Markdown, PNG)
+	$(CLI) bench --variant $(VARIANT) --img-size $(RES) -o build/bench
 
 test: $(VENV_STAMP) third_party/tensorrt/include/NvInfer.h ## run the CPU test suite (what CI runs)
 	SGFORMER_REQUIRE_NVCC=1 $(PY) -m pytest -m "not slow" $(PYTEST_ARGS)

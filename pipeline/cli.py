@@ -57,6 +57,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parser.parse_args(argv)
     level = logging.WARNING - 10 * min(args.verbose + 1, 2)
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    for noisy in ("matplotlib", "PIL", "onnxslim"):  # third-party DEBUG output would drown ours at -vv
+        logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
     if not args.command:
         parser.print_help()
         return 1
