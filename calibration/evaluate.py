@@ -249,6 +249,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--skip-bad-images", action="store_true", help="skip unreadable images with a warning")
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--json", help="write the report as JSON here")
+    parser.add_argument("--sensitivity", action="store_true",
+                        help="int8 per-layer-group sensitivity of --onnx-fp32 (the exported standard-op graph): "
+                             "quantize one group at a time, most sensitive first; calibrates on the same images")
+    parser.add_argument("--method", choices=("entropy", "percentile", "max"), default="entropy",
+                        help="calibration method for --sensitivity")
+
+
+def format_sensitivity(rows: Sequence[tuple[str, int, float, float]]) -> str:
+    lines = [f"{'layer group (int8 alone)':<28} {'layers':>6} {'cosine mean':>12} {'top-1 agr.':>10}"]
+    lines += [f"{g:<28} {n:>6} {cos:>12.6f} {top1:>10.1%}" for g, n, cos, top1 in rows]
+    return "\n".join(lines)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -267,6 +278,16 @@ def run(args: argparse.Namespace) -> int:
         args.img_size, images=args.images, list_file=args.list_file, num_images=args.num_images,
         skip_bad=args.skip_bad_images,
     )
+    if args.sensitivity:
+        from .int8 import QuantPolicy
+
+        if "fp32" not in graphs:
+            raise ConfigError("--sensitivity needs --onnx-fp32: the exported standard-op graph (model.onnx)")
+        rows = sensitivity(graphs["fp32"], data, data, QuantPolicy(method=args.method))
+        print(format_sensitivity(rows))
+        if args.json:
+            write_json(args.json, [dict(group=g, layers=n, cosine_mean=c, top1_agreement=t) for g, n, c, t in rows])
+        return 0
     report = evaluate(graphs, data, args.variant, checkpoint=args.checkpoint, seed=args.seed,
                       labels_csv=args.labels, batch=args.batch)
     print(format_table(report))

@@ -69,3 +69,21 @@ def test_accuracy_report_sgformer_s(exported, tmp_path):
     assert fp16.cosine_min >= 0.9995, format_table(report)
     assert fp16.top1_agreement == 1.0, format_table(report)
     assert q.cosine_min >= 0.99, format_table(report)
+
+
+def test_sensitivity_cli_ranks_layer_groups(exported, tmp_path, capsys):
+    """One int8 run per layer group; rows sorted most sensitive (lowest cosine) first, IAM regions never listed."""
+    from pipeline.cli import main
+
+    e = exported("tiny-test", 224)
+    out_json = tmp_path / "sens.json"
+    assert main(["evaluate", "--variant", "tiny-test", "--onnx-fp32", str(e.onnx), "--sensitivity",
+                 "--num-images", "4", "--method", "max", "--json", str(out_json)]) == 0
+    assert "layer group (int8 alone)" in capsys.readouterr().out
+    rows = json.loads(out_json.read_text())
+    groups = [r["group"] for r in rows]
+    assert len(groups) == len(set(groups)) >= 8 and "/block1.0/attn" in groups and "/block4.0/mlp" in groups
+    cosines = [r["cosine_mean"] for r in rows]
+    assert cosines == sorted(cosines) and all(0.5 < c <= 1.0 + 1e-9 for c in cosines)
+    assert sum(r["layers"] for r in rows) >= 30
+    assert main(["evaluate", "--variant", "tiny-test", "--sensitivity", "--num-images", "2"]) == 2  # needs --onnx-fp32
