@@ -27,6 +27,10 @@ ATOL_GRAPHS = 1e-5
 #: That is SPEC section 9's discontinuity (1e-6 mask noise: 1.3e-4 at 224), not an export bug, so 448 gets 5e-4
 #: against torch; the exported-vs-rewritten check stays at 1e-5.
 ATOL_TORCH_448 = 5e-4
+# m and b: SPEC 9 measured near-tie flips of 2e-4 on m from rounding alone (batch size, sort variant) and
+# suggests 2e-3 / 3e-3; onnxruntime vs PyTorch gave 1.6e-4 on b here. 1e-3 stays far below real bugs on m/b
+# (descending sort 4.9e-2 / 7.9e-2, kv halves swapped 0.7 / 1.2, local-only map 1.2e-2 / 3.3e-2).
+ATOL_TORCH_MB = 1e-3
 
 
 # ------------------------------------------------------------------------------------ op level, ties
@@ -132,7 +136,10 @@ def test_s_pytorch_onnx_rewritten(exported, sample_batch, img_size):
 def test_m_b_pytorch_onnx_rewritten(exported, sample_batch, variant):
     ex = exported(variant, 224)
     names, images = sample_batch(224, 2)
-    _check_chain(ex, names, images)
+    _check_chain(ex, names, images, atol=ATOL_TORCH_MB)
+    between = compare_logits(run_model(ex.iam, images)["logits"], run_model(ex.onnx, images)["logits"],
+                             backend="rewritten vs exported", atol=ATOL_GRAPHS)
+    assert between, between.message
 
 
 @pytest.mark.parametrize("variant", ["tiny-test", "s"])
