@@ -23,6 +23,8 @@ import numpy as np
 import onnx
 
 from pipeline.errors import CalibrationError, ConfigError
+from pipeline.model import create_model
+from pipeline.verify import reference_logits
 
 from .data import CalibrationSet, load_calibration_set
 
@@ -125,18 +127,6 @@ def _run_graph(model: onnx.ModelProto | str | Path, images: np.ndarray, batch: i
     return np.concatenate([session.run([out], {inp: images[i : i + batch]})[0] for i in range(0, len(images), batch)])
 
 
-def _run_torch(variant: str, img_size: int, checkpoint: Optional[str], images: np.ndarray, batch: int, seed: int) -> np.ndarray:
-    import torch
-
-    from pipeline.model import create_model
-
-    model = create_model(variant, img_size, checkpoint=checkpoint, seed=seed)
-    with torch.no_grad():
-        return np.concatenate(
-            [model(torch.from_numpy(images[i : i + batch])).numpy() for i in range(0, len(images), batch)]
-        )
-
-
 def evaluate(
     graphs: dict[str, onnx.ModelProto | str | Path],
     data: CalibrationSet,
@@ -145,6 +135,7 @@ def evaluate(
     seed: int = 0,
     labels_csv: Optional[str | Path] = None,
     batch: int = 8,
+    trust_pickle: bool = False,
 ) -> EvalReport:
     """Run every graph in ``graphs`` (name -> model or path) on ``data``; compare with PyTorch fp32."""
     if not graphs:
@@ -152,7 +143,8 @@ def evaluate(
     images = np.stack([arr for _, arr in data.arrays()])
     labels = _labels(data, labels_csv)
     t0 = time.perf_counter()
-    ref = _run_torch(variant, data.params.img_size, checkpoint, images, batch, seed)
+    model = create_model(variant, data.params.img_size, checkpoint=checkpoint, seed=seed, trust_pickle=trust_pickle)
+    ref = reference_logits(model, images, batch)
     ref_metrics = compare_logits("pytorch-fp32", ref, ref, labels, time.perf_counter() - t0)
     report = EvalReport(variant, data.params.img_size, data.description, data.data_hash, ref_metrics)
     for name, graph in graphs.items():
@@ -233,10 +225,9 @@ def sensitivity(
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--variant", default="s", help="model variant of the PyTorch reference (s, m, b, tiny-test)")
-    parser.add_argument("--img-size", type=int, default=224)
-    parser.add_argument("--checkpoint", help="official checkpoint (default: seeded random weights)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the random weights when no checkpoint is given")
+    from pipeline.cli import add_model_arguments
+
+    add_model_arguments(parser)
     parser.add_argument("--onnx-fp32", help="fp32 graph (exported or rewritten)")
     parser.add_argument("--onnx-fp16", help="fp16 graph")
     parser.add_argument("--onnx-int8", help="int8 Q/DQ graph")
@@ -289,7 +280,7 @@ def run(args: argparse.Namespace) -> int:
             write_json(args.json, [dict(group=g, layers=n, cosine_mean=c, top1_agreement=t) for g, n, c, t in rows])
         return 0
     report = evaluate(graphs, data, args.variant, checkpoint=args.checkpoint, seed=args.seed,
-                      labels_csv=args.labels, batch=args.batch)
+                      labels_csv=args.labels, batch=args.batch, trust_pickle=args.trust_checkpoint)
     print(format_table(report))
     if args.json:
         write_json(args.json, report.to_dict())

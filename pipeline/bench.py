@@ -1058,13 +1058,9 @@ def _engine_arg(text: str) -> tuple[str, str]:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from .model import VARIANTS
+    from .cli import add_model_arguments
 
-    parser.add_argument("--variant", default="s", choices=list(VARIANTS), help="SG-Former variant (default s)")
-    parser.add_argument("--img-size", type=int, default=224, help="input side, a multiple of 224 (default 224)")
-    parser.add_argument("--checkpoint", help="official checkpoint (default: seeded random weights)")
-    parser.add_argument("--trust-checkpoint", action="store_true", help="allow pickled objects (trusted files only)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the random weights and inputs")
+    add_model_arguments(parser, seed_help="seed of the random weights and inputs")
     parser.add_argument("--batches", type=_int_list, help=f"batch sizes (default {','.join(map(str, DEFAULT_BATCHES))}; "
                         f"--tiny: {','.join(map(str, TINY_BATCHES))})")
     parser.add_argument("--iters", type=int, help=f"timed calls per row (default {DEFAULT_ITERS}; --tiny: {TINY_ITERS})")

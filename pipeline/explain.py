@@ -289,14 +289,10 @@ def explain(
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from .model import VARIANTS
+    from .cli import add_model_arguments
 
     parser.add_argument("image", help="image file (JPEG, PNG, ...)")
-    parser.add_argument("--variant", default="s", choices=list(VARIANTS), help="SG-Former variant (default s)")
-    parser.add_argument("--img-size", type=int, default=224, help="input side, a multiple of 224 (default 224)")
-    parser.add_argument("--checkpoint", help="official checkpoint (default: seeded random weights)")
-    parser.add_argument("--trust-checkpoint", action="store_true", help="allow pickled objects (trusted files only)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the random weights without --checkpoint")
+    add_model_arguments(parser)
     parser.add_argument("--reduce", choices=REDUCTIONS, default="mean",
                         help="per stage: mean of its hybrid blocks' maps (default) or the last block's map")
     parser.add_argument("--stage", choices=STAGE_CHOICES, default="all",

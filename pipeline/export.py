@@ -203,13 +203,9 @@ def read_metadata(model: onnx.ModelProto) -> dict[str, str]:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from .model import VARIANTS
+    from .cli import add_model_arguments
 
-    parser.add_argument("--variant", default="s", choices=list(VARIANTS), help="SG-Former variant (default s)")
-    parser.add_argument("--img-size", type=int, default=224, help="input side, a multiple of 224 (default 224)")
-    parser.add_argument("--checkpoint", help="official .pth / .pth.tar checkpoint (default: random weights)")
-    parser.add_argument("--trust-checkpoint", action="store_true", help="allow pickled objects (trusted files only)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the random weights without --checkpoint")
+    add_model_arguments(parser)
     parser.add_argument("--batch", type=int, default=None, help="fixed batch size (default: dynamic)")
     parser.add_argument("--opset", type=int, default=DEFAULT_OPSET, help=f"ONNX opset (default {DEFAULT_OPSET})")
     parser.add_argument("--no-simplify", action="store_true", help="skip the onnxslim simplification")

@@ -333,7 +333,7 @@ def verify_engine(
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from .model import VARIANTS
+    from .cli import add_model_arguments
 
     target = parser.add_argument_group("artifact (one of)")
     one = target.add_mutually_exclusive_group(required=True)
@@ -342,11 +342,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                                       "else its ONNX in onnxruntime; the result is written into its manifest.json")
     parser.add_argument("--cpu", action="store_true", help="with --engine: use the CPU stand-in even if a GPU is present")
     parser.add_argument("--backend", default="onnxruntime", choices=sorted(BACKENDS), help="how to run the artifact")
-    parser.add_argument("--variant", choices=list(VARIANTS), help="SG-Former variant (default: ONNX metadata)")
-    parser.add_argument("--img-size", type=int, help="input size (default: ONNX metadata, else 224)")
-    parser.add_argument("--checkpoint", help="official checkpoint the artifact was built from (default: random weights)")
-    parser.add_argument("--trust-checkpoint", action="store_true", help="allow pickled objects (trusted files only)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the random weights without --checkpoint")
+    add_model_arguments(parser, from_metadata=True)
     parser.add_argument("--images", help="folder of images (default: scikit-image's bundled sample photos)")
     parser.add_argument("--num-images", type=int, default=4, help="how many images (default 4)")
     parser.add_argument("--batch", type=int, default=2, help="batch size of both runs (default 2)")
