@@ -269,7 +269,9 @@ class SignificanceAttention(_AttentionBase):
         return [getattr(self, f"f{i}") for i in range(1, len(self.layout.group_sizes) + 1)]
 
     def forward(self, x: torch.Tensor, height: int, width: int, importance: torch.Tensor) -> torch.Tensor:
-        if importance.shape[-1] != self.layout.num_tokens:
+        # Shape checks are skipped while tracing: the exporter traces at the built size, and comparing traced
+        # shapes would only emit TracerWarnings.
+        if not torch.jit.is_tracing() and importance.shape[-1] != self.layout.num_tokens:
             raise ConfigError(
                 f"significance block built for {self.layout.height}x{self.layout.width} tokens got a map of "
                 f"{importance.shape[-1]}; build the model for this input size (img_size)"
@@ -441,7 +443,9 @@ class SGFormer(nn.Module):
 
         With ``return_importance`` also returns every hybrid block's significance map as [B, H, W].
         """
-        if x.ndim != 4 or x.shape[1] != 3 or x.shape[2] != self.img_size or x.shape[3] != self.img_size:
+        if not torch.jit.is_tracing() and (
+            x.ndim != 4 or x.shape[1] != 3 or x.shape[2] != self.img_size or x.shape[3] != self.img_size
+        ):
             raise ConfigError(
                 f"expected images [B, 3, {self.img_size}, {self.img_size}], got {list(x.shape)}; this model was "
                 f"built for img_size={self.img_size} (valid sizes: multiples of {BASE_IMG_SIZE})"
