@@ -98,6 +98,15 @@ def compare_logits(
 
 
 def _labels(data: CalibrationSet, labels_csv: Optional[str | Path]) -> Optional[np.ndarray]:
+    """ImageNet-1k label index per image (-1: unknown), or None without any label source.
+
+    Sources, in order: a ``file,label_index`` CSV; class folders named by WordNet id (``n01440764/``), mapped
+    through the official 1k table, so a subset of the classes keeps the right indices; official validation
+    file names (``ILSVRC2012_val_00000001.JPEG``) in a flat folder; otherwise class folders of any name,
+    numbered in sorted order (correct only when the folders are exactly the model's classes: warned).
+    """
+    from pipeline.runtime import imagenet_val_labels, imagenet_wnid_index
+
     if labels_csv is not None:
         table: dict[str, int] = {}
         with open(labels_csv, newline="") as f:
@@ -108,14 +117,24 @@ def _labels(data: CalibrationSet, labels_csv: Optional[str | Path]) -> Optional[
             raise CalibrationError(f"{labels_csv}: no 'file,label_index' rows found")
         return np.array([table.get(Path(s.name).name, -1) for s in data.sources])
     names = [s.label for s in data.sources]
-    if not any(names):
-        return None
-    classes = sorted({n for n in names if n})
-    index = {c: i for i, c in enumerate(classes)}
-    if len(classes) < 2:
-        return None
-    _logger.info("labels from %d class folders (sorted names -> indices)", len(classes))
-    return np.array([index[n] if n else -1 for n in names])
+    if any(names):
+        folders = {n for n in names if n}
+        wnids = imagenet_wnid_index() or {}
+        if folders <= set(wnids):
+            _logger.info("labels from %d WordNet-id class folders (ImageNet-1k indices)", len(folders))
+            return np.array([wnids[n] if n else -1 for n in names])
+        if len(folders) >= 2:
+            classes = sorted(folders)
+            index = {c: i for i, c in enumerate(classes)}
+            _logger.warning("labels from %d class folders numbered in sorted order; right only if they are exactly "
+                            "the model's classes (name folders by WordNet id, or pass --labels CSV)", len(classes))
+            return np.array([index[n] if n else -1 for n in names])
+    val = imagenet_val_labels() or {}
+    found = [val.get(Path(s.name).name, -1) for s in data.sources]
+    if any(v >= 0 for v in found):
+        _logger.info("labels from ILSVRC2012 validation file names (%d of %d images)", sum(v >= 0 for v in found), len(found))
+        return np.array(found)
+    return None
 
 
 def _run_graph(model: onnx.ModelProto | str | Path, images: np.ndarray, batch: int) -> np.ndarray:
@@ -233,7 +252,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--onnx-int8", help="int8 Q/DQ graph")
     parser.add_argument("--onnx", action="append", default=[], metavar="NAME=PATH", help="any further graph")
     src = parser.add_mutually_exclusive_group()
-    src.add_argument("--images", help="image folder (recursive; class sub-folders give labels)")
+    src.add_argument("--images", help="image folder (recursive); labels come from WordNet-id class folders (n01440764/), official ILSVRC2012 val file names, or --labels")
     src.add_argument("--list", dest="list_file", help="file with one image path per line")
     parser.add_argument("--labels", help="CSV of file,label_index for top-1/top-5 accuracy")
     parser.add_argument("--num-images", type=int, help="evaluate a deterministic sample of N images")

