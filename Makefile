@@ -50,7 +50,7 @@ IAM_ONNX := $(DIR)/model.iam.$(PRECISION).onnx
 endif
 ENGINE := $(DIR)/$(VARIANT)-$(PRECISION).engine
 
-.PHONY: help venv test test-full plugins plugins-ref trt-headers onnx engine verify bench clean FORCE
+.PHONY: help venv test test-full plugins plugins-ref trt-headers onnx engine engine-topk verify bench clean FORCE
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -109,6 +109,16 @@ $(ENGINE): $(IAM_ONNX) $(PLUGIN_LIB) pipeline/build.py
 engine: $(ENGINE) ## VARIANT=s|m|b PRECISION=fp32|fp16|int8 RES=224 [CKPT=..] [CALIB=dir]: ONNX -> engine + manifest, verified
 	$(CLI) verify --engine $(DIR) $(if $(CKPT),--checkpoint $(CKPT))
 	@echo "engine ready: $(DIR)  (see $(DIR)/manifest.json)"
+
+TOPK_DIR := engines/$(VARIANT)-fp32-224
+ifneq ($(TOPK_DIR),$(DIR))  # otherwise the model.onnx rule above already makes it
+$(TOPK_DIR)/model.onnx: pipeline/model.py pipeline/iam.py pipeline/export.py $(CKPT) $(VENV_STAMP)
+	$(CLI) export --variant $(VARIANT) --img-size 224 $(if $(CKPT),--checkpoint $(CKPT)) -o $@
+endif
+
+engine-topk: $(TOPK_DIR)/model.onnx ## the standard-op fp32 engine (native TopK, no plugin; 224 only) for `make bench`
+	$(CLI) build --onnx $< --out-dir engines --name $(VARIANT)-fp32-topk-224 --backend $(BACKEND) \
+	  --max-batch $(MAX_BATCH) --variant $(VARIANT) --resolution 224 --precision fp32
 
 verify: $(ENGINE) ## check the engine (GPU) or its CPU stand-in against PyTorch; results go into the manifest
 	$(CLI) verify --engine $(DIR) $(if $(CKPT),--checkpoint $(CKPT))

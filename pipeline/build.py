@@ -354,9 +354,11 @@ def save_engine_dir(
     onnx_file: str,
     config: BuildConfig,
     calibration: Optional[Calibration] = None,
+    dir_name: Optional[str] = None,
 ) -> Path:
-    """Write ``<out_root>/<variant>-<precision>-<res>/``: engine, plugin library and ONNX copies, manifest.json."""
-    engine_dir = Path(out_root) / engine_dir_name(variant, precision, resolution)
+    """Write ``<out_root>/<variant>-<precision>-<res>/`` (or ``dir_name``): engine, plugin library and ONNX copies,
+    manifest.json."""
+    engine_dir = Path(out_root) / (dir_name or engine_dir_name(variant, precision, resolution))
     engine_dir.mkdir(parents=True, exist_ok=True)
     engine_name = f"{variant}-{precision}.engine"
     write_bytes(engine_dir / engine_name, engine)
@@ -411,6 +413,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--onnx", required=True, type=Path, help="ONNX to build (exported, rewritten or calibrated)")
     parser.add_argument("--out-dir", type=Path, default=Path("engines"),
                         help="root folder; the engine goes to OUT_DIR/<variant>-<precision>-<res>/ (default engines)")
+    parser.add_argument("--name", default=None,
+                        help="engine folder name under OUT_DIR (default <variant>-<precision>-<res>; the native-TopK "
+                             "comparison engine of `make engine-topk` is <variant>-fp32-topk-224)")
     parser.add_argument("--plugins", type=Path, default=None, help="plugin library (libsgformer_plugins.so)")
     parser.add_argument("--backend", choices=trt_backend.BACKEND_CHOICES, default="auto",
                         help="auto prefers full TensorRT, then TensorRT-RTX (CPU-only builds for RTX GPUs)")
@@ -489,7 +494,7 @@ def run(args: argparse.Namespace) -> int:
     engine, info = build_engine(args.onnx, config)
     engine_dir = save_engine_dir(
         args.out_dir, engine, info, variant=variant, precision=precision, resolution=resolution, weights=weights,
-        onnx_file=str(args.onnx), config=config, calibration=calibration,
+        onnx_file=str(args.onnx), config=config, calibration=calibration, dir_name=args.name,
     )
     print(f"{engine_dir}: {info.backend_flavour} {info.backend_version} engine, {len(engine) / 1e6:.1f} MB, "
           f"built in {info.seconds:.1f} s; {info.target.description}")

@@ -37,6 +37,13 @@ def test_make_engine_runs_the_stages_in_order():
     assert "verify --engine engines/s-int8-448" in text
 
 
+def test_make_engine_topk_builds_the_standard_op_graph_without_plugin():
+    lines = _make_dry_run("engine-topk", "VARIANT=m")
+    build = next(line for line in lines if " build " in line)
+    assert "--onnx engines/m-fp32-224/model.onnx" in build and "--name m-fp32-topk-224" in build
+    assert "--plugins" not in build
+
+
 def test_make_engine_fp32_skips_calibration():
     lines = _make_dry_run("engine", "PRECISION=fp32")
     assert not any(" calibrate " in line for line in lines)
@@ -89,8 +96,8 @@ def test_run_cpu_stand_in_prints_top5(exported, plugin_build, tmp_path, capsys):
 
     iam = exported("tiny-test", 224).iam
     assert main(["build", "--onnx", str(iam), "--out-dir", str(tmp_path), "--plugins", str(plugin_build.plugin_library),
-                 "--backend", "tensorrt-rtx", "--max-batch", "2", "--precision", "fp32"]) == 0
-    engine_dir = next(tmp_path.glob("*-fp32-224"))
+                 "--backend", "tensorrt-rtx", "--max-batch", "2", "--precision", "fp32", "--name", "my-engine"]) == 0
+    engine_dir = tmp_path / "my-engine"
     image = tmp_path / "photo.png"
     Image.new("RGB", (320, 240), (120, 80, 40)).save(image)
     capsys.readouterr()
