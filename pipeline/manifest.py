@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from .errors import PipelineError
-from .io import write_json
+from .io import sha256_file, write_json
 
 SCHEMA_VERSION = 1
 MANIFEST_NAME = "manifest.json"
@@ -292,6 +292,16 @@ def read_manifest(engine_dir: str | Path) -> Manifest:
     except (OSError, ValueError) as exc:
         raise ManifestError(f"{path} is not readable JSON ({exc}); rebuild the engine") from None
     return Manifest.from_dict(data)
+
+
+def engine_onnx(engine_dir: str | Path, manifest: Manifest) -> Path:
+    """The ONNX the engine was built from, checked against the manifest's sha256 (the CPU stand-in runs it)."""
+    path = Path(engine_dir) / manifest.onnx.file
+    if not path.is_file():
+        raise ManifestError(f"{path} (the engine's ONNX, named by the manifest) is missing; rebuild with make engine")
+    if sha256_file(path) != manifest.onnx.sha256:
+        raise ManifestError(f"{path} changed since the engine was built (sha256 differs); rebuild with make engine")
+    return path
 
 
 def with_parity(manifest: Manifest, parity: dict[str, Any]) -> Manifest:

@@ -24,7 +24,7 @@ import numpy as np
 from . import trt_backend
 from .errors import BuildError, PipelineError
 from .io import sha256_file
-from .manifest import Manifest, RuntimeEnv, check_engine_compatible, read_manifest
+from .manifest import Manifest, RuntimeEnv, check_engine_compatible, engine_onnx, read_manifest
 
 __all__ = ["EngineRunner", "EngineRuntimeError", "load_runner", "imagenet_class_names", "top_k"]
 
@@ -268,11 +268,7 @@ def _stand_in_logits(engine_dir: Path, manifest: Manifest, batch: np.ndarray) ->
     """The engine's ONNX in onnxruntime on the CPU (SGFormerIAM through the host reference)."""
     from .ort_runner import run_model
 
-    onnx_path = engine_dir / manifest.onnx.file
-    if not onnx_path.is_file() or sha256_file(onnx_path) != manifest.onnx.sha256:
-        raise EngineRuntimeError(f"{onnx_path} is missing or differs from the ONNX the engine was built from; "
-                                 f"rebuild with make engine")
-    return run_model(onnx_path, batch)["logits"]
+    return run_model(engine_onnx(engine_dir, manifest), batch)["logits"]
 
 
 def run(args: argparse.Namespace) -> int:

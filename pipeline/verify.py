@@ -276,8 +276,7 @@ def verify_engine(
     """
     import datetime
 
-    from .io import sha256_file
-    from .manifest import read_manifest, with_parity, write_manifest
+    from .manifest import engine_onnx, read_manifest, with_parity, write_manifest
     from .trt_backend import probe_gpu
 
     engine_dir = Path(engine_dir)
@@ -300,12 +299,7 @@ def verify_engine(
         backend = f"{manifest.backend_label} engine on {gpu.name}"
         stand_in = False
     else:
-        onnx_path = engine_dir / manifest.onnx.file
-        if not onnx_path.is_file():
-            raise ConfigError(f"{onnx_path} (the engine's ONNX, named by the manifest) is missing; rebuild with make engine")
-        if sha256_file(onnx_path) != manifest.onnx.sha256:
-            raise ConfigError(f"{onnx_path} changed since the engine was built (sha256 differs); rebuild with make engine")
-        got = _onnxruntime_logits(onnx_path, array, batch)
+        got = _onnxruntime_logits(engine_onnx(engine_dir, manifest), array, batch)
         backend = "onnxruntime CPU stand-in (no GPU: the engine itself was not executed)"
         stand_in = True
     report = compare_logits(got, ref, backend=backend, names=names, batch=batch, **rule)
