@@ -13,7 +13,7 @@ from typing import Optional, Sequence
 
 from .errors import PipelineError
 
-# verb -> (module, one-line help). Modules are imported lazily so `--help` stays fast.
+# verb -> (module, one-line help). Each module supplies add_arguments(parser) and run(args).
 COMMANDS: dict[str, tuple[str, str]] = {
     "info": ("pipeline.info", "build a model (optionally from a checkpoint) and print its summary"),
     "export": ("pipeline.export", "export PyTorch SG-Former to ONNX"),
@@ -48,24 +48,13 @@ def add_model_arguments(parser: argparse.ArgumentParser, *, from_metadata: bool 
     parser.add_argument("--seed", type=int, default=0, help=seed_help)
 
 
-def _load(module: str):
-    try:
-        return importlib.import_module(module)
-    except ModuleNotFoundError as exc:
-        if exc.name == module or (exc.name and module.startswith(exc.name)):
-            return None  # stage not implemented in this checkout
-        raise
-
-
 def build_parser() -> tuple[argparse.ArgumentParser, dict[str, object]]:
     parser = argparse.ArgumentParser(prog="sgformer-trt", description=__doc__.splitlines()[0])
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv for debug)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     modules = {}
     for verb, (module_name, help_text) in COMMANDS.items():
-        module = _load(module_name)
-        if module is None:
-            continue
+        module = importlib.import_module(module_name)
         p = sub.add_parser(verb, help=help_text, description=help_text)
         module.add_arguments(p)
         modules[verb] = module
