@@ -38,6 +38,7 @@ import onnx_graphsurgeon as gs
 
 from . import plugin_spec as spec
 from .errors import RewriteError
+from .export import op_histogram
 from .iam import IamLayout
 
 __all__ = ["replace_iam_with_plugin", "rewrite_iam", "find_iam_regions", "IamRegion", "RewriteReport",
@@ -95,10 +96,6 @@ class RewriteReport:
             rows.append(f"{op:<24}{a:>8}{b:>8}{mark}")
         rows.append(f"{'total':<24}{sum(self.ops_before.values()):>8}{sum(self.ops_after.values()):>8}")
         return "\n".join(rows)
-
-
-def op_histogram(model: onnx.ModelProto) -> dict[str, int]:
-    return dict(Counter(n.op_type for n in model.graph.node).most_common())
 
 
 # ----------------------------------------------------------------------------- constants and chains
