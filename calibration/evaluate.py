@@ -24,7 +24,7 @@ import onnx
 
 from pipeline.errors import CalibrationError, ConfigError
 from pipeline.model import create_model
-from pipeline.verify import reference_logits
+from pipeline.verify import onnxruntime_logits, reference_logits
 
 from .data import CalibrationSet, load_calibration_set
 
@@ -137,15 +137,6 @@ def _labels(data: CalibrationSet, labels_csv: Optional[str | Path]) -> Optional[
     return None
 
 
-def _run_graph(model: onnx.ModelProto | str | Path, images: np.ndarray, batch: int) -> np.ndarray:
-    from pipeline.ort_runner import create_session
-
-    session = create_session(model)
-    inp = session.get_inputs()[0].name
-    out = session.get_outputs()[0].name
-    return np.concatenate([session.run([out], {inp: images[i : i + batch]})[0] for i in range(0, len(images), batch)])
-
-
 def evaluate(
     graphs: dict[str, onnx.ModelProto | str | Path],
     data: CalibrationSet,
@@ -168,7 +159,7 @@ def evaluate(
     report = EvalReport(variant, data.params.img_size, data.description, data.data_hash, ref_metrics)
     for name, graph in graphs.items():
         t0 = time.perf_counter()
-        logits = _run_graph(graph, images, batch)
+        logits = onnxruntime_logits(graph, images, batch)
         report.results.append(compare_logits(name, logits, ref, labels, time.perf_counter() - t0))
         _logger.info("evaluated %s in %.1f s", name, report.results[-1].seconds)
     return report
@@ -222,7 +213,7 @@ def sensitivity(
     cache_dir = cache_dir or tmp.name  # one calibration, reused by every single-group run
     full = quantize_int8(model, data, policy, cache_dir=cache_dir)
     images = np.stack([arr for _, arr in eval_data.arrays()])
-    ref = _run_graph(model, images, 8)
+    ref = onnxruntime_logits(model, images, 8)
     rows = []
     all_quantized = set(full.quantized_nodes)
     for group, names in sorted(layer_groups(model, full.quantized_nodes).items()):
@@ -232,7 +223,7 @@ def sensitivity(
             QuantPolicy(**{**asdict(policy), "exclude_nodes": tuple(policy.exclude_nodes) + others}),
             cache_dir=cache_dir,
         )
-        m = compare_logits(group, _run_graph(one.model, images, 8), ref)
+        m = compare_logits(group, onnxruntime_logits(one.model, images, 8), ref)
         rows.append((group, len(names), m.cosine_mean, m.top1_agreement))
         _logger.info("sensitivity %s (%d layers): cos %.6f top1 %.2f", group, len(names), m.cosine_mean, m.top1_agreement)
     if tmp is not None:

@@ -23,7 +23,7 @@ import torch
 
 from .errors import ConfigError, ParityError
 
-__all__ = ["ParityReport", "compare_logits", "verify_onnx", "reference_logits", "BACKENDS", "DEFAULT_ATOL"]
+__all__ = ["ParityReport", "compare_logits", "verify_onnx", "reference_logits", "onnxruntime_logits", "BACKENDS", "DEFAULT_ATOL"]
 
 _logger = logging.getLogger("pipeline.verify")
 
@@ -175,8 +175,9 @@ def reference_logits(model: torch.nn.Module, images: np.ndarray, batch: int = 2)
     return np.concatenate(out)
 
 
-def _onnxruntime_logits(artifact: Union[str, Path, onnx.ModelProto], images: np.ndarray, batch: int,
-                        threads: Optional[int] = None) -> np.ndarray:
+def onnxruntime_logits(artifact: Union[str, Path, onnx.ModelProto], images: np.ndarray, batch: int,
+                       threads: Optional[int] = None) -> np.ndarray:
+    """Logits of an ONNX graph (custom op included) in onnxruntime on the CPU, ``batch`` images per run."""
     from .ort_runner import create_session
 
     session = create_session(artifact, threads=threads)
@@ -188,7 +189,7 @@ def _onnxruntime_logits(artifact: Union[str, Path, onnx.ModelProto], images: np.
 
 
 #: backend name -> function(artifact, images [N,3,S,S] float32, batch) -> logits [N, classes]
-BACKENDS: dict[str, Callable[..., np.ndarray]] = {"onnxruntime": _onnxruntime_logits}
+BACKENDS: dict[str, Callable[..., np.ndarray]] = {"onnxruntime": onnxruntime_logits}
 
 
 def verify_onnx(
@@ -299,7 +300,7 @@ def verify_engine(
         backend = f"{manifest.backend_label} engine on {gpu.name}"
         stand_in = False
     else:
-        got = _onnxruntime_logits(engine_onnx(engine_dir, manifest), array, batch)
+        got = onnxruntime_logits(engine_onnx(engine_dir, manifest), array, batch)
         backend = "onnxruntime CPU stand-in (no GPU: the engine itself was not executed)"
         stand_in = True
     report = compare_logits(got, ref, backend=backend, names=names, batch=batch, **rule)
