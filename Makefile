@@ -20,6 +20,10 @@ MAX_BATCH ?= 8
 # GPU architectures of the plugin: Ampere, Orin, Ada, Hopper, Blackwell, Thor, RTX Blackwell.
 CUDA_ARCHS ?= 80;86;87;89;90;100;110;120
 PYTEST_ARGS ?=
+# make gpu-check: the GPU machine's own python3 (no venv); report directory; extra flags (e.g. --dry-run --arch 90).
+GPU_CHECK_PYTHON ?= python3
+GPU_CHECK_OUT ?= build/gpu-check
+GPU_CHECK_ARGS ?=
 
 VENV_STAMP := $(VENV)/.installed
 DIR := engines/$(VARIANT)-$(PRECISION)-$(RES)
@@ -50,7 +54,7 @@ IAM_ONNX := $(DIR)/model.iam.$(PRECISION).onnx
 endif
 ENGINE := $(DIR)/$(VARIANT)-$(PRECISION).engine
 
-.PHONY: help venv test test-full plugins plugins-ref trt-headers onnx engine engine-topk verify bench clean FORCE
+.PHONY: help venv test test-full plugins plugins-ref trt-headers onnx engine engine-topk verify bench gpu-check clean FORCE
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -125,6 +129,9 @@ verify: $(ENGINE) ## check the engine (GPU) or its CPU stand-in against PyTorch;
 
 bench: $(VENV_STAMP) ## latency / throughput / memory for VARIANT at RES -> build/bench/ (JSON, Markdown, PNG)
 	$(CLI) bench --variant $(VARIANT) --img-size $(RES) -o build/bench
+
+gpu-check: ## one-shot GPU acceptance run (<= 6 min; no TensorRT, venv or network) -> GPU_CHECK_OUT=build/gpu-check
+	$(GPU_CHECK_PYTHON) scripts/gpu_check.py --out $(GPU_CHECK_OUT) $(GPU_CHECK_ARGS)
 
 test: $(VENV_STAMP) third_party/tensorrt/include/NvInfer.h ## run the CPU test suite (what CI runs)
 	SGFORMER_REQUIRE_NVCC=1 $(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
