@@ -281,7 +281,9 @@ class SignificanceAttention(_AttentionBase):
             )
         half = self.num_heads // 2
         layers = self.merge_layers()
-        aggregate = iam_fused if self.iam_impl == "fused" else iam_aggregate
+        # The ONNX export always traces the reference path (standard ops); `rewrite` then makes SGFormerIAM nodes.
+        fused = self.iam_impl == "fused" and not torch.onnx.is_in_onnx_export()
+        aggregate = iam_fused if fused else iam_aggregate
         seq_row, seq_col = aggregate(x, importance, [f.weight for f in layers], [f.bias for f in layers], self.layout)
         k1, v1 = self._kv_heads(self.kv1(seq_row), half)
         k2, v2 = self._kv_heads(self.kv2(seq_col), half)

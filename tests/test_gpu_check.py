@@ -102,3 +102,15 @@ def test_sanitizer_verdicts(tmp_path, monkeypatch, output, code, status):
     run.env["SGFORMER_KERNEL_HARNESS_LIB"] = "/nonexistent/harness.so"
     record = run.step("memcheck", lambda t: gpu_check.step_sanitizer(run, "memcheck", t))
     assert record["status"] == status, record
+
+
+def test_a_step_that_does_not_fit_the_budget_is_skipped_and_an_exception_fails_it(tmp_path):
+    gpu_check = _load_script()
+    run = gpu_check.Run(tmp_path, 30.0)
+    boom = run.step("op-parity", lambda t: 1 / 0)
+    assert boom["status"] == "fail" and "ZeroDivisionError" in boom["summary"]
+    ok = run.step("op-timing", lambda t: {"passed": True, "summary": f"got {t:.0f} s", "rows": []})
+    assert ok["status"] == "pass" and ok["summary"] == "got 25 s"  # 30 s total minus the report reserve
+    run.deadline = run.start + 10  # 5 s left after the reserve: below op-timing's minimum of 15 s
+    late = run.step("model-timing", lambda t: {"passed": True})
+    assert late["status"] == "skip" and "budget" in late["summary"]

@@ -181,6 +181,26 @@ def test_fused_model_gives_the_reference_logits(variant):
     assert torch.equal(got.topk(5).indices, want.topk(5).indices)
 
 
+def test_fused_model_under_torch_export_has_one_op_per_significance_block():
+    model = create_model("tiny-test", iam="fused")
+    images = torch.randn(2, 3, 224, 224, generator=torch.Generator().manual_seed(1))
+    batch = torch.export.Dim("batch", min=1, max=32)
+    program = torch.export.export(model, (images,), dynamic_shapes=({0: batch},))
+    ops = [n for n in program.graph.nodes if n.op == "call_function" and str(n.target) == "sgformer.iam.default"]
+    assert len(ops) == len(model.significance_blocks()) == 3
+    with torch.no_grad():
+        assert torch.equal(program.module()(images), model(images))
+
+
+def test_fused_model_exports_to_onnx_as_the_reference_graph(tmp_path):
+    """The ONNX exporter traces the reference path of a fused model, so export + rewrite work unchanged."""
+    from pipeline.export import export_onnx
+
+    proto = export_onnx(create_model("tiny-test", iam="fused"), variant="tiny-test", weights="random-init, seed 0")
+    ops = {node.op_type for node in proto.graph.node}
+    assert "TopK" in ops and not any("iam" in node.op_type.lower() for node in proto.graph.node)
+
+
 def test_create_model_refuses_an_unknown_iam():
     with pytest.raises(ConfigError, match="iam='cuda' is not an IAM implementation"):
         create_model("tiny-test", iam="cuda")
