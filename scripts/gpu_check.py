@@ -299,13 +299,30 @@ def worker_model_timing(args) -> dict:
                          "tf32_cudnn": torch.backends.cudnn.allow_tf32}}
 
 
+#: Sanitizer cases (sr, side, channels, batch): sr 8 at 28x28 (3 tiers, k up to 196) and 56x56 (s stage 1 at 224),
+#: sr 4 and sr 2 at 14x14; C > 128 once (two channel slices).
+SANITIZER_CASES = ((8, 28, 160, 2), (8, 56, 64, 1), (4, 14, 64, 2), (2, 14, 64, 2))
+
+
+def sanitizer_cases() -> list[dict]:
+    """The cases with their layouts, computed in the parent (the worker under the sanitizer never imports torch)."""
+    from pipeline.iam import iam_layout
+
+    cases = []
+    for sr, side, channels, batch in SANITIZER_CASES:
+        layout = iam_layout(sr, side, side)
+        cases.append({"sr": sr, "side": side, "channels": channels, "batch": batch,
+                      "group_sizes": list(layout.group_sizes), "tier_sizes": list(layout.tier_sizes)})
+    return cases
+
+
 def worker_sanitize_case(args) -> dict:
-    """Small cases of every layout through the kernel harness (numpy + ctypes only: cheap under compute-sanitizer)."""
+    """Small cases of every layout through the kernel harness. numpy + ctypes only (no torch: its CUDA libraries
+    would be loaded under the sanitizer), compared with the host reference."""
     import ctypes
 
     import numpy as np
 
-    from pipeline.iam import iam_layout
     from pipeline.iam_host import iam_host
 
     lib = ctypes.CDLL(args.harness)
@@ -319,21 +336,22 @@ def worker_sanitize_case(args) -> dict:
     paths = {"fused": 0, "cub": 1} if set_path is not None else {"auto": None}
     rng = np.random.default_rng(0)
     rows, failures = [], 0
-    # sr 8 at 28x28 (3 tiers, k up to 196) and 56x56 (s stage 1 at 224), sr 4 and sr 2 at 14x14; C > 128 once.
-    cases = [(8, 28, 160, 2), (8, 56, 64, 1), (4, 14, 64, 2), (2, 14, 64, 2)]
-    for (sr, side, channels, batch), dtype, path in ((c, d, p) for c in cases for d in (np.float32, np.float16)
-                                                     for p in paths):
-        layout = iam_layout(sr, side, side)
+    for spec, dtype, path in ((c, d, p) for c in json.loads(args.cases) for d in (np.float32, np.float16)
+                              for p in paths):
+        sr, side, channels, batch = spec["sr"], spec["side"], spec["channels"], spec["batch"]
+        n = side * side
+        group_sizes, tier_sizes = spec["group_sizes"], spec["tier_sizes"]
+        out_tokens = sum(t // g for g, t in zip(group_sizes, tier_sizes))
         if set_path is not None:
             set_path(paths[path])
-        tokens = rng.standard_normal((batch, layout.num_tokens, channels)).astype(dtype)
-        importance = (rng.integers(0, 6, (batch, layout.num_tokens)) / 8.0).astype(np.float32)
-        weight = rng.uniform(-0.2, 0.2, sum(layout.group_sizes)).astype(np.float32)
-        bias = rng.uniform(-0.2, 0.2, len(layout.group_sizes)).astype(np.float32)
-        row = np.empty((batch, layout.out_tokens, channels), dtype)
+        tokens = rng.standard_normal((batch, n, channels)).astype(dtype)
+        importance = (rng.integers(0, 6, (batch, n)) / 8.0).astype(np.float32)
+        weight = rng.uniform(-0.2, 0.2, sum(group_sizes)).astype(np.float32)
+        bias = rng.uniform(-0.2, 0.2, len(group_sizes)).astype(np.float32)
+        row = np.empty((batch, out_tokens, channels), dtype)
         col = np.empty_like(row)
-        groups = np.asarray(layout.group_sizes, np.int32)
-        tiers = np.asarray(layout.tier_sizes, np.int32)
+        groups = np.asarray(group_sizes, np.int32)
+        tiers = np.asarray(tier_sizes, np.int32)
         ptr = f32 if dtype == np.float32 else u16
         fn = lib.sgformer_iam_cuda_fp32 if dtype == np.float32 else lib.sgformer_iam_cuda_fp16
         status = fn(tokens.ctypes.data_as(ptr), importance.ctypes.data_as(f32), weight.ctypes.data_as(f32),
@@ -345,7 +363,7 @@ def worker_sanitize_case(args) -> dict:
             case["error"] = lib.sgformer_iam_cuda_last_error().decode()
             case["passed"] = False
         else:
-            want = iam_host(tokens, importance, weight, bias, side, side, layout.group_sizes, layout.tier_sizes)
+            want = iam_host(tokens, importance, weight, bias, side, side, group_sizes, tier_sizes)
             case["passed"] = bool(np.array_equal(row, want[0]) and np.array_equal(col, want[1]))
         failures += not case["passed"]
         rows.append(case)
@@ -597,7 +615,8 @@ def step_sanitizer(run: Run, tool: str, timeout: float) -> dict:
     prefix = [sanitizer, "--tool", tool, "--error-exitcode", str(SANITIZER_EXIT)]
     if tool == "memcheck":
         prefix += ["--leak-check", "full"]
-    result = run.worker(f"sanitize-case:{tool}", timeout, ["--harness", harness], prefix=prefix)
+    result = run.worker(f"sanitize-case:{tool}", timeout,
+                        ["--harness", harness, "--cases", json.dumps(sanitizer_cases())], prefix=prefix)
     output = result.pop("output_tail", "")
     # The worker's output is only kept on failure; rerun-free parse of the sanitizer's verdict from it.
     errors = re.search(r"ERROR SUMMARY: (\d+) error", output)
@@ -745,6 +764,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--result", help=argparse.SUPPRESS)
     parser.add_argument("--device", default="cuda", help=argparse.SUPPRESS)
     parser.add_argument("--harness", help=argparse.SUPPRESS)
+    parser.add_argument("--cases", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     args.resolutions = [int(r) for r in args.resolutions.split(",") if r]
     args.batches = [int(b) for b in args.batches.split(",") if b]

@@ -114,3 +114,47 @@ def test_a_step_that_does_not_fit_the_budget_is_skipped_and_an_exception_fails_i
     run.deadline = run.start + 10  # 5 s left after the reserve: below op-timing's minimum of 15 s
     late = run.step("model-timing", lambda t: {"passed": True})
     assert late["status"] == "skip" and "budget" in late["summary"]
+
+
+_FAKE_HARNESS = r"""
+#include <stdint.h>
+int sgformer_iam_ref_fp32(const float*, const float*, const float*, const float*, int, int, int, int, const int*,
+                          const int*, int, float*, float*);
+int sgformer_iam_ref_fp16(const uint16_t*, const float*, const float*, const float*, int, int, int, int, const int*,
+                          const int*, int, uint16_t*, uint16_t*);
+int sgformer_iam_cuda_fp32(const float* t, const float* i, const float* w, const float* b, int B, int H, int W, int C,
+                           const int* g, const int* n, int k, float* r, float* c)
+{ return sgformer_iam_ref_fp32(t, i, w, b, B, H, W, C, g, n, k, r, c); }
+int sgformer_iam_cuda_fp16(const uint16_t* t, const float* i, const float* w, const float* b, int B, int H, int W,
+                           int C, const int* g, const int* n, int k, uint16_t* r, uint16_t* c)
+{ return sgformer_iam_ref_fp16(t, i, w, b, B, H, W, C, g, n, k, r, c); }
+const char* sgformer_iam_cuda_last_error(void) { return ""; }
+"""
+
+
+def test_sanitizer_worker_runs_every_case_through_a_harness(tmp_path):
+    """The worker compute-sanitizer wraps, against a stand-in harness (the host reference under the harness's C
+    names), so its case loop and comparison run in CI; under the real sanitizer it gets the CUDA harness."""
+    import shutil
+
+    from pipeline.iam_host import build_host_library
+
+    cc = shutil.which("gcc") or shutil.which("cc")
+    if cc is None:
+        pytest.skip("no C compiler")
+    ref = build_host_library(REPO_ROOT / "build" / "pytest-plugins-ref")
+    source = tmp_path / "fake_harness.c"
+    source.write_text(_FAKE_HARNESS)
+    harness = tmp_path / "libfake_harness.so"
+    subprocess.run([cc, "-shared", "-fPIC", str(source), "-o", str(harness), f"-L{ref.parent}", "-lsgformer_iam_ref",
+                    f"-Wl,-rpath,{ref.parent}"], check=True)
+    gpu_check = _load_script()
+    result = tmp_path / "result.json"
+    env = dict(os.environ, SGFORMER_IAM_REF_LIB=str(ref))
+    proc = subprocess.run([sys.executable, str(SCRIPT), "--worker", "sanitize-case", "--result", str(result),
+                           "--harness", str(harness), "--cases", json.dumps(gpu_check.sanitizer_cases())],
+                          capture_output=True, text=True, env=env, timeout=300, check=False)
+    out = json.loads(result.read_text())
+    assert proc.returncode == 0 and out["passed"], (out, proc.stderr[-2000:])
+    assert len(out["rows"]) == 2 * len(gpu_check.SANITIZER_CASES)  # fp32 and fp16, one path ("auto")
+    assert {r["sr"] for r in out["rows"]} == {8, 4, 2}
