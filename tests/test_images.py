@@ -310,3 +310,13 @@ def test_every_stage_decodes_a_16_bit_image_the_same_way(tmp_path):
     for got in (verify_arr, calib_arr, run_arr):
         np.testing.assert_array_equal(got, want)
     assert float(want.max()) - float(want.min()) > 3.0  # a ramp, not a flat (all-white) image
+
+
+def test_too_few_images_names_the_make_variable_too(tmp_path):
+    from calibration.data import load_calibration_set
+    from pipeline.errors import CalibrationError
+
+    _tree(tmp_path)
+    with pytest.raises(CalibrationError, match=r"asked for 9 images but .* has only 5; add images or lower "
+                                               r"--num-images \(CALIB_N with make\)"):
+        load_calibration_set(224, images=tmp_path, num_images=9)
