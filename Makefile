@@ -20,6 +20,9 @@ MAX_BATCH ?= 8
 # GPU architectures of the plugin: Ampere, Orin, Ada, Hopper, Blackwell, Thor, RTX Blackwell.
 CUDA_ARCHS ?= 80;86;87;89;90;100;110;120
 PYTEST_ARGS ?=
+# `make bench`: one report per resolution in BENCH_RES (e.g. BENCH_RES="224 448"); extra bench flags in BENCH_ARGS.
+BENCH_RES ?= $(RES)
+BENCH_ARGS ?=
 
 VENV_STAMP := $(VENV)/.installed
 DIR := engines/$(VARIANT)-$(PRECISION)-$(RES)
@@ -123,8 +126,8 @@ engine-topk: $(TOPK_DIR)/model.onnx ## the standard-op fp32 engine (native TopK,
 verify: $(ENGINE) ## check the engine (GPU) or its CPU stand-in against PyTorch; results go into the manifest
 	$(CLI) verify --engine $(DIR) $(if $(CKPT),--checkpoint $(CKPT))
 
-bench: $(VENV_STAMP) ## latency / throughput / memory for VARIANT at RES -> build/bench/ (JSON, Markdown, PNG)
-	$(CLI) bench --variant $(VARIANT) --img-size $(RES) -o build/bench
+bench: $(VENV_STAMP) ## latency / throughput / memory / ORT op profile for VARIANT at each of BENCH_RES (default RES) -> build/bench/
+	set -e; for res in $(BENCH_RES); do $(CLI) bench --variant $(VARIANT) --img-size $$res $(BENCH_ARGS) -o build/bench; done
 
 test: $(VENV_STAMP) third_party/tensorrt/include/NvInfer.h ## run the CPU test suite (what CI runs)
 	SGFORMER_REQUIRE_NVCC=1 $(PY) -m pytest -m "not slow" $(PYTEST_ARGS)

@@ -28,9 +28,9 @@ attribute set; outputs are written into per-thread reusable buffers; the ctypes 
 host reference spreads the call over its worker pool, sized like onnxruntime's intra-op pool.
 
 Session settings (``create_session``): intra-op threads = the CPUs this process may use (onnxruntime's own
-default counts physical cores, which is 1 on a 2-vCPU machine); one inter-op thread, sequential execution; and
-onnxruntime's intra-op spinning is off for graphs with ``SGFormerIAM`` nodes (``ALLOW_SPINNING``), so idle
-onnxruntime workers do not burn the core the host reference's pool runs on.
+default may count physical cores only); one inter-op thread, sequential execution; and onnxruntime's intra-op
+spinning off (``SESSION_SETTINGS``), so idle onnxruntime workers do not burn the core the host reference's pool
+(or another process on a shared machine) needs.
 """
 from __future__ import annotations
 
@@ -63,13 +63,10 @@ _fast_bridge = False
 _register_lock = threading.Lock()
 _library: Optional[Path] = None
 
-#: onnxruntime settings the project uses, per kind of graph (also recorded in bench reports).
-#: ``session.intra_op.allow_spinning`` "0" for graphs with SGFormerIAM nodes: see the module docstring and
-#: docs/benchmarks.md for the measurement behind it.
-SESSION_SETTINGS = {
-    "standard": {"inter_op_num_threads": 1, "execution_mode": "sequential", "session.intra_op.allow_spinning": "1"},
-    "iam": {"inter_op_num_threads": 1, "execution_mode": "sequential", "session.intra_op.allow_spinning": "0"},
-}
+#: onnxruntime settings the project uses for every CPU session (also recorded in bench reports). Intra-op
+#: spinning is off: idle onnxruntime workers would otherwise busy-wait on the core the SGFormerIAM host reference's
+#: pool (or, on a shared machine, another process) needs; measured in docs/benchmarks.md ("onnxruntime settings").
+SESSION_SETTINGS = {"inter_op_num_threads": 1, "execution_mode": "sequential", "session.intra_op.allow_spinning": "0"}
 
 
 def session_threads(threads: Optional[int] = None) -> int:
@@ -349,7 +346,8 @@ def create_session(model: OrtModel, *, threads: Optional[int] = None, extra_outp
     """An onnxruntime CPU ``InferenceSession`` for a standard or rewritten graph.
 
     ``threads``: intra-op threads (default :func:`session_threads`); for rewritten graphs the host reference's
-    pool gets the same count. ``allow_spinning``: override ``SESSION_SETTINGS`` (None = the project's choice).
+    pool gets the same count (process-wide). ``allow_spinning``: override ``SESSION_SETTINGS`` (None = the
+    project's choice).
     ``options``: a prepared ``onnxruntime.SessionOptions`` to start from (e.g. with profiling on).
     ``extra_outputs`` names intermediate tensors to expose as additional graph outputs (e.g. the importance
     maps from ``iam_importance_names``); their types are left for onnxruntime to infer.
@@ -358,7 +356,7 @@ def create_session(model: OrtModel, *, threads: Optional[int] = None, extra_outp
 
     proto = _load(model)
     iam = has_iam_nodes(proto)
-    settings = SESSION_SETTINGS["iam" if iam else "standard"]
+    settings = SESSION_SETTINGS
     if options is None:
         options = ort.SessionOptions()
         options.log_severity_level = 3

@@ -213,7 +213,7 @@ def _ort_runner(files_key: str, config: BenchConfig, files: dict, extra: dict) -
         return profile_session(lambda options: create_session(path, threads=config.cpu_threads, options=options),
                                batches, runs)
 
-    settings = SESSION_SETTINGS["iam" if files_key == "iam_onnx" else "standard"]
+    settings = SESSION_SETTINGS
     details = {"onnxruntime": ort.__version__, "threads": session_threads(config.cpu_threads),
                "graph": Path(path).name, "session": dict(settings), **extra}
     return Runner(infer, device="cpu", details=details, profile=profile)
