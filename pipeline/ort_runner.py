@@ -39,7 +39,7 @@ import logging
 import os
 import threading
 from pathlib import Path
-from typing import Callable, Optional, Sequence, Union
+from typing import Optional, Sequence, Union
 
 import numpy as np
 import onnx

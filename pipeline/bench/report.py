@@ -1,7 +1,6 @@
 """Benchmark report: the record of one run (``BenchReport``), ratios, comparisons, and JSON / Markdown / PNG output."""
 from __future__ import annotations
 
-import datetime as _dt
 import io
 import logging
 import platform
