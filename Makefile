@@ -105,6 +105,8 @@ help: ## list the targets and every variable
 	@echo "  TORCH_INDEX    extra pip index for torch (https://download.pytorch.org/whl/cpu: CPU wheel; default on Jetson)"
 	@echo "  NVCC           CUDA compiler of the plugin (its version picks CUDA_ARCHS)          [$(NVCC)]"
 	@echo "  PYTEST_ARGS    extra pytest arguments of make test / test-full                      [$(PYTEST_ARGS)]"
+	@echo "  BENCH_RES      resolutions of make bench, one report each (e.g. \"224 448\")          [$(BENCH_RES)]"
+	@echo "  BENCH_ARGS     extra sgformer-trt bench flags of make bench (e.g. --max-seconds 60)  [$(BENCH_ARGS)]"
 	@echo "  JETSON         orin | thor | empty (not a Jetson); default: detected (see print-config)"
 	@echo "  HAVE_GPU       yes | no: add pycuda (the gpu extra) to the venv; default: detected"
 	@echo "  JETSON_RELEASE_FILE, DEVICE_TREE_COMPATIBLE, NVIDIA_SMI: Jetson / GPU detection inputs (tests fake them)"
