@@ -22,6 +22,9 @@ PYTEST_ARGS ?=
 GPU_CHECK_PYTHON ?= python3
 GPU_CHECK_OUT ?= build/gpu-check
 GPU_CHECK_ARGS ?=
+# `make bench`: one report per resolution in BENCH_RES (e.g. BENCH_RES="224 448"); extra bench flags in BENCH_ARGS.
+BENCH_RES ?= $(RES)
+BENCH_ARGS ?=
 
 # ---- platform decisions (scripts/platform.sh; `make print-config` shows them). Each is computed once, when
 # first used, and can be set on the command line. The detection inputs below exist so tests can fake a Jetson.
@@ -109,6 +112,8 @@ help: ## list the targets and every variable
 	@echo "  GPU_CHECK_PYTHON  interpreter of make gpu-check (the GPU machine's own, no venv)     [$(GPU_CHECK_PYTHON)]"
 	@echo "  GPU_CHECK_OUT  report directory of make gpu-check                                  [$(GPU_CHECK_OUT)]"
 	@echo "  GPU_CHECK_ARGS extra flags of scripts/gpu_check.py (e.g. --dry-run --arch 90)      [$(GPU_CHECK_ARGS)]"
+	@echo "  BENCH_RES      resolutions of make bench, one report each (e.g. \"224 448\")          [$(BENCH_RES)]"
+	@echo "  BENCH_ARGS     extra sgformer-trt bench flags of make bench (e.g. --max-seconds 60)  [$(BENCH_ARGS)]"
 	@echo "  JETSON         orin | thor | empty (not a Jetson); default: detected (see print-config)"
 	@echo "  HAVE_GPU       yes | no: add pycuda (the gpu extra) to the venv; default: detected"
 	@echo "  JETSON_RELEASE_FILE, DEVICE_TREE_COMPATIBLE, NVIDIA_SMI: Jetson / GPU detection inputs (tests fake them)"
@@ -203,8 +208,8 @@ engine-topk: $(TOPK_DIR)/model.onnx ## the standard-op fp32 engine (native TopK,
 verify: $(ENGINE) ## check the engine (GPU) or its CPU stand-in against PyTorch; results go into the manifest
 	$(CLI) verify --engine $(DIR) $(if $(CKPT),--checkpoint $(CKPT))
 
-bench: $(VENV_STAMP) ## latency / throughput / memory for VARIANT at RES -> build/bench/ (JSON, Markdown, PNG)
-	$(CLI) bench --variant $(VARIANT) --img-size $(RES) -o build/bench
+bench: $(VENV_STAMP) ## latency / throughput / memory / ORT op profile for VARIANT at each of BENCH_RES (default RES) -> build/bench/
+	set -e; for res in $(BENCH_RES); do $(CLI) bench --variant $(VARIANT) --img-size $$res $(BENCH_ARGS) -o build/bench; done
 
 gpu-check: ## one-shot GPU acceptance run (<= 6 min; no TensorRT, venv or network) -> GPU_CHECK_OUT=build/gpu-check
 	$(GPU_CHECK_PYTHON) scripts/gpu_check.py --out $(GPU_CHECK_OUT) $(GPU_CHECK_ARGS)
