@@ -7,8 +7,9 @@
  *  2. A plain dlopen (Polygraphy --plugins = ctypes.CDLL, trtexec --staticPlugins, Triton's
  *     backend-config plugins= / LD_PRELOAD, DeepStream custom-lib-path): a static initializer looks for
  *     the process's TensorRT (getPluginRegistry, found with dlsym(RTLD_DEFAULT) or in an already loaded
- *     libnvinfer.so.N opened with RTLD_NOLOAD; nothing is linked and nothing new is loaded) and registers
- *     the creator there, once.
+ *     libnvinfer.so.N / libtensorrt_rtx.so.1 opened with RTLD_NOLOAD; when none is loaded yet, as with
+ *     Polygraphy --plugins, libnvinfer.so.N is dlopened by soname like a NEEDED entry would be; nothing is
+ *     linked) and registers the creator there, once.
  * Path 2 runs inside every dlopen, including the one loadLibrary does before it calls getCreators. So
  * getCreators first takes back a creator that path 2 registered (deregisterCreator) and hands it to
  * loadLibrary, which then owns it (deregisterLibrary works, --setPluginsToSerialize ships it): the creator
@@ -150,6 +151,35 @@ Runtime findRuntime()
     return rt;
 }
 
+//! No runtime loaded yet (Polygraphy --plugins and LD_PRELOAD load plugins before TensorRT): load
+//! libnvinfer.so.<major of the headers> by soname, the way a library that links libnvinfer gets it through
+//! its NEEDED entry. The later `import tensorrt` / the application's own libnvinfer.so.N then resolve to this
+//! copy when it is the same file (same soname on the loader path, or the same path). Failure is silent.
+Runtime loadRuntimeBySoname()
+{
+    Runtime rt;
+    void* handle = dlopen(kRUNTIME_LIBRARIES[0], RTLD_NOW | RTLD_LOCAL);
+    if (handle == nullptr)
+    {
+        return rt;
+    }
+    void* sym = dlsym(handle, kREGISTRY_SYMBOL);
+    if (sym == nullptr)
+    {
+        dlclose(handle);
+        return rt;
+    }
+    // The handle stays open: the registry holds our creator for the life of the process.
+    rt.getRegistry = reinterpret_cast<GetPluginRegistryFn>(sym);
+    rt.getVersion = reinterpret_cast<GetInferLibVersionFn>(dlsym(handle, kVERSION_SYMBOL));
+    rt.file = fileOf(sym);
+    if (rt.file.empty())
+    {
+        rt.file = kRUNTIME_LIBRARIES[0];
+    }
+    return rt;
+}
+
 //! "10.14.1" from getInferLibVersion's MAJOR*10000 + MINOR*100 + PATCH ("unknown" when < 0).
 std::string versionString(int32_t version)
 {
@@ -176,10 +206,15 @@ void registerOnLoad() noexcept
             trace("registerOnLoad: disabled by SGFORMER_IAM_NO_AUTO_REGISTER=1");
             return;
         }
-        Runtime const rt = findRuntime();
+        Runtime rt = findRuntime();
         if (rt.getRegistry == nullptr)
         {
-            trace("registerOnLoad: no TensorRT runtime in this process; waiting for loadLibrary/getCreators");
+            rt = loadRuntimeBySoname();
+        }
+        if (rt.getRegistry == nullptr)
+        {
+            trace("registerOnLoad: no TensorRT runtime in this process or on the loader path; waiting for "
+                  "loadLibrary/getCreators");
             return;
         }
         int32_t const version = rt.getVersion != nullptr ? rt.getVersion() : -1;

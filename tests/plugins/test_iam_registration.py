@@ -303,6 +303,15 @@ def test_plain_dlopen_registers_one_creator(standin, plugin_build, scope) -> Non
     assert result["count"] == 1
 
 
+def test_dlopen_before_tensorrt_loads_it_by_soname(standin, plugin_build) -> None:
+    """Polygraphy --plugins and LD_PRELOAD load the plugin before TensorRT: libnvinfer.so.10 is found on the loader
+    path (as a NEEDED entry would be), and the runtime loaded afterwards by its path is that same copy."""
+    result, _ = _run([["cdll", str(plugin_build.plugin_library)], ["standin_local", str(standin)]],
+                     env_extra={"LD_LIBRARY_PATH": str(standin.parent)})
+    assert result["events"] == [REGISTERED], result["events"]
+    assert result["count"] == 1
+
+
 def test_second_dlopen_does_not_register_again(standin, plugin_build) -> None:
     result, _ = _run([["standin_global", str(standin)], ["cdll", str(plugin_build.plugin_library)],
                       ["cdll", str(plugin_build.plugin_library)]])
