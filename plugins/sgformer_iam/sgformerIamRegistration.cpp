@@ -93,7 +93,7 @@ std::string fileOf(void* symbol)
     return "";
 }
 
-//! getInferLibVersion of the object that defines `registrySymbol` (same library, not the first in scope).
+//! getInferLibVersion of the library `file` (the one defining getPluginRegistry, not the first in scope).
 GetInferLibVersionFn versionBeside(std::string const& file)
 {
     if (file.empty())
