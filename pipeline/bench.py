@@ -261,22 +261,22 @@ def gpu_name() -> Optional[str]:
     return f"{props.name} (sm_{props.major}{props.minor})"
 
 
-def _build_model(config: BenchConfig):
+def _build_model(config: BenchConfig, iam: str = "reference"):
     from .model import create_model
 
     return create_model(
         config.variant, img_size=config.img_size, checkpoint=config.checkpoint, seed=config.seed,
-        trust_pickle=config.trust_checkpoint,
+        trust_pickle=config.trust_checkpoint, iam=iam,
     )
 
 
 # -- PyTorch eager
 
 
-def _create_torch(config: BenchConfig, files: dict, device: str) -> Runner:
+def _create_torch(config: BenchConfig, files: dict, device: str, iam: str = "reference") -> Runner:
     import torch
 
-    model = _build_model(config).to(device)
+    model = _build_model(config, iam).to(device)
     if device == "cpu":
 
         def infer(images: np.ndarray) -> np.ndarray:
@@ -523,6 +523,13 @@ def _registry() -> dict[str, BackendSpec]:
                     preload=_ORT_PRELOAD + ("onnxruntime_extensions", "pipeline.iam_host")),
         BackendSpec("pytorch-cuda", "PyTorch eager fp32, CUDA", True,
                     lambda c: _gpu_unavailable(), lambda c, f: _create_torch(c, f, "cuda")),
+        # iam="fused": every significance block through the sgformer::iam op (pipeline/iam_op.py).
+        BackendSpec("pytorch-cpu-fused", 'PyTorch eager fp32, CPU, iam="fused" (sgformer::iam: C++ host reference)',
+                    False, lambda c: importlib.import_module("pipeline.iam_op").fused_unavailable("cpu"),
+                    lambda c, f: _create_torch(c, f, "cpu", iam="fused")),
+        BackendSpec("pytorch-cuda-fused", 'PyTorch eager fp32, CUDA, iam="fused" (sgformer::iam: the plugin kernel)',
+                    True, lambda c: _gpu_unavailable() or importlib.import_module("pipeline.iam_op").fused_unavailable(
+                        "cuda"), lambda c, f: _create_torch(c, f, "cuda", iam="fused")),
     ]
     for name, precision in TRT_PRECISIONS.items():
         what = "standard-op graph, native TopK" if name == "trt-topk" else f"rewritten graph + plugin, {precision}"
