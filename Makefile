@@ -18,6 +18,8 @@ CALIB_METHOD ?= entropy
 BACKEND ?= auto
 MAX_BATCH ?= 8
 PYTEST_ARGS ?=
+# Triton's ModelConfig schema for tests/test_package.py (installed with --no-deps, see pyproject.toml).
+TRITONCLIENT := tritonclient==2.73.0
 # make gpu-check: the GPU machine's own python3 (no venv); report directory; extra flags (e.g. --dry-run --arch 90).
 GPU_CHECK_PYTHON ?= python3
 GPU_CHECK_OUT ?= build/gpu-check
@@ -138,6 +140,7 @@ $(VENV_STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV_FLAGS) $(VENV)
 	$(PY) -m pip install --upgrade --quiet pip
 	$(if $(filter yes,$(HAVE_GPU)),PATH="$(dir $(NVCC)):$$PATH") $(PY) -m pip install --quiet $(if $(TORCH_INDEX),--extra-index-url $(TORCH_INDEX)) -e '.[$(EXTRAS)]'
+	$(PY) -m pip install --quiet --no-deps $(TRITONCLIENT)
 	$(if $(filter yes,$(SYSTEM_TRT)),$(PY) -c "import tensorrt; print('venv uses the system TensorRT', tensorrt.__version__)")
 	touch $@
 

@@ -25,6 +25,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "run": ("pipeline.runtime", "classify images with an engine"),
     "bench": ("pipeline.bench", "latency / throughput / memory benchmarks"),
     "explain": ("pipeline.explain", "overlay the per-stage importance maps on an image"),
+    "package": ("pipeline.package", "package an engine directory for Triton (--triton) or DeepStream (--deepstream)"),
 }
 
 

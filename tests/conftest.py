@@ -184,3 +184,41 @@ def plugin_build(request) -> PluginBuild:
                        torch_library=build_dir / "libsgformer_iam_torch.so",
                        kernel_harness=build_dir / "libsgformer_iam_kernel_harness.so", cuda_archs=archs,
                        configure_s=configure_s, build_s=build_s)
+
+
+# ------------------------------------------------------------------------------------------------ engine directories
+
+
+@pytest.fixture(scope="session")
+def built_engine_dir(exported, plugin_build, tmp_path_factory):
+    """``built_engine_dir(precision="fp16")`` -> a real engine directory (s, 224, batch 1..2) that `sgformer-trt
+    build` made with TensorRT-RTX (CPU-only) and the plugin library; each precision is built once per session.
+
+    The steps are those of tests/test_engine.py (calibrate -> rewrite -> build --max-batch 2), so that test can take
+    its engines from here too."""
+    import importlib.util
+
+    from pipeline.cli import main
+
+    if importlib.util.find_spec("tensorrt_rtx") is None:
+        pytest.skip("TensorRT-RTX not installed (pip install -e '.[trt-rtx]')")
+    cache: dict[str, Path] = {}
+
+    def get(precision: str = "fp16") -> Path:
+        if precision not in cache:
+            folder = tmp_path_factory.mktemp(f"engine-{precision}")
+            src = exported("s", 224).onnx
+            if precision != "fp32":
+                calibrated = folder / f"model.{precision}.onnx"
+                calib = ["--num-images", "4", "--cache-dir", str(folder / "cache")] if precision == "int8" else []
+                assert main(["calibrate", "--onnx", str(src), "--precision", precision, *calib,
+                             "-o", str(calibrated)]) == 0
+                src = calibrated
+            iam = folder / "model.iam.onnx"
+            assert main(["rewrite", str(src), "-o", str(iam)]) == 0
+            assert main(["build", "--onnx", str(iam), "--out-dir", str(folder / "engines"), "--plugins",
+                         str(plugin_build.plugin_library), "--backend", "tensorrt-rtx", "--max-batch", "2"]) == 0
+            cache[precision] = folder / "engines" / f"s-{precision}-224"
+        return cache[precision]
+
+    return get
