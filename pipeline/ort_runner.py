@@ -397,9 +397,22 @@ def run_model(
     *,
     threads: Optional[int] = None,
     extra_outputs: Sequence[str] = (),
+    optimize: bool = True,
 ) -> dict[str, np.ndarray]:
-    """Run ``images [B, 3, S, S]`` float32 through ``model``; returns every output by name (``logits`` first)."""
-    session = create_session(model, threads=threads, extra_outputs=extra_outputs)
+    """Run ``images [B, 3, S, S]`` float32 through ``model``; returns every output by name (``logits`` first).
+
+    ``optimize=False`` turns onnxruntime's graph optimizations off, so every node runs as written: Q/DQ pairs stay
+    float simulations instead of being fused into integer kernels whose rounding depends on the CPU. Tests that
+    compare two graphs node for node use it.
+    """
+    options = None
+    if not optimize:
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.log_severity_level = 3
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    session = create_session(model, threads=threads, extra_outputs=extra_outputs, options=options)
     first = session.get_inputs()[0]
     dtype = np.float16 if first.type == "tensor(float16)" else np.float32
     feed = {first.name: np.ascontiguousarray(images, dtype=dtype)}

@@ -30,7 +30,7 @@ def _model_config_pb2():
     """tritonclient's generated ModelConfig module, loaded by file (its grpc package __init__ needs grpcio)."""
     spec = importlib.util.find_spec("tritonclient")
     if spec is None or not spec.submodule_search_locations:
-        pytest.fail("tritonclient is not installed: pip install 'tritonclient==2.73.0' (pyproject extra dev)")
+        pytest.fail("tritonclient is not installed: make venv installs it (pip install --no-deps 'tritonclient==2.73.0')")
     path = Path(list(spec.submodule_search_locations)[0]) / "grpc" / "model_config_pb2.py"
     module_spec = importlib.util.spec_from_file_location("triton_model_config_pb2", path)
     module = importlib.util.module_from_spec(module_spec)
