@@ -36,3 +36,11 @@ class ParityError(PipelineError):
 
 class PluginLibraryError(PipelineError):
     """The plugin or host-reference shared library is missing or unusable."""
+
+
+class IntegrityError(PipelineError):
+    """An engine folder is not what its manifest says: a file is missing, changed, or disagrees with its ONNX."""
+
+
+class StorageError(PipelineError):
+    """The operating system refused a file operation (disk full, permission denied, read-only file system)."""
