@@ -1,0 +1,157 @@
+"""Two processes on one engine folder: the folder ends consistent (engine, copies and manifest of one build) or one
+of them waits; verify records a result only for the engine it checked.
+
+The interleavings are forced, not hoped for: the child processes hold at a marked point (a patched write) until the
+other side has done its part, so on main (no lock, engine and manifest written separately) each test ends with an
+engine and a manifest of different builds every time, not in "2 of ~14 tries".
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from pipeline import trt_backend
+from pipeline.errors import BuildError
+from reliability_helpers import folder_consistent, manifest, publish, residue, run_cli, spawn, wait_for, wrapped_cli
+
+
+def _rtx_available() -> bool:
+    try:
+        trt_backend.load_backend("tensorrt-rtx")
+    except BuildError:
+        return False
+    return True
+
+
+needs_rtx = pytest.mark.skipif(not _rtx_available(), reason="TensorRT-RTX wheels not installed (pip install .[trt-rtx])")
+
+
+def _mm_onnx(path: Path, seed: int) -> Path:
+    """images [B, 8] -> MatMul -> logits [B, 4], labelled like an export (variant mm, 8 px); builds in a second."""
+    weight = numpy_helper.from_array(np.random.default_rng(seed).standard_normal((8, 4)).astype(np.float32), "W")
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["images", "W"], ["logits"])], "g",
+        [helper.make_tensor_value_info("images", TensorProto.FLOAT, ["batch", 8])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 4])], [weight])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    for key, value in {"variant": "mm", "img_size": "8", "weights": f"random-init, seed {seed}"}.items():
+        model.metadata_props.add(key=key, value=value)
+    onnx.save(model, str(path))
+    return path
+
+
+_HOLD_MANIFEST = """
+    import os, time
+    import pipeline.build as build
+    _orig = build.write_manifest
+    def write_manifest(folder, manifest):  # build 1: engine written, manifest not yet
+        open({mark_in!r}, "w").close()
+        deadline = time.monotonic() + 120
+        while not os.path.exists({started!r}) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        deadline = time.monotonic() + 4  # build 2 is publishing now (or waiting for the lock)
+        while not os.path.exists({mark_out!r}) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return _orig(folder, manifest)
+    build.write_manifest = write_manifest
+"""
+
+_SIGNAL_AROUND_PUBLISH = """
+    import pipeline.build as build
+    _orig, _orig_save = build.write_manifest, build.save_engine_dir
+    def save_engine_dir(*args, **kwargs):  # build 2: built, publishing starts
+        open({started!r}, "w").close()
+        return _orig_save(*args, **kwargs)
+    def write_manifest(folder, manifest):  # build 2: say when its manifest is written
+        out = _orig(folder, manifest)
+        open({mark!r}, "w").close()
+        return out
+    build.write_manifest, build.save_engine_dir = write_manifest, save_engine_dir
+"""
+
+
+@needs_rtx
+def test_two_concurrent_builds_end_consistent(tmp_path):
+    first, second = _mm_onnx(tmp_path / "a.onnx", 0), _mm_onnx(tmp_path / "b.onnx", 1)
+    out = tmp_path / "engines"
+    m1, m2, started = tmp_path / "m1", tmp_path / "m2", tmp_path / "started"
+    argv = ["build", "--out-dir", str(out), "--backend", "tensorrt-rtx", "--max-batch", "2", "--name", "mm"]
+    p1 = spawn(wrapped_cli(_HOLD_MANIFEST.format(mark_in=str(m1), mark_out=str(m2), started=str(started)),
+                           [*argv, "--onnx", str(first)]))
+    wait_for(m1, p1)  # build 1 has written its engine and is about to write the manifest
+    p2 = spawn(wrapped_cli(_SIGNAL_AROUND_PUBLISH.format(mark=str(m2), started=str(started)),
+                           [*argv, "--onnx", str(second)]))
+    out1, err1 = p1.communicate(timeout=300)
+    out2, err2 = p2.communicate(timeout=300)
+    assert p1.returncode == 0, err1[-3000:]
+    assert p2.returncode == 0, err2[-3000:]
+    folder = out / "mm"
+    assert folder_consistent(folder) == [], (err1[-2000:], err2[-2000:])
+    assert manifest(folder)["onnx"]["file"] == "b.onnx"  # the second build waited and published last
+    assert "waiting for" in err2  # and said so
+    assert residue(folder) == []
+    assert run_cli([*argv, "--onnx", str(first)]).returncode == 0  # a rerun recovers / replaces cleanly
+    assert folder_consistent(folder) == [] and manifest(folder)["onnx"]["file"] == "a.onnx"
+
+
+_HOLD_STAND_IN = """
+    import os, time
+    import pipeline.verify as verify
+    _orig = verify.onnxruntime_logits
+    def onnxruntime_logits(*args, **kwargs):  # verify: engine checked, result not recorded yet
+        open({mark_in!r}, "w").close()
+        deadline = time.monotonic() + 60
+        while not os.path.exists({mark_out!r}) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return _orig(*args, **kwargs)
+    verify.onnxruntime_logits = onnxruntime_logits
+"""
+
+
+def test_build_during_verify_is_not_marked_verified(exported, tmp_path):
+    onnx_path = exported("tiny-test", 224).onnx
+    folder = publish(tmp_path, onnx_path, seed=1)
+    m1, m2 = tmp_path / "m1", tmp_path / "m2"
+    proc = spawn(wrapped_cli(_HOLD_STAND_IN.format(mark_in=str(m1), mark_out=str(m2)),
+                             ["verify", "--engine", str(folder), "--num-images", "2"]))
+    wait_for(m1, proc)
+    publish(tmp_path, onnx_path, seed=2)  # another build publishes a new engine meanwhile
+    new_sha = manifest(folder)["engine"]["sha256"]
+    m2.touch()
+    out, err = proc.communicate(timeout=300)
+    assert folder_consistent(folder) == [], err[-3000:]
+    assert manifest(folder)["engine"]["sha256"] == new_sha
+    assert not (manifest(folder).get("parity") or {}).get("passed")  # the old engine's PASS is not on the new one
+    assert proc.returncode == 2 and "replaced while it was being verified" in err, err[-3000:]
+    assert residue(folder) == []
+    rerun = run_cli(["verify", "--engine", str(folder), "--num-images", "2"])
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    parity = manifest(folder)["parity"]
+    assert parity["passed"] and parity["engine_sha256"] == new_sha and folder_consistent(folder) == []
+
+
+def test_lock_makes_a_second_writer_wait(tmp_path):
+    """The lock itself: a second process asking for the folder's lock gets it only after the first lets go."""
+    import subprocess
+    import sys
+
+    from pipeline.locking import engine_dir_lock
+    from reliability_helpers import ROOT, child_env
+
+    folder = tmp_path / "engine"
+    code = ("import sys, time; from pipeline.locking import engine_dir_lock\n"
+            f"t = time.monotonic()\nwith engine_dir_lock({str(folder)!r}): print(time.monotonic() - t)")
+    with engine_dir_lock(folder):
+        child = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, env=child_env(), stdout=subprocess.PIPE,
+                                 text=True)
+        time.sleep(1.0)
+        assert child.poll() is None  # still waiting
+    out, _ = child.communicate(timeout=60)
+    assert child.returncode == 0 and float(out) >= 0.9
+    assert sorted(p.name for p in folder.iterdir()) == [".lock"]
