@@ -12,7 +12,7 @@ import sys
 from typing import Optional, Sequence
 
 from .errors import PipelineError
-from .interrupts import Terminated, command_guard
+from .interrupts import Terminated, command_guard, exit_after_cancel
 from .storage import describe as describe_os_error
 
 # verb -> (module, one-line help). Each module supplies add_arguments(parser) and run(args).
@@ -84,6 +84,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return 2
     except KeyboardInterrupt as exc:
         print("terminated" if isinstance(exc, Terminated) else "interrupted", file=sys.stderr)
+        exit_after_cancel(143 if isinstance(exc, Terminated) else 130)  # a cancelled TensorRT build: os._exit
         return 143 if isinstance(exc, Terminated) else 130
 
 

@@ -19,12 +19,15 @@ import signal
 import threading
 from typing import Any, Callable, Iterator, TypeVar
 
-__all__ = ["Terminated", "install_sigterm", "run_cancellable", "cancel_requested", "signals_deferred"]
+__all__ = ["Terminated", "install_sigterm", "run_cancellable", "cancel_requested", "signals_deferred", "exit_after_cancel",
+           "command_guard"]
 
 _logger = logging.getLogger("pipeline.interrupts")
 
 T = TypeVar("T")
 _cancel = threading.Event()
+#: set once a native call was cancelled: its library may still have threads winding down (see exit_after_cancel)
+_native_cancelled = threading.Event()
 _DEFERRED = {signal.SIGINT, signal.SIGTERM}
 
 
@@ -81,10 +84,33 @@ def run_cancellable(fn: Callable[[], T], what: str, can_cancel: bool = True) -> 
     finally:
         _cancel.clear()
     if interrupt is not None:
+        _native_cancelled.set()
         raise interrupt
     if error:
         raise error[0]
     return result[0]
+
+
+def exit_after_cancel(code: int) -> None:
+    """End the process now with ``code`` if a native call was cancelled; otherwise return.
+
+    After a cancelled build TensorRT's worker threads can still be winding down and logging; when the interpreter
+    then finalizes, their callbacks into Python abort the process (glibc: "exception not rethrown", SIGABRT) after
+    the clean-up has already run. So the CLI flushes and leaves with ``os._exit`` once every ``finally`` block has
+    run (they have, by the time the interrupt reaches the CLI's top level).
+    """
+    if not _native_cancelled.is_set():
+        return
+    import os
+    import sys
+
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    os._exit(code)
 
 
 @contextlib.contextmanager
