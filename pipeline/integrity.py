@@ -25,6 +25,7 @@ import dataclasses
 import logging
 import os
 import sys
+import time
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
@@ -190,9 +191,11 @@ def is_verified(manifest: Manifest) -> bool:
 def _stamp(stamp: Path, stale: bool) -> None:
     """Make's up-to-date signal: a fresh mtime forces the engine to be rebuilt, an old one leaves it."""
     stamp.parent.mkdir(parents=True, exist_ok=True)
-    if stale:
+    if stale:  # newer than every file of the folder, even one with a clock-skewed future mtime
+        newest = max((p.stat().st_mtime for p in stamp.parent.iterdir() if p.is_file()), default=0.0)
+        t = max(time.time(), newest + 1.0)
         stamp.touch()
-        os.utime(stamp)
+        os.utime(stamp, (t, t))
     elif not stamp.exists():
         stamp.touch()
         os.utime(stamp, (0, 0))

@@ -19,7 +19,41 @@ import time
 from pathlib import Path
 from typing import Optional
 
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from pipeline import trt_backend
+from pipeline.errors import BuildError
+
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def _rtx_available() -> bool:
+    try:
+        trt_backend.load_backend("tensorrt-rtx")
+    except BuildError:
+        return False
+    return True
+
+
+needs_rtx = pytest.mark.skipif(not _rtx_available(), reason="TensorRT-RTX wheels not installed (pip install .[trt-rtx])")
+
+
+def mm_onnx(path: Path, seed: int) -> Path:
+    """images [B, 8] -> MatMul -> logits [B, 4], labelled like an export (variant mm, 8 px); builds in a second."""
+    weight = numpy_helper.from_array(np.random.default_rng(seed).standard_normal((8, 4)).astype(np.float32), "W")
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["images", "W"], ["logits"])], "g",
+        [helper.make_tensor_value_info("images", TensorProto.FLOAT, ["batch", 8])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 4])], [weight])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    for key, value in {"variant": "mm", "img_size": "8", "weights": f"random-init, seed {seed}"}.items():
+        model.metadata_props.add(key=key, value=value)
+    onnx.save(model, str(path))
+    return path
 
 
 def sha256(path: Path) -> str:

@@ -10,41 +10,8 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-import numpy as np
-import onnx
-import pytest
-from onnx import TensorProto, helper, numpy_helper
-
-from pipeline import trt_backend
-from pipeline.errors import BuildError
-from reliability_helpers import folder_consistent, manifest, publish, residue, run_cli, spawn, wait_for, wrapped_cli
-
-
-def _rtx_available() -> bool:
-    try:
-        trt_backend.load_backend("tensorrt-rtx")
-    except BuildError:
-        return False
-    return True
-
-
-needs_rtx = pytest.mark.skipif(not _rtx_available(), reason="TensorRT-RTX wheels not installed (pip install .[trt-rtx])")
-
-
-def _mm_onnx(path: Path, seed: int) -> Path:
-    """images [B, 8] -> MatMul -> logits [B, 4], labelled like an export (variant mm, 8 px); builds in a second."""
-    weight = numpy_helper.from_array(np.random.default_rng(seed).standard_normal((8, 4)).astype(np.float32), "W")
-    graph = helper.make_graph(
-        [helper.make_node("MatMul", ["images", "W"], ["logits"])], "g",
-        [helper.make_tensor_value_info("images", TensorProto.FLOAT, ["batch", 8])],
-        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 4])], [weight])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    for key, value in {"variant": "mm", "img_size": "8", "weights": f"random-init, seed {seed}"}.items():
-        model.metadata_props.add(key=key, value=value)
-    onnx.save(model, str(path))
-    return path
-
+from reliability_helpers import (folder_consistent, manifest, mm_onnx, needs_rtx, publish, residue, run_cli, spawn,
+                                 wait_for, wrapped_cli)
 
 _HOLD_MANIFEST = """
     import os, time
@@ -78,7 +45,7 @@ _SIGNAL_AROUND_PUBLISH = """
 
 @needs_rtx
 def test_two_concurrent_builds_end_consistent(tmp_path):
-    first, second = _mm_onnx(tmp_path / "a.onnx", 0), _mm_onnx(tmp_path / "b.onnx", 1)
+    first, second = mm_onnx(tmp_path / "a.onnx", 0), mm_onnx(tmp_path / "b.onnx", 1)
     out = tmp_path / "engines"
     m1, m2, started = tmp_path / "m1", tmp_path / "m2", tmp_path / "started"
     argv = ["build", "--out-dir", str(out), "--backend", "tensorrt-rtx", "--max-batch", "2", "--name", "mm"]

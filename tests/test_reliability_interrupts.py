@@ -15,20 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import trt_backend
-from pipeline.errors import BuildError
-from reliability_helpers import folder_consistent, manifest, publish, residue, run_cli, sha256, spawn, wait_for, wrapped_cli
-
-
-def _rtx_available() -> bool:
-    try:
-        trt_backend.load_backend("tensorrt-rtx")
-    except BuildError:
-        return False
-    return True
-
-
-needs_rtx = pytest.mark.skipif(not _rtx_available(), reason="TensorRT-RTX wheels not installed (pip install .[trt-rtx])")
+from reliability_helpers import (folder_consistent, manifest, needs_rtx, publish, residue, run_cli, sha256, spawn,
+                                 wait_for, wrapped_cli)
 
 
 @pytest.fixture(scope="module")
