@@ -104,21 +104,21 @@ def test_build_during_verify_is_not_marked_verified(exported, tmp_path):
 
 
 def test_lock_makes_a_second_writer_wait(tmp_path):
-    """The lock itself: a second process asking for the folder's lock gets it only after the first lets go."""
+    """A second process writing into a locked engine folder waits until the first lets go."""
     import subprocess
     import sys
 
     from pipeline.locking import engine_dir_lock
     from reliability_helpers import ROOT, child_env
 
-    folder = tmp_path / "engine"
-    code = ("import sys, time; from pipeline.locking import engine_dir_lock\n"
-            f"t = time.monotonic()\nwith engine_dir_lock({str(folder)!r}): print(time.monotonic() - t)")
+    folder, ready = tmp_path / "engine", tmp_path / "ready"
+    # the child writes an artifact into the folder (any stage's write goes through pipeline.io.atomic_path)
+    code = ("from pipeline.io import write_json\n"
+            f"open({str(ready)!r}, 'w').close()\nwrite_json({str(folder / 'x.json')!r}, 1)")
     with engine_dir_lock(folder):
-        child = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, env=child_env(), stdout=subprocess.PIPE,
-                                 text=True)
+        child = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, env=child_env())
+        wait_for(ready, child)
         time.sleep(1.0)
-        assert child.poll() is None  # still waiting
-    out, _ = child.communicate(timeout=60)
-    assert child.returncode == 0 and float(out) >= 0.9
-    assert sorted(p.name for p in folder.iterdir()) == [".lock"]
+        assert child.poll() is None and not (folder / "x.json").exists()  # still waiting for the lock
+    assert child.wait(timeout=60) == 0
+    assert sorted(p.name for p in folder.iterdir()) == [".lock", "x.json"]
