@@ -162,7 +162,8 @@ def wait_for(path: Path, proc: subprocess.Popen, timeout: float = 120.0) -> None
     while not path.exists():
         if proc.poll() is not None:
             out, err = proc.communicate()
-            raise AssertionError(f"child ended (rc {proc.returncode}) before {path.name}:\n{out[-2000:]}\n{err[-4000:]}")
+            raise AssertionError(f"child ended (rc {proc.returncode}) before {path.name}:\n{(out or '')[-2000:]}\n"
+                                 f"{(err or '')[-4000:]}")
         if time.monotonic() > deadline:
             proc.kill()
             raise AssertionError(f"timed out waiting for {path}")
