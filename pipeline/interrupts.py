@@ -133,7 +133,13 @@ def command_guard() -> Iterator[None]:
     folder, removed when the command ends, however it ends (short of SIGKILL; then the next run removes it)."""
     from .tempfiles import private_tempdir, sweep_system_temp
 
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.getsignal(signal.SIGTERM) if main_thread else None
     install_sigterm()
-    sweep_system_temp(own_pid_stale=True)
-    with private_tempdir("run"):
-        yield
+    try:
+        sweep_system_temp(own_pid_stale=True)
+        with private_tempdir("run"):
+            yield
+    finally:
+        if main_thread and previous is not None:
+            signal.signal(signal.SIGTERM, previous)  # callers of cli.main() in-process get theirs back
