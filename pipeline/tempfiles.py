@@ -12,7 +12,7 @@ Two kinds:
   (:func:`sweep_system_temp`).
 
 "Dead" means ``kill(pid, 0)`` says no such process, for files and folders owned by this user. A temp without a
-pid in its name (written by older versions) is removed once it is an hour old.
+pid in its name (written by older versions) is removed once it is a day old.
 """
 from __future__ import annotations
 
@@ -30,8 +30,8 @@ __all__ = ["artifact_temp_prefix", "sweep_folder", "sweep_system_temp", "private
 
 _logger = logging.getLogger("pipeline.tempfiles")
 
-#: temps without a pid (older versions) older than this are stale
-LEGACY_AGE_S = 3600.0
+#: temps without a pid (older versions) older than this are stale (a day: an old-version run may still be going)
+LEGACY_AGE_S = 24 * 3600.0
 _ARTIFACT_TEMP = re.compile(r"^\.(?P<name>.+?)\.(?:(?P<pid>\d+)\.)?(?P<rand>[A-Za-z0-9_]{8})\.tmp$")
 _STAGING = re.compile(r"^\.staging-(?P<pid>\d+)-[A-Za-z0-9_]+$")
 _RUN_DIR = re.compile(r"^sgformer-[a-z0-9]+-(?:(?P<pid>\d+)-)?[A-Za-z0-9_]{8}$")
