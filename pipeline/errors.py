@@ -44,3 +44,11 @@ class IntegrityError(PipelineError):
 
 class StorageError(PipelineError):
     """The operating system refused a file operation (disk full, permission denied, read-only file system)."""
+
+
+class ImageError(PipelineError):
+    """An image path is missing, a directory, unreadable, undecodable, or in a mode that cannot become RGB."""
+
+
+class ImageTooLargeError(ImageError):
+    """An image has more pixels than the decoding limit (``pipeline.images.max_image_pixels``)."""

@@ -49,13 +49,25 @@ def valid_img_sizes(limit: int = 5) -> list[int]:
     return [BASE_IMG_SIZE * m for m in range(1, limit + 1)]
 
 
+#: Largest input side (10 x 224). Stage 1's global attention is (S/4)^2 queries x (S/32)^2 keys: at 2240 one
+#: fp32 map per image is 313,600 x 4,900 x 4 B = 6.1 GB, so larger sides only exhaust memory.
+MAX_IMG_SIZE = 10 * BASE_IMG_SIZE
+
+
 def check_img_size(img_size: int) -> None:
-    """Refuse input sizes the architecture cannot run (7x7 windows and token groups need 224 * m)."""
+    """Refuse input sizes the architecture cannot run (7x7 windows and token groups need 224 * m, at most
+    ``MAX_IMG_SIZE``)."""
     if not isinstance(img_size, int) or img_size <= 0 or img_size % BASE_IMG_SIZE:
         raise ConfigError(
             f"input size {img_size!r} is not supported: SG-Former's 7x7 windows and token groups need a square "
             f"input whose side is a multiple of {BASE_IMG_SIZE} (e.g. {', '.join(map(str, valid_img_sizes(3)))}); "
             f"resize or crop your images to one of these"
+        )
+    if img_size > MAX_IMG_SIZE:
+        raise ConfigError(
+            f"input size {img_size} is too large: the largest supported side is {MAX_IMG_SIZE} "
+            f"({MAX_IMG_SIZE // BASE_IMG_SIZE} x {BASE_IMG_SIZE}; stage 1's attention map alone is 6 GB per image "
+            f"there); use a multiple of {BASE_IMG_SIZE} up to {MAX_IMG_SIZE}"
         )
 
 
