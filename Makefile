@@ -190,12 +190,18 @@ $(IAM_ONNX): $(PREC_ONNX) pipeline/rewrite.py
 
 onnx: $(IAM_ONNX) ## export, calibrate (fp16/int8) and rewrite: the ONNX files of engines/<variant>-<precision>-<res>/
 
-$(ENGINE): $(IAM_ONNX) $(PLUGIN_LIB) pipeline/build.py
+# Up-to-date check of the engine folder beyond timestamps: touches the stamp (-> rebuild) when the engine, plugin or
+# manifest fails pipeline.integrity's check (edited, corrupted, missing).
+$(DIR)/.engine-check: FORCE | $(VENV_STAMP)
+	@$(PY) -m pipeline.integrity $(DIR) --stamp $@
+
+$(ENGINE): $(IAM_ONNX) $(PLUGIN_LIB) pipeline/build.py $(DIR)/.engine-check
 	$(CLI) build --onnx $(IAM_ONNX) --out-dir engines --plugins $(PLUGIN_LIB) --backend $(BACKEND) \
 	  --max-batch $(MAX_BATCH) --variant $(VARIANT) --resolution $(RES) --precision $(PRECISION)
 
 engine: $(ENGINE) ## VARIANT=s|m|b PRECISION=fp32|fp16|int8 RES=224 [CKPT=..] [CALIB=dir]: ONNX -> engine + manifest, verified
 	$(CLI) verify --engine $(DIR) $(if $(CKPT),--checkpoint $(CKPT))
+	@$(PY) -m pipeline.integrity $(DIR) --verified >/dev/null
 	@echo "engine ready: $(DIR)  (see $(DIR)/manifest.json)"
 
 TOPK_DIR := engines/$(VARIANT)-fp32-224

@@ -38,6 +38,14 @@ class PluginLibraryError(PipelineError):
     """The plugin or host-reference shared library is missing or unusable."""
 
 
+class IntegrityError(PipelineError):
+    """An engine folder is not what its manifest says: a file is missing, changed, or disagrees with its ONNX."""
+
+
+class StorageError(PipelineError):
+    """The operating system refused a file operation (disk full, permission denied, read-only file system)."""
+
+
 class ImageError(PipelineError):
     """An image path is missing, a directory, unreadable, undecodable, or in a mode that cannot become RGB."""
 

@@ -47,6 +47,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any, Callable, Optional, Sequence
 
+from . import interrupts
 from .errors import BuildError, PluginLibraryError
 from .manifest import JETSON_NAMES
 
@@ -539,7 +540,7 @@ def attach_progress_monitor(backend: Backend, config: Any, interval: float = 10.
 
         def step_complete(self, phase_name, step):
             progress.step(phase_name, step)
-            return True  # False would cancel the build
+            return not interrupts.cancel_requested()  # False cancels the build (Ctrl-C / SIGTERM)
 
         def phase_finish(self, phase_name):
             progress.finish(phase_name)
@@ -576,7 +577,9 @@ def parser_failed_ops(parser: Any) -> list[str]:
 
 
 def build_serialized(backend: Backend, builder: Any, network: Any, config: Any) -> Optional[bytes]:
-    host = builder.build_serialized_network(network, config)
+    can_cancel = getattr(config, "progress_monitor", None) is not None
+    host = interrupts.run_cancellable(lambda: builder.build_serialized_network(network, config),
+                                      f"{backend.flavour} build", can_cancel)
     if host is None:
         return None
     return bytes(memoryview(host))
