@@ -62,6 +62,31 @@ def _img_size(model, given):
     raise CalibrationError("cannot read the input size from the graph; pass --img-size")
 
 
+def _carry_record(model, out_model, precision: str, summary: dict, source: str) -> None:
+    """Copy the input's metadata to the output and update the artifact record: precision, calibration."""
+    from pipeline.core.artifact import META_CALIBRATION, META_PRECISION, META_VARIANT, ArtifactInfo, Precision
+
+    calibration = None
+    if precision == "int8":
+        calibration = {"method": summary["method"], "data_hash": summary["data_hash"], "images": summary["images"]}
+    del out_model.metadata_props[:]
+    for p in model.metadata_props:
+        out_model.metadata_props.add(key=p.key, value=p.value)
+    meta = {p.key: p.value for p in model.metadata_props}
+    if meta.get(META_VARIANT, "unknown") != "unknown":
+        record = ArtifactInfo.from_metadata(meta, source=source)
+        record.replace(precision=Precision.parse(precision), calibration=calibration).apply_to(out_model)
+        return
+    # A graph without the export record: keep its metadata and add what this stage knows.
+    keep = [(p.key, p.value) for p in out_model.metadata_props if p.key not in (META_PRECISION, META_CALIBRATION)]
+    del out_model.metadata_props[:]
+    for key, value in keep:
+        out_model.metadata_props.add(key=key, value=value)
+    out_model.metadata_props.add(key=META_PRECISION, value=precision)
+    if calibration is not None:
+        out_model.metadata_props.add(key=META_CALIBRATION, value=json.dumps(calibration))
+
+
 def run(args: argparse.Namespace) -> int:
     from pipeline.io import load_onnx, save_onnx, sha256_file, write_json
 
@@ -101,14 +126,7 @@ def run(args: argparse.Namespace) -> int:
             cache=str(result.cache_path) if result.cache_path else None, cache_hit=result.cache_hit,
             quantized=result.quantized_nodes, excluded=result.excluded_nodes, seconds=round(result.calib_seconds, 2),
         )
-    del out_model.metadata_props[:]
-    for p in model.metadata_props:
-        if p.key not in ("precision",):
-            out_model.metadata_props.add(key=p.key, value=p.value)
-    out_model.metadata_props.add(key="precision", value=args.precision)
-    if args.precision == "int8":
-        out_model.metadata_props.add(key="calibration", value=json.dumps(
-            {"method": args.method, "data_hash": summary["data_hash"], "images": summary["images"]}))
+    _carry_record(model, out_model, args.precision, summary, source=str(args.onnx))
     save_onnx(out_model, args.output)
     if args.report:
         write_json(args.report, summary)

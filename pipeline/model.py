@@ -34,6 +34,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .core.variants import BASE_IMG_SIZE, IMAGENET_MEAN, IMAGENET_STD, SR_RATIOS, VARIANTS, check_img_size, valid_img_sizes
 from .errors import ConfigError
 from .iam import IamLayout, iam_aggregate, iam_layout
 
@@ -42,21 +43,6 @@ __all__ = ["SGFormer", "create_model", "VARIANTS", "PRETRAINED_CFG", "valid_img_
 _logger = logging.getLogger("pipeline.model")
 
 WINDOW_SIZE = 7  # local-attention window of the hybrid-scale blocks (fixed upstream)
-BASE_IMG_SIZE = 224
-
-
-def valid_img_sizes(limit: int = 5) -> list[int]:
-    return [BASE_IMG_SIZE * m for m in range(1, limit + 1)]
-
-
-def check_img_size(img_size: int) -> None:
-    """Refuse input sizes the architecture cannot run (7x7 windows and token groups need 224 * m)."""
-    if not isinstance(img_size, int) or img_size <= 0 or img_size % BASE_IMG_SIZE:
-        raise ConfigError(
-            f"input size {img_size!r} is not supported: SG-Former's 7x7 windows and token groups need a square "
-            f"input whose side is a multiple of {BASE_IMG_SIZE} (e.g. {', '.join(map(str, valid_img_sizes(3)))}); "
-            f"resize or crop your images to one of these"
-        )
 
 
 class ConvNorm(nn.Module):
@@ -376,7 +362,7 @@ class SGFormer(nn.Module):
         embed_dims: Sequence[int] = (64, 128, 256, 512),
         num_heads: Sequence[int] = (2, 4, 8, 16),
         depths: Sequence[int] = (2, 4, 16, 1),
-        sr_ratios: Sequence[int] = (8, 4, 2, 1),
+        sr_ratios: Sequence[int] = SR_RATIOS,
         mlp_ratio: float = 4.0,
     ) -> None:
         super().__init__()
@@ -473,19 +459,12 @@ class SGFormer(nn.Module):
         return self.forward_head(self.forward_features(x))
 
 
-# Variants are data: architecture arguments per name (SPEC section 1).
-VARIANTS: dict[str, dict] = {
-    "s": dict(embed_dims=(64, 128, 256, 512), num_heads=(2, 4, 8, 16), depths=(2, 4, 16, 1)),
-    "m": dict(embed_dims=(64, 128, 256, 512), num_heads=(2, 4, 8, 16), depths=(2, 6, 28, 2)),
-    "b": dict(embed_dims=(96, 192, 384, 768), num_heads=(4, 6, 12, 24), depths=(4, 6, 24, 2)),
-    # Smallest network the architecture allows (one hybrid + significance pair per stage): for tests.
-    "tiny-test": dict(embed_dims=(16, 32, 64, 64), num_heads=(2, 2, 2, 2), depths=(2, 2, 2, 1)),
-}
+# Variants are data (``pipeline.core.variants.VARIANTS``, re-exported here): architecture arguments per name.
 
 # Evaluation preprocessing of the official checkpoints (timm 0.3.4 ViT default cfg, SPEC section 8).
 PRETRAINED_CFG: dict[str, object] = dict(
-    mean=(0.485, 0.456, 0.406),
-    std=(0.229, 0.224, 0.225),
+    mean=IMAGENET_MEAN,
+    std=IMAGENET_STD,
     crop_pct=0.9,
     interpolation="bicubic",
     num_classes=1000,

@@ -24,7 +24,7 @@ import numpy as np
 from . import trt_backend
 from .errors import BuildError, PipelineError
 from .io import sha256_file
-from .manifest import Manifest, RuntimeEnv, check_engine_compatible, engine_onnx, read_manifest
+from .manifest import Manifest, RuntimeEnv, check_engine_compatible, read_manifest
 
 __all__ = ["EngineRunner", "EngineRuntimeError", "load_runner", "imagenet_class_names", "top_k"]
 
@@ -246,7 +246,8 @@ def top_k(logits: np.ndarray, k: int = 5) -> list[list[tuple[int, float]]]:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--engine", required=True, type=Path, help="engine directory (with manifest.json)")
+    parser.add_argument("--engine", required=True, type=Path,
+                        help="engine directory (with manifest.json), or the .engine file inside it")
     parser.add_argument("images", nargs="+", type=Path, help="image files")
     parser.add_argument("--top-k", type=int, default=5)
     parser.add_argument("--device", type=int, default=0, help="CUDA device index")
@@ -255,6 +256,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _load_batch(paths: Sequence[Path], img_size: int) -> np.ndarray:
+    """Normalized float32 ``[N, 3, S, S]``; the runner converts to the engine's input format."""
     from . import images as image_ops  # lazily: Pillow is only needed here
 
     batch = []
@@ -264,26 +266,20 @@ def _load_batch(paths: Sequence[Path], img_size: int) -> np.ndarray:
     return np.stack(batch)
 
 
-def _stand_in_logits(engine_dir: Path, manifest: Manifest, batch: np.ndarray) -> np.ndarray:
-    """The engine's ONNX in onnxruntime on the CPU (SGFormerIAM through the host reference)."""
-    from .ort_runner import run_model
-
-    return run_model(engine_onnx(engine_dir, manifest), batch)["logits"]
-
-
 def run(args: argparse.Namespace) -> int:
-    manifest = read_manifest(args.engine)
+    from .runners import open_engine, resolve_engine_dir
+
+    engine_dir = resolve_engine_dir(args.engine)
+    manifest = read_manifest(engine_dir)
     batch = _load_batch(args.images, manifest.resolution)
-    start = time.perf_counter()
-    if args.cpu:
-        logits = _stand_in_logits(args.engine, manifest, batch)
+    with open_engine(engine_dir, device="cpu" if args.cpu else "gpu", batch=max(1, manifest.batch.max),
+                     device_index=args.device) as runner:
+        start = time.perf_counter()
+        logits = runner.infer(batch)
+        elapsed = time.perf_counter() - start
+    label = runner.label
+    if runner.stand_in:
         label = "onnxruntime CPU stand-in of the engine's ONNX (the engine itself was not run)"
-    else:
-        with EngineRunner(args.engine, device=args.device) as runner:
-            start = time.perf_counter()
-            logits = runner.infer(batch)
-        label = manifest.backend_label
-    elapsed = time.perf_counter() - start
     names = imagenet_class_names()
     for path, best in zip(args.images, top_k(logits, args.top_k)):
         ranked = "  ".join(

@@ -29,7 +29,7 @@ def test_compare_logits_metrics():
     swapped = ref.copy()
     swapped[1, [1, 2]] = swapped[1, [2, 1]]
     m = compare_logits("swapped", swapped, ref)
-    assert m.top1_agreement == 0.5 and m.top5_agreement == 1.0 and m.max_abs_diff == 1.0
+    assert m.top1_agreement == 0.5 and m.top1_in_top5 == 1.0 and m.max_abs_diff == 1.0
 
 
 def test_evaluate_cli_tiny(exported, tmp_path, capsys):
