@@ -26,6 +26,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "run": ("pipeline.runtime", "classify images with an engine"),
     "bench": ("pipeline.bench", "latency / throughput / memory benchmarks"),
     "explain": ("pipeline.explain", "overlay the per-stage importance maps on an image"),
+    "engine": ("pipeline.flow", "every stage in order (export, calibrate, rewrite, build, verify), reusing "
+                                "up-to-date artifacts: what `make engine` runs"),
 }
 
 
