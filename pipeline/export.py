@@ -293,7 +293,7 @@ def run(args: argparse.Namespace) -> int:
     weights = WeightsRef.from_checkpoint(args.checkpoint) if args.checkpoint else WeightsRef.random(args.seed)
     onnx_model = export_onnx(
         model, batch=args.batch, opset=args.opset, simplify=not args.no_simplify, weights=weights,
-        variant=args.variant, input_format=args.input_format,
+        variant=args.variant, input_format=getattr(args, "input_format", InputFormat.NORMALIZED),
     )
     path = save_onnx(onnx_model, args.output)
     _logger.info(
