@@ -259,7 +259,8 @@ def quantize_int8(
     }
     reader = None
     if not cache_hit:
-        assert data is not None
+        if data is None:
+            raise CalibrationError("no calibration images and no cached statistics for this graph; pass --images DIR")
         fmt = InputFormat.parse({p.key: p.value for p in model.metadata_props}.get(META_INPUT_FORMAT, "normalized"))
         reader = _Reader(data, _input_name(model), policy.batch_size, progress, fmt)
     with tempfile.TemporaryDirectory(prefix="sgformer-int8-") as tmp:

@@ -1,6 +1,6 @@
 """Reading official SG-Former checkpoints safely and fitting them to a model.
 
-Accepted layouts (SPEC section 10):
+Accepted layouts (docs/sgformer.md §10):
 - the official training checkpoint: a dict with ``state_dict`` and ``state_dict_ema`` (EMA is what
   upstream evaluates, so it is preferred), plus ``optimizer``, ``args`` (an ``argparse.Namespace``),
   ``amp_scaler``, ``epoch``, ``metric``, ...;

@@ -23,7 +23,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "evaluate": ("calibration.evaluate", "accuracy of fp32/fp16/int8 ONNX graphs in onnxruntime vs PyTorch"),
     "build": ("pipeline.build", "build a TensorRT engine (+ manifest) from an ONNX and the plugin library"),
     "verify": ("pipeline.verify", "check an ONNX graph or engine against the PyTorch reference"),
-    "run": ("pipeline.runtime", "classify images with an engine"),
+    "run": ("pipeline.classify", "classify images with an engine"),
     "bench": ("pipeline.bench", "latency / throughput / memory benchmarks"),
     "explain": ("pipeline.explain", "overlay the per-stage importance maps on an image"),
     "engine": ("pipeline.flow", "every stage in order (export, calibrate, rewrite, build, verify), reusing "

@@ -6,7 +6,7 @@ and saves the result atomically.
 
 Choices, and why:
 
-- **TorchScript exporter** (``torch.onnx.export(dynamo=False)``): the path measured in SPEC section 11. The
+- **TorchScript exporter** (``torch.onnx.export(dynamo=False)``): the path measured in docs/sgformer.md §11. The
   significance sort traces to ``TopK(axis=1, largest=0)`` (ties: lower index first, the op contract's order),
   the gathers to ``GatherElements``; ``pipeline.rewrite`` replaces exactly that region.
 - **Opset 17** by default: the lowest opset with a single ``LayerNormalization`` node (62 of them in

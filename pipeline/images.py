@@ -1,6 +1,6 @@
 """Images for verification and calibration: loading, upstream eval preprocessing, bundled sample photos.
 
-Preprocessing follows the official evaluation (SPEC section 8, ``PRETRAINED_CFG``): resize the shorter side to
+Preprocessing follows the official evaluation (docs/sgformer.md §8, ``PRETRAINED_CFG``): resize the shorter side to
 ``floor(img_size / crop_pct)`` (248 for 224, 497 for 448) with bicubic interpolation, center-crop
 ``img_size x img_size``, scale to [0, 1], normalize with the ImageNet mean/std. Output: float32 ``[3, S, S]``.
 

@@ -1,7 +1,7 @@
 """SG-Former (Self-Guided Transformer) in PyTorch, state_dict-compatible with the official checkpoints.
 
 Paper: "SG-Former: Self-guided Transformer with Evolving Token Reallocation", Ren et al., ICCV 2023,
-arXiv 2308.12216. Written for sgformer-trt from the facts in ``shared/sgformer/SPEC.md`` (the official
+arXiv 2308.12216. Written for sgformer-trt from the facts in ``docs/sgformer.md`` (measured on the official code; the official
 repository has no license; nothing here is taken from it).
 
 The network, from small parts to the whole:
@@ -308,7 +308,8 @@ class Block(nn.Module):
         if kind == "hybrid":
             self.attn = HybridScaleAttention(dim, num_heads, sr_ratio)
         elif kind == "significance":
-            assert layout is not None
+            if layout is None:
+                raise ConfigError("a significance block needs its IAM layout (pipeline.iam.iam_layout)")
             self.attn = SignificanceAttention(dim, num_heads, sr_ratio, layout)
         else:
             self.attn = GlobalAttention(dim, num_heads)
@@ -325,7 +326,7 @@ class Block(nn.Module):
             y, new_importance = self.attn(y, height, width)
         elif self.kind == "significance":
             if importance is None:
-                raise RuntimeError("significance block has no importance map: it must follow a hybrid block")
+                raise ConfigError("significance block has no importance map: it must follow a hybrid block")
             y = self.attn(y, height, width, importance)
         else:
             y = self.attn(y, height, width)
@@ -461,7 +462,7 @@ class SGFormer(nn.Module):
 
 # Variants are data (``pipeline.core.variants.VARIANTS``, re-exported here): architecture arguments per name.
 
-# Evaluation preprocessing of the official checkpoints (timm 0.3.4 ViT default cfg, SPEC section 8).
+# Evaluation preprocessing of the official checkpoints (timm 0.3.4 ViT default cfg, docs/sgformer.md §8).
 PRETRAINED_CFG: dict[str, object] = dict(
     mean=IMAGENET_MEAN,
     std=IMAGENET_STD,
@@ -472,7 +473,7 @@ PRETRAINED_CFG: dict[str, object] = dict(
 
 
 def condition_for_parity_(model: SGFormer, seed: int = 0) -> SGFormer:
-    """Make random weights that keep parity tests meaningful (SPEC section 9), in place.
+    """Make random weights that keep parity tests meaningful (docs/sgformer.md §9), in place.
 
     With plain random init the significance map is nearly uniform, so last-ulp rounding differences
     reorder tokens and even real bugs change logits by only ~1e-3. This adds bias and norm-affine noise,

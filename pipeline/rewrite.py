@@ -437,10 +437,6 @@ def _graph_batch(graph: gs.Graph) -> int:
     return 1
 
 
-def _near(tensor: gs.Tensor) -> str:
-    return f"near tensor '{tensor.name}'"
-
-
 def _match_regions(graph: gs.Graph) -> list[tuple[IamRegion, _Sequence, _Sequence]]:
     graph.toposort()
     batch = _graph_batch(graph)

@@ -1,6 +1,6 @@
 """`make engine` end to end on the CPU: calibrate -> rewrite -> TensorRT-RTX build with the real plugin -> verify.
 
-TensorRT-RTX builds CPU-only (ARCHITECTURE.md), so this runs the real TensorRT builder over our rewritten,
+TensorRT-RTX builds CPU-only (docs/sgformer.md, parity targets), so this runs the real TensorRT builder over our rewritten,
 explicitly typed ONNX with libsgformer_plugins.so loaded. The engine cannot be executed without a GPU; verify
 then runs the engine's own ONNX (sha256-checked against the manifest) in onnxruntime with the custom op, and
 records that it was a stand-in.

@@ -1,11 +1,11 @@
 """Accuracy report: metrics, the CLI, and SG-Former-S @ 224 fp16 / int8 against PyTorch on the smoke-test set.
 
 Thresholds (stated here, measured on this CPU with onnxruntime 1.31):
-- fp16: cosine >= 0.9995 for every image and identical top-1 (ARCHITECTURE.md target). Measured on S at 224:
+- fp16: cosine >= 0.9995 for every image and identical top-1 (docs/sgformer.md parity target). Measured on S at 224:
   cosine min 0.999998 over the 32 smoke images.
 - int8: cosine >= 0.99 per image. The weights are random (parity-conditioned), so the logits are small and
   close together and the top-1 class is nearly arbitrary: top-1 agreement with random weights says little
-  about int8 on a trained model, and the 97 % target of ARCHITECTURE.md needs real weights and real images.
+  about int8 on a trained model, and the 97 % target (docs/sgformer.md) needs real weights and real images.
   The cosine bound still catches a broken placement (quantized importance path, wrong scales: < 0.9).
 """
 from __future__ import annotations
