@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 from .core.artifact import InputFormat, ModelSpec, Precision, WeightsRef, engine_dir_name, stage_onnx_name
+from .core.flavours import BACKEND_CHOICES
 from .errors import ConfigError
 from .io import sha256_file, write_json
 from .options import option
@@ -69,7 +70,7 @@ class PipelineConfig:
                                help="int8 range calibration (make: CALIB_METHOD)")
     plugin_library: Optional[Path] = option(None, flag="--plugins", metavar="LIB",
                                             help="libsgformer_plugins.so (default build/plugins/libsgformer_plugins.so)")
-    backend: str = option("auto", choices=("auto", "tensorrt", "tensorrt-rtx"), help="TensorRT flavour (make: BACKEND)")
+    backend: str = option("auto", choices=BACKEND_CHOICES, help="TensorRT flavour (make: BACKEND)")
     max_batch: int = option(8, help="largest batch of the engine's profile (make: MAX_BATCH)")
     out_dir: Path = option(Path("engines"), help="root of the engine folders")
     verify_images: int = option(4, help="images of the parity check")

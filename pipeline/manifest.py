@@ -31,6 +31,7 @@ import json
 from pathlib import Path
 from typing import Any, Optional
 
+from .core.flavours import FLAVOURS, HARDWARE_COMPATIBILITY, JETSON_NAMES
 from .core.artifact import META_IMG_SIZE, META_VARIANT, META_WEIGHTS, ArtifactInfo, InputFormat, Precision
 from .errors import PipelineError
 from .io import sha256_file, write_json
@@ -39,10 +40,6 @@ SCHEMA_VERSION = 1
 MANIFEST_NAME = "manifest.json"
 PRECISIONS = Precision.values()
 INPUT_FORMATS = InputFormat.values()
-FLAVOURS = ("TensorRT", "TensorRT-RTX")
-HARDWARE_COMPATIBILITY = ("none", "ampere_plus", "same_compute_capability")
-#: Jetson modules by compute capability (Thor: sm_101 with CUDA 12.x, sm_110 with CUDA 13).
-JETSON_NAMES = {"sm_53": "Nano", "sm_62": "TX2", "sm_72": "Xavier", "sm_87": "Orin", "sm_101": "Thor", "sm_110": "Thor"}
 #: ONNX ``metadata_props`` keys of the artifact record (``pipeline.core.artifact``); kept here for old imports.
 META_RESOLUTION = META_IMG_SIZE
 

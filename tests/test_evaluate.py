@@ -125,3 +125,16 @@ def test_labels_from_other_folder_names_are_sorted_and_warned(tmp_path, caplog):
     got = {s.name.split("/")[-2]: int(v) for s, v in zip(data.sources, _labels(data, None))}
     assert got == {"ant": 0, "zebra": 1}
     assert "sorted order" in caplog.text
+
+
+def test_evaluate_reads_variant_and_size_from_the_graphs(exported):
+    """No --variant / --img-size: the graphs' records decide; an explicit value that disagrees is an error."""
+    from calibration.evaluate import _graphs_spec
+    from pipeline.errors import ConfigError
+
+    graphs = {"fp32": exported("tiny-test", 224).load()}
+    assert _graphs_spec(graphs, None, None) == ("tiny-test", 224)
+    with pytest.raises(ConfigError, match="--variant s does not match"):
+        _graphs_spec(graphs, "s", None)
+    with pytest.raises(ConfigError, match="--img-size 448 does not match"):
+        _graphs_spec(graphs, None, 448)
