@@ -132,12 +132,11 @@ def _trace_to_onnx(model: torch.nn.Module, batch: Optional[int], opset: int,
 
 
 def _run_ort(model: onnx.ModelProto, images: np.ndarray) -> np.ndarray:
-    import onnxruntime as ort
+    """Logits of ``model`` in onnxruntime (``pipeline.runners.OrtRunner``), ``images`` in the graph's input format."""
+    from .runners import OrtRunner
 
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
-    return session.run([OUTPUT_NAME], {INPUT_NAME: images})[0]
+    with OrtRunner(model, batch=len(images)) as runner:
+        return runner.infer_raw(images)
 
 
 def _check_simplified(raw: onnx.ModelProto, slim: onnx.ModelProto, batch: int, img_size: int,

@@ -80,6 +80,12 @@ class BaseRunner:
 
     __call__ = infer
 
+    def infer_raw(self, feed: np.ndarray) -> np.ndarray:
+        """Logits for input already in this runner's ``input_format`` (e.g. uint8 pixels), in chunks of ``batch``."""
+        feed = np.asarray(feed)
+        out = [self._run(np.ascontiguousarray(feed[i: i + self.batch])) for i in range(0, len(feed), self.batch)]
+        return np.concatenate(out).astype(np.float32)
+
     def close(self) -> None:
         pass
 

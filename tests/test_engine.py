@@ -104,6 +104,9 @@ def test_engine_built_by_tensorrt_rtx_and_verified(precision, exported, plugin_b
     parity = json.loads((engine_dir / "manifest.json").read_text())["parity"]
     assert parity["passed"] and parity["stand_in"] and "no GPU" in parity["backend"]
     assert parity["cosine_min"] >= {"fp16": 0.9995, "int8": 0.99}[precision]
+    from pipeline.core.tolerances import parity_rule
+
+    assert parity["rule"] == parity_rule(precision, "onnxruntime").to_dict()  # the stand-in's rule, from the table
 
 
 def test_verify_refuses_a_changed_onnx(exported, plugin_build, tmp_path):
