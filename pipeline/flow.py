@@ -140,9 +140,13 @@ def check_config(config: PipelineConfig, *, plugin: bool = True) -> None:
                     f"calibration folder {config.calib_images} holds {found} images, fewer than the {config.calib_num} "
                     f"asked for (--num-images, make: CALIB_N); add images or lower CALIB_N, e.g. CALIB_N={found}"
                 )
-        elif config.calib_num > 32:
-            raise ConfigError(f"the built-in smoke-test set has 32 images, fewer than the {config.calib_num} asked for "
-                              f"(--num-images, make: CALIB_N); pass CALIB=<folder> or lower CALIB_N")
+        else:
+            from calibration.data import SMOKE_PHOTOS, SMOKE_VARIANTS
+
+            smoke = len(SMOKE_PHOTOS) * len(SMOKE_VARIANTS)
+            if config.calib_num > smoke:
+                raise ConfigError(f"the built-in smoke-test set has {smoke} images, fewer than the {config.calib_num} "
+                                  f"asked for (--num-images, make: CALIB_N); pass CALIB=<folder> or lower CALIB_N")
     if plugin and config.until in ("build", "verify"):
         lib = _plugin_library(config)
         if not lib.is_file():
