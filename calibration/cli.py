@@ -33,7 +33,7 @@ class CalibrateOptions:
     of the command-line options (``pipeline.options.add_dataclass_arguments``) and of ``run_pipeline``'s settings."""
 
     img_size: Optional[int] = option(None, help="input size (default: from the graph's input shape)")
-    images: Optional[str] = option(None, help="calibration image folder (recursive: jpg/jpeg/png/webp)")
+    images: Optional[str] = option(None, help="calibration image folder (recursive; suffixes: docs/images.md)")
     list_file: Optional[str] = option(None, flag="--list", help="file with one image path per line")
     num_images: Optional[int] = option(None, help="deterministic sample of N images (default: all)")
     seed: int = option(0, help="sampling seed")

@@ -36,3 +36,11 @@ class ParityError(PipelineError):
 
 class PluginLibraryError(PipelineError):
     """The plugin or host-reference shared library is missing or unusable."""
+
+
+class ImageError(PipelineError):
+    """An image path is missing, a directory, unreadable, undecodable, or in a mode that cannot become RGB."""
+
+
+class ImageTooLargeError(ImageError):
+    """An image has more pixels than the decoding limit (``pipeline.images.max_image_pixels``)."""

@@ -34,7 +34,16 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .core.variants import BASE_IMG_SIZE, IMAGENET_MEAN, IMAGENET_STD, SR_RATIOS, VARIANTS, check_img_size, valid_img_sizes
+from .core.variants import (  # noqa: F401  (re-exported: pipeline.model.check_img_size etc.)
+    BASE_IMG_SIZE,
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    MAX_IMG_SIZE,
+    SR_RATIOS,
+    VARIANTS,
+    check_img_size,
+    valid_img_sizes,
+)
 from .errors import ConfigError
 from .iam import IamLayout, iam_aggregate, iam_layout
 

@@ -4,8 +4,9 @@ Two Python packages can build engines:
 
 - ``tensorrt`` (full TensorRT 10.x / 11.x: the ``tensorrt-cu12`` / ``tensorrt-cu13`` wheels, NVIDIA's tar/deb
   packages, or JetPack's ``python3-libnvinfer`` on Jetson). Builds and runs on the GPU it is used on.
-- ``tensorrt_rtx`` (TensorRT-RTX, the ``tensorrt-rtx-cu13-*`` wheels). Builds CPU-only for the RTX compute
-  capabilities SM75..SM121; runs only on those GPUs (not on Jetson, Hopper or datacenter Blackwell).
+- ``tensorrt_rtx`` (TensorRT-RTX, the ``tensorrt-rtx-cu13-*`` wheels). Builds CPU-only; by default for compute
+  capabilities 8.0, 8.6, 8.9, 12.0 and 12.1 (7.5 on request); runs only on those GPUs (not on Jetson, Hopper
+  or datacenter Blackwell).
 
 Nothing outside this module imports ``tensorrt`` or ``tensorrt_rtx`` or looks at which members they have.
 What differs, and how it is handled here:

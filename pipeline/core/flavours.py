@@ -32,8 +32,8 @@ RTX_COMPUTE_CAPABILITIES = ("sm_75", "sm_80", "sm_86", "sm_89", "sm_120", "sm_12
 #: target refuses builds by default, and the engine matches an explicit sm_80..sm_121 build byte for byte in size.
 RTX_DEFAULT_CAPABILITIES = ("sm_80", "sm_86", "sm_89", "sm_120", "sm_121")
 RTX_TARGET_DESCRIPTION = (
-    "TensorRT-RTX engine for RTX GPUs SM80-SM121 (builder default; SM75 only on request; "
-    "not Jetson/Hopper/Blackwell datacenter)"
+    "TensorRT-RTX engine for RTX GPUs of compute capability 8.0, 8.6, 8.9, 12.0, 12.1 (builder default; 7.5 only "
+    "on request; not Jetson/Hopper/Blackwell datacenter)"
 )
 
 

@@ -24,8 +24,9 @@ VARIANTS: dict[str, dict] = {
 #: Reduction ratio per stage (fixed by the official weights; 1 = global attention).
 SR_RATIOS = (8, 4, 2, 1)
 BASE_IMG_SIZE = 224
-#: Largest side accepted anywhere (10 x 224): 2240 px already needs ~100k stage-1 tokens per image.
-MAX_IMG_SIZE = 2240
+#: Largest input side (10 x 224). Stage 1's global attention is (S/4)^2 queries x (S/32)^2 keys: at 2240 one
+#: fp32 map per image is 313,600 x 4,900 x 4 B = 6.1 GB, so larger sides only exhaust memory.
+MAX_IMG_SIZE = 10 * BASE_IMG_SIZE
 #: ImageNet normalization of the official checkpoints (timm's default cfg; docs/sgformer.md "Preprocessing").
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -45,8 +46,9 @@ def check_img_size(img_size: object) -> None:
         )
     if img_size > MAX_IMG_SIZE:
         raise ConfigError(
-            f"input size {img_size} is too large: at most {MAX_IMG_SIZE} px is supported (stage 1 alone would hold "
-            f"{(img_size // 4) ** 2:,} tokens); use one of {', '.join(map(str, valid_img_sizes(3)))}"
+            f"input size {img_size} is too large: the largest supported side is {MAX_IMG_SIZE} "
+            f"({MAX_IMG_SIZE // BASE_IMG_SIZE} x {BASE_IMG_SIZE}; stage 1's attention map alone is 6 GB per image "
+            f"there); use a multiple of {BASE_IMG_SIZE} up to {MAX_IMG_SIZE}"
         )
 
 
