@@ -90,6 +90,7 @@ CPP_DRIVER = r"""
 #include "image.h"
 #include <cstdio>
 #include <cstdlib>
+#include <stdexcept>
 int main(int argc, char** argv)
 {
     auto const pixels = sgformer::cropPixels(sgformer::readPpm(argv[1]), std::atoi(argv[2]));
