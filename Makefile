@@ -78,15 +78,6 @@ TRT_CMAKE := -DTensorRT_ROOT=$(CURDIR)/third_party/tensorrt
 TRT_DEP := third_party/tensorrt/include/NvInfer.h
 endif
 
-ifeq ($(PRECISION),fp32)
-PREC_ONNX := $(DIR)/model.onnx
-IAM_ONNX := $(DIR)/model.iam.onnx
-else
-PREC_ONNX := $(DIR)/model.$(PRECISION).onnx
-IAM_ONNX := $(DIR)/model.iam.$(PRECISION).onnx
-endif
-ENGINE := $(DIR)/$(VARIANT)-$(PRECISION).engine
-
 .PHONY: help print-config venv test test-full plugins plugins-ref trt-headers onnx engine engine-topk verify bench gpu-check clean FORCE
 
 help: ## list the targets and every variable
@@ -169,53 +160,32 @@ plugins-ref: ## build the CPU host reference of the plugin (no CUDA / TensorRT n
 	cmake --build build/plugins-ref -j 2
 	ctest --test-dir build/plugins-ref --output-on-failure
 
-# Re-run the stages when a setting that is not a file changes.
-$(DIR)/.settings: FORCE
-	@mkdir -p $(DIR)
-	@echo "variant=$(VARIANT) res=$(RES) ckpt=$(CKPT) calib=$(CALIB) n=$(CALIB_N) method=$(CALIB_METHOD)" | cmp -s - $@ \
-	  || echo "variant=$(VARIANT) res=$(RES) ckpt=$(CKPT) calib=$(CALIB) n=$(CALIB_N) method=$(CALIB_METHOD)" > $@
+# The stage order (export -> calibrate -> rewrite -> build -> verify), the up-to-date checks and the validation of
+# VARIANT/PRECISION/RES/CKPT/CALIB/CALIB_N live in `sgformer-trt engine` (pipeline/flow.py); make only passes the
+# settings on (quoted, so paths with spaces work: CKPT="my weights.pth") and builds the plugin library.
+ENGINE_ARGS = --variant "$(VARIANT)" --precision "$(PRECISION)" --img-size "$(RES)" \
+  $(if $(CKPT),--checkpoint "$(CKPT)") $(if $(CALIB),--images "$(CALIB)") --num-images "$(CALIB_N)" \
+  --method "$(CALIB_METHOD)" --backend "$(BACKEND)" --max-batch "$(MAX_BATCH)" --plugins "$(PLUGIN_LIB)"
 
-$(DIR)/model.onnx: $(DIR)/.settings $(VENV_STAMP) pipeline/model.py pipeline/iam.py pipeline/export.py $(CKPT)
-	$(CLI) export --variant $(VARIANT) --img-size $(RES) $(if $(CKPT),--checkpoint $(CKPT)) -o $@
+onnx: $(VENV_STAMP) ## export, calibrate (fp16/int8) and rewrite: the ONNX files of engines/<variant>-<precision>-<res>/
+	$(CLI) engine $(ENGINE_ARGS) --until rewrite
 
-$(DIR)/model.fp16.onnx: $(DIR)/model.onnx calibration/fp16.py
-	$(CLI) calibrate --onnx $< --precision fp16 --report $(DIR)/calibration.json -o $@
-
-$(DIR)/model.int8.onnx: $(DIR)/model.onnx calibration/int8.py calibration/data.py
-	$(CLI) calibrate --onnx $< --precision int8 $(if $(CALIB),--images $(CALIB)) --num-images $(CALIB_N) \
-	  --method $(CALIB_METHOD) --report $(DIR)/calibration.json -o $@
-
-$(IAM_ONNX): $(PREC_ONNX) pipeline/rewrite.py
-	$(CLI) rewrite $< -o $@
-
-onnx: $(IAM_ONNX) ## export, calibrate (fp16/int8) and rewrite: the ONNX files of engines/<variant>-<precision>-<res>/
-
-# Up-to-date check of the engine folder beyond timestamps: touches the stamp (-> rebuild) when the engine, plugin or
-# manifest fails pipeline.integrity's check (edited, corrupted, missing).
-$(DIR)/.engine-check: FORCE | $(VENV_STAMP)
-	@$(PY) -m pipeline.integrity $(DIR) --stamp $@
-
-$(ENGINE): $(IAM_ONNX) $(PLUGIN_LIB) pipeline/build.py $(DIR)/.engine-check
-	$(CLI) build --onnx $(IAM_ONNX) --out-dir engines --plugins $(PLUGIN_LIB) --backend $(BACKEND) \
-	  --max-batch $(MAX_BATCH) --variant $(VARIANT) --resolution $(RES) --precision $(PRECISION)
-
-engine: $(ENGINE) ## VARIANT=s|m|b PRECISION=fp32|fp16|int8 RES=224 [CKPT=..] [CALIB=dir]: ONNX -> engine + manifest, verified
-	$(CLI) verify --engine $(DIR) $(if $(CKPT),--checkpoint $(CKPT))
-	@$(PY) -m pipeline.integrity $(DIR) --verified >/dev/null
-	@echo "engine ready: $(DIR)  (see $(DIR)/manifest.json)"
+engine: $(VENV_STAMP) $(TRT_DEP) ## VARIANT=s|m|b PRECISION=fp32|fp16|int8 RES=224 [CKPT=..] [CALIB=dir]: ONNX -> engine + manifest, verified
+	@$(CLI) engine --check $(ENGINE_ARGS)
+	@$(MAKE) --no-print-directory $(PLUGIN_LIB)
+	$(CLI) engine $(ENGINE_ARGS)
 
 TOPK_DIR := engines/$(VARIANT)-fp32-224
-ifneq ($(TOPK_DIR),$(DIR))  # otherwise the model.onnx rule above already makes it
-$(TOPK_DIR)/model.onnx: pipeline/model.py pipeline/iam.py pipeline/export.py $(CKPT) $(VENV_STAMP)
-	$(CLI) export --variant $(VARIANT) --img-size 224 $(if $(CKPT),--checkpoint $(CKPT)) -o $@
-endif
 
-engine-topk: $(TOPK_DIR)/model.onnx ## the standard-op fp32 engine (native TopK, no plugin; 224 only) for `make bench`
-	$(CLI) build --onnx $< --out-dir engines --name $(VARIANT)-fp32-topk-224 --backend $(BACKEND) \
+engine-topk: $(VENV_STAMP) ## the standard-op fp32 engine (native TopK, no plugin; 224 only) for `make bench`
+	$(CLI) engine --variant "$(VARIANT)" --precision fp32 --img-size 224 $(if $(CKPT),--checkpoint "$(CKPT)") --until export
+	$(CLI) build --onnx $(TOPK_DIR)/model.onnx --out-dir engines --name $(VARIANT)-fp32-topk-224 --backend $(BACKEND) \
 	  --max-batch $(MAX_BATCH) --variant $(VARIANT) --resolution 224 --precision fp32
 
-verify: $(ENGINE) ## check the engine (GPU) or its CPU stand-in against PyTorch; results go into the manifest
-	$(CLI) verify --engine $(DIR) $(if $(CKPT),--checkpoint $(CKPT))
+verify: $(VENV_STAMP) $(TRT_DEP) ## check the engine (GPU) or its CPU stand-in against PyTorch (rebuilding what is stale); results go into the manifest
+	@$(CLI) engine --check $(ENGINE_ARGS)
+	@$(MAKE) --no-print-directory $(PLUGIN_LIB)
+	$(CLI) engine $(ENGINE_ARGS)
 
 bench: $(VENV_STAMP) ## latency / throughput / memory / ORT op profile for VARIANT at each of BENCH_RES (default RES) -> build/bench/
 	set -e; for res in $(BENCH_RES); do $(CLI) bench --variant $(VARIANT) --img-size $$res $(BENCH_ARGS) -o build/bench; done

@@ -11,45 +11,68 @@ accuracy set).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import time
 from pathlib import Path
+from typing import Optional
 
 from pipeline.errors import CalibrationError
+from pipeline.options import add_dataclass_arguments, dataclass_from_args, option
+
+from .fp16 import DEFAULT_KEEP_FP32
+from .int8 import DEFAULT_CACHE_DIR, METHODS
 
 _logger = logging.getLogger("pipeline.calibration")
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from .fp16 import DEFAULT_KEEP_FP32
-    from .int8 import DEFAULT_CACHE_DIR, METHODS
+@dataclasses.dataclass(frozen=True)
+class CalibrateOptions:
+    """Everything ``calibrate`` can be told besides input, output and precision. The fields are the single source
+    of the command-line options (``pipeline.options.add_dataclass_arguments``) and of ``run_pipeline``'s settings."""
 
+    img_size: Optional[int] = option(None, help="input size (default: from the graph's input shape)")
+    images: Optional[str] = option(None, help="calibration image folder (recursive; suffixes: docs/images.md)")
+    list_file: Optional[str] = option(None, flag="--list", help="file with one image path per line")
+    num_images: Optional[int] = option(None, help="deterministic sample of N images (default: all)")
+    seed: int = option(0, help="sampling seed")
+    skip_bad_images: bool = option(False, help="skip unreadable images with a warning")
+    method: str = option("entropy", choices=METHODS, help="int8 range calibration")
+    percentile: float = option(99.999, help="for --method percentile")
+    batch: int = option(1, help="calibration batch size")
+    op_types: tuple[str, ...] = option(("Conv", "MatMul", "Gemm"), help="int8: op types to quantize")
+    quantize_attention: bool = option(False, help="int8: also quantize q@k^T and probs@v")
+    exclude: tuple[str, ...] = option((), help="int8: node names/globs kept float")
+    exclude_op_types: tuple[str, ...] = option((), help="int8: op types kept float")
+    include: tuple[str, ...] = option((), help="int8: force-quantize names/globs")
+    cache_dir: str = option(str(DEFAULT_CACHE_DIR), help="calibration statistics cache")
+    no_cache: bool = option(False, help="do not read or write the statistics cache")
+    keep_fp32_ops: tuple[str, ...] = option(tuple(DEFAULT_KEEP_FP32), help="fp16: op types kept in fp32")
+    keep_fp32: tuple[str, ...] = option((), help="fp16: node names/globs kept fp32")
+
+    def __post_init__(self) -> None:
+        if self.images is not None and self.list_file is not None:
+            raise CalibrationError("pass either --images DIR or --list FILE, not both")
+        for name in ("op_types", "exclude", "exclude_op_types", "include", "keep_fp32_ops", "keep_fp32"):
+            object.__setattr__(self, name, tuple(getattr(self, name)))
+
+
+#: list-valued options: nargs and metavar (argparse details the dataclass does not carry)
+_LISTS = {"op_types": ("+", "OP"), "exclude": ("+", "NAME"), "exclude_op_types": ("+", "OP"),
+          "include": ("+", "NAME"), "keep_fp32_ops": ("*", "OP"), "keep_fp32": ("+", "NAME")}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--onnx", required=True, help="exported standard-op graph (model.onnx)")
     parser.add_argument("--precision", required=True, choices=("fp16", "int8"))
     parser.add_argument("-o", "--output", required=True, help="where to write the new ONNX")
-    parser.add_argument("--img-size", type=int, help="input size (default: from the graph's input shape)")
-    src = parser.add_mutually_exclusive_group()
-    src.add_argument("--images", help="calibration image folder (recursive; suffixes: docs/images.md)")
-    src.add_argument("--list", dest="list_file", help="file with one image path per line")
-    parser.add_argument("--num-images", type=int, default=None, help="deterministic sample of N images (default: all)")
-    parser.add_argument("--seed", type=int, default=0, help="sampling seed")
-    parser.add_argument("--skip-bad-images", action="store_true", help="skip unreadable images with a warning")
-    parser.add_argument("--method", choices=tuple(METHODS), default="entropy", help="int8 range calibration")
-    parser.add_argument("--percentile", type=float, default=99.999, help="for --method percentile")
-    parser.add_argument("--batch", type=int, default=1, help="calibration batch size")
-    parser.add_argument("--op-types", nargs="+", default=["Conv", "MatMul", "Gemm"], help="int8: op types to quantize")
-    parser.add_argument("--quantize-attention", action="store_true", help="int8: also quantize q@k^T and probs@v")
-    parser.add_argument("--exclude", nargs="+", default=[], metavar="NAME", help="int8: node names/globs kept float")
-    parser.add_argument("--exclude-op-types", nargs="+", default=[], metavar="OP", help="int8: op types kept float")
-    parser.add_argument("--include", nargs="+", default=[], metavar="NAME", help="int8: force-quantize names/globs")
-    parser.add_argument("--cache-dir", default=str(DEFAULT_CACHE_DIR), help="calibration statistics cache")
-    parser.add_argument("--no-cache", action="store_true", help="do not read or write the statistics cache")
-    parser.add_argument(
-        "--keep-fp32-ops", nargs="*", default=list(DEFAULT_KEEP_FP32), metavar="OP",
-        help=f"fp16: op types kept in fp32 (default: {' '.join(DEFAULT_KEEP_FP32) or 'none'})",
-    )
-    parser.add_argument("--keep-fp32", nargs="+", default=[], metavar="NAME", help="fp16: node names/globs kept fp32")
+    add_dataclass_arguments(parser, CalibrateOptions, exclude=_LISTS)
+    for field in dataclasses.fields(CalibrateOptions):
+        if field.name in _LISTS:
+            nargs, metavar = _LISTS[field.name]
+            parser.add_argument("--" + field.name.replace("_", "-"), dest=field.name, nargs=nargs, metavar=metavar,
+                                default=list(field.default), help=field.metadata["help"])
     parser.add_argument("--report", help="write a JSON summary (quantized/excluded nodes, cache, timing) here")
 
 
@@ -62,56 +85,84 @@ def _img_size(model, given):
     raise CalibrationError("cannot read the input size from the graph; pass --img-size")
 
 
-def run(args: argparse.Namespace) -> int:
+def _carry_record(model, out_model, precision: str, summary: dict, source: str) -> None:
+    """Copy the input's metadata to the output and update the artifact record: precision, calibration."""
+    from pipeline.core.artifact import META_CALIBRATION, META_PRECISION, META_VARIANT, ArtifactInfo, Precision
+
+    calibration = None
+    if precision == "int8":
+        calibration = {"method": summary["method"], "data_hash": summary["data_hash"], "images": summary["images"]}
+    del out_model.metadata_props[:]
+    for p in model.metadata_props:
+        out_model.metadata_props.add(key=p.key, value=p.value)
+    meta = {p.key: p.value for p in model.metadata_props}
+    if meta.get(META_VARIANT, "unknown") != "unknown":
+        record = ArtifactInfo.from_metadata(meta, source=source)
+        record.replace(precision=Precision.parse(precision), calibration=calibration).apply_to(out_model)
+        return
+    # A graph without the export record: keep its metadata and add what this stage knows.
+    keep = [(p.key, p.value) for p in out_model.metadata_props if p.key not in (META_PRECISION, META_CALIBRATION)]
+    del out_model.metadata_props[:]
+    for key, value in keep:
+        out_model.metadata_props.add(key=key, value=value)
+    out_model.metadata_props.add(key=META_PRECISION, value=precision)
+    if calibration is not None:
+        out_model.metadata_props.add(key=META_CALIBRATION, value=json.dumps(calibration))
+
+
+def calibrate_file(onnx_path: str | Path, output: str | Path, precision: str,
+                   options: CalibrateOptions = CalibrateOptions(), report: Optional[str | Path] = None) -> dict:
+    """Read ``onnx_path``, make its fp16 (casts) or int8 (Q/DQ) graph, write ``output``; returns the summary."""
     from pipeline.io import load_onnx, save_onnx, sha256_file, write_json
 
+    o = options
     start = time.perf_counter()
-    model = load_onnx(args.onnx)
-    _logger.info("calibrate %s -> %s (%s)", args.onnx, args.output, args.precision)
-    summary: dict = {"input": str(args.onnx), "input_sha256": sha256_file(args.onnx), "precision": args.precision}
-    if args.precision == "fp16":
+    model = load_onnx(onnx_path)
+    _logger.info("calibrate %s -> %s (%s)", onnx_path, output, precision)
+    summary: dict = {"input": str(onnx_path), "input_sha256": sha256_file(onnx_path), "precision": precision}
+    if precision == "fp16":
         from .fp16 import convert_fp16
 
-        result = convert_fp16(model, keep_fp32_ops=args.keep_fp32_ops, keep_fp32_nodes=args.keep_fp32)
+        result = convert_fp16(model, keep_fp32_ops=list(o.keep_fp32_ops), keep_fp32_nodes=list(o.keep_fp32))
         out_model = result.model
-        summary.update(fp32_nodes=len(result.fp32_nodes), casts=result.casts_added, keep_fp32_ops=args.keep_fp32_ops)
-    else:
+        summary.update(fp32_nodes=len(result.fp32_nodes), casts=result.casts_added, keep_fp32_ops=list(o.keep_fp32_ops))
+    elif precision == "int8":
         from .data import load_calibration_set
         from .int8 import QuantPolicy, quantize_int8
 
         policy = QuantPolicy(
-            op_types=tuple(args.op_types),
-            quantize_attention=args.quantize_attention,
-            exclude_nodes=tuple(args.exclude),
-            exclude_op_types=tuple(args.exclude_op_types),
-            include_nodes=tuple(args.include),
-            method=args.method,
-            percentile=args.percentile,
-            batch_size=args.batch,
+            op_types=o.op_types,
+            quantize_attention=o.quantize_attention,
+            exclude_nodes=o.exclude,
+            exclude_op_types=o.exclude_op_types,
+            include_nodes=o.include,
+            method=o.method,
+            percentile=o.percentile,
+            batch_size=o.batch,
         )
         data = load_calibration_set(
-            _img_size(model, args.img_size), images=args.images, list_file=args.list_file,
-            num_images=args.num_images, seed=args.seed, skip_bad=args.skip_bad_images,
+            _img_size(model, o.img_size), images=o.images, list_file=o.list_file,
+            num_images=o.num_images, seed=o.seed, skip_bad=o.skip_bad_images,
         )
-        result = quantize_int8(model, data, policy, cache_dir=None if args.no_cache else args.cache_dir,
+        result = quantize_int8(model, data, policy, cache_dir=None if o.no_cache else o.cache_dir,
                                progress=_logger.isEnabledFor(logging.INFO))
         out_model = result.model
         summary.update(
-            method=args.method, data=data.description, data_hash=data.data_hash, images=len(data),
+            method=o.method, data=data.description, data_hash=data.data_hash, images=len(data),
             cache=str(result.cache_path) if result.cache_path else None, cache_hit=result.cache_hit,
             quantized=result.quantized_nodes, excluded=result.excluded_nodes, seconds=round(result.calib_seconds, 2),
         )
-    del out_model.metadata_props[:]
-    for p in model.metadata_props:
-        if p.key not in ("precision",):
-            out_model.metadata_props.add(key=p.key, value=p.value)
-    out_model.metadata_props.add(key="precision", value=args.precision)
-    if args.precision == "int8":
-        out_model.metadata_props.add(key="calibration", value=json.dumps(
-            {"method": args.method, "data_hash": summary["data_hash"], "images": summary["images"]}))
-    save_onnx(out_model, args.output)
-    if args.report:
-        write_json(args.report, summary)
-    _logger.info("calibrate done in %.1f s: %s (%.1f MB)", time.perf_counter() - start, args.output,
-                 Path(args.output).stat().st_size / 1e6)
+    else:
+        raise CalibrationError(f"precision {precision!r}: calibrate makes fp16 or int8 graphs (fp32 needs no pass)")
+    _carry_record(model, out_model, precision, summary, source=str(onnx_path))
+    save_onnx(out_model, output)
+    if report:
+        write_json(report, summary)
+    _logger.info("calibrate done in %.1f s: %s (%.1f MB)", time.perf_counter() - start, output,
+                 Path(output).stat().st_size / 1e6)
+    return summary
+
+
+def run(args: argparse.Namespace) -> int:
+    calibrate_file(args.onnx, args.output, args.precision, dataclass_from_args(CalibrateOptions, args), args.report)
     return 0

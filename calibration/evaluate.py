@@ -22,6 +22,7 @@ from typing import Optional, Sequence
 import numpy as np
 import onnx
 
+from pipeline.compare import logit_stats
 from pipeline.errors import CalibrationError, ConfigError
 from pipeline.model import create_model
 from pipeline.verify import onnxruntime_logits, reference_logits
@@ -35,16 +36,19 @@ _logger = logging.getLogger("pipeline.calibration")
 
 @dataclass
 class Metrics:
+    """One graph's row: the metrics of ``pipeline.compare.logit_stats`` (same names, same meaning)."""
+
     name: str
     images: int
     top1_agreement: float
-    top5_agreement: float  # fraction of images whose reference top-1 is in the graph's top-5
+    top1_in_top5: float  # fraction of images whose reference top-1 is in the graph's top-5
     cosine_min: float
     cosine_mean: float
     max_abs_diff: float
     top1_accuracy: Optional[float] = None
     top5_accuracy: Optional[float] = None
     seconds: float = 0.0
+    top5_exact: float = 1.0  # fraction of images whose ordered top-5 is identical
 
 
 @dataclass
@@ -67,34 +71,15 @@ class EvalReport:
         }
 
 
-def _topk(x: np.ndarray, k: int) -> np.ndarray:
-    return np.argsort(-x, axis=1, kind="stable")[:, :k]
-
-
 def compare_logits(
     name: str, logits: np.ndarray, ref: np.ndarray, labels: Optional[np.ndarray] = None, seconds: float = 0.0
 ) -> Metrics:
     """Agreement of ``logits`` with ``ref`` (both [N, classes]); accuracy when ``labels`` ([N], -1 = none)."""
-    logits = logits.astype(np.float64)
-    ref = ref.astype(np.float64)
-    ref_top1 = ref.argmax(1)
-    top5 = _topk(logits, 5)
-    cos = (logits * ref).sum(1) / np.maximum(np.linalg.norm(logits, axis=1) * np.linalg.norm(ref, axis=1), 1e-30)
-    m = Metrics(
-        name=name,
-        images=len(ref),
-        top1_agreement=float((logits.argmax(1) == ref_top1).mean()),
-        top5_agreement=float((top5 == ref_top1[:, None]).any(1).mean()),
-        cosine_min=float(cos.min()),
-        cosine_mean=float(cos.mean()),
-        max_abs_diff=float(np.abs(logits - ref).max()),
-        seconds=seconds,
-    )
-    if labels is not None and (labels >= 0).any():
-        keep = labels >= 0
-        m.top1_accuracy = float((logits[keep].argmax(1) == labels[keep]).mean())
-        m.top5_accuracy = float((top5[keep] == labels[keep][:, None]).any(1).mean())
-    return m
+    st = logit_stats(logits, ref, labels, what=name)
+    return Metrics(name=name, images=st.num_samples, top1_agreement=st.top1_agreement, top1_in_top5=st.top1_in_top5,
+                   cosine_min=st.cosine_min, cosine_mean=st.cosine_mean, max_abs_diff=st.max_abs_diff,
+                   top1_accuracy=st.top1_accuracy, top5_accuracy=st.top5_accuracy, seconds=seconds,
+                   top5_exact=st.top5_exact)
 
 
 def _labels(data: CalibrationSet, labels_csv: Optional[str | Path]) -> Optional[np.ndarray]:
@@ -167,12 +152,12 @@ def evaluate(
 
 def format_table(report: EvalReport) -> str:
     has_acc = report.reference.top1_accuracy is not None
-    head = ["graph", "images", "top1 agree", "top5 agree", "cos min", "cos mean", "max |dlogit|"]
+    head = ["graph", "images", "top1 agree", "top1 in top5", "cos min", "cos mean", "max |dlogit|"]
     if has_acc:
         head += ["top1 acc", "top5 acc"]
     rows = [head]
     for m in [report.reference] + report.results:
-        row = [m.name, str(m.images), f"{m.top1_agreement:.2%}", f"{m.top5_agreement:.2%}", f"{m.cosine_min:.6f}",
+        row = [m.name, str(m.images), f"{m.top1_agreement:.2%}", f"{m.top1_in_top5:.2%}", f"{m.cosine_min:.6f}",
                f"{m.cosine_mean:.6f}", f"{m.max_abs_diff:.4g}"]
         if has_acc:
             row += [f"{m.top1_accuracy:.2%}", f"{m.top5_accuracy:.2%}"]
@@ -235,9 +220,9 @@ def sensitivity(
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from pipeline.cli import add_model_arguments
+    from pipeline.options import add_model_arguments
 
-    add_model_arguments(parser)
+    add_model_arguments(parser, from_metadata=True)
     parser.add_argument("--onnx-fp32", help="fp32 graph (exported or rewritten)")
     parser.add_argument("--onnx-fp16", help="fp16 graph")
     parser.add_argument("--onnx-int8", help="int8 Q/DQ graph")
@@ -263,6 +248,28 @@ def format_sensitivity(rows: Sequence[tuple[str, int, float, float]]) -> str:
     return "\n".join(lines)
 
 
+def _graphs_spec(graphs: dict[str, onnx.ModelProto], variant: Optional[str], img_size: Optional[int]) -> tuple[str, int]:
+    """Variant and input size from the graphs' records (all must agree); explicit options fill in or must agree."""
+    from pipeline.core.artifact import ArtifactInfo, ArtifactInfoError
+
+    specs = {}
+    for name, graph in graphs.items():
+        try:
+            specs[name] = ArtifactInfo.from_onnx(graph, source=f"graph {name}", check_graph=False).spec
+        except ArtifactInfoError:
+            continue  # a graph without the export record: the options decide
+    if len(set(specs.values())) > 1:
+        listed = ", ".join(f"{n}: {s}" for n, s in specs.items())
+        raise ConfigError(f"the graphs are of different networks ({listed}); evaluate graphs of one variant and size")
+    if specs:
+        spec = next(iter(specs.values()))
+        for option, given, recorded in (("--variant", variant, spec.variant), ("--img-size", img_size, spec.img_size)):
+            if given is not None and given != recorded:
+                raise ConfigError(f"{option} {given} does not match the graphs, which record {spec}; drop {option}")
+        return spec.variant, spec.img_size
+    return variant or "s", img_size or 224
+
+
 def run(args: argparse.Namespace) -> int:
     from pipeline.io import load_onnx, write_json
 
@@ -275,8 +282,9 @@ def run(args: argparse.Namespace) -> int:
             raise ConfigError(f"--onnx expects NAME=PATH, got {item!r}")
         name, path = item.split("=", 1)
         graphs[name] = load_onnx(path)
+    variant, img_size = _graphs_spec(graphs, args.variant, args.img_size)
     data = load_calibration_set(
-        args.img_size, images=args.images, list_file=args.list_file, num_images=args.num_images,
+        img_size, images=args.images, list_file=args.list_file, num_images=args.num_images,
         skip_bad=args.skip_bad_images,
     )
     if args.sensitivity:
@@ -289,7 +297,7 @@ def run(args: argparse.Namespace) -> int:
         if args.json:
             write_json(args.json, [dict(group=g, layers=n, cosine_mean=c, top1_agreement=t) for g, n, c, t in rows])
         return 0
-    report = evaluate(graphs, data, args.variant, checkpoint=args.checkpoint, seed=args.seed,
+    report = evaluate(graphs, data, variant, checkpoint=args.checkpoint, seed=args.seed,
                       labels_csv=args.labels, batch=args.batch, trust_pickle=args.trust_checkpoint)
     print(format_table(report))
     if args.json:

@@ -40,6 +40,7 @@ from typing import Iterator, Optional
 import numpy as np
 import onnx
 
+from pipeline.core.artifact import META_INPUT_FORMAT, InputFormat
 from pipeline.errors import CalibrationError
 from pipeline.io import sha256_bytes
 from pipeline.tempfiles import private_tempdir
@@ -127,8 +128,10 @@ def cache_key(onnx_sha256: str, data_hash: str, policy: QuantPolicy) -> str:
 class _Reader:
     """onnxruntime CalibrationDataReader over a CalibrationSet; logs progress every few batches."""
 
-    def __init__(self, data: CalibrationSet, input_name: str, batch_size: int, progress: bool) -> None:
+    def __init__(self, data: CalibrationSet, input_name: str, batch_size: int, progress: bool,
+                 input_format: InputFormat = InputFormat.NORMALIZED) -> None:
         self._it: Iterator[np.ndarray] = data.batches(batch_size, progress=progress)
+        self._format = input_format
         self._name = input_name
         self._count = 0
         self._total = (len(data) + batch_size - 1) // batch_size
@@ -140,7 +143,7 @@ class _Reader:
         self._count += 1
         if self._count % 8 == 0 or self._count == self._total:
             _logger.info("calibration batch %d/%d", self._count, self._total)
-        return {self._name: batch}
+        return {self._name: self._format.from_normalized(batch)}  # the graph's input format (export record)
 
     def rewind(self) -> None:  # part of the CalibrationDataReader interface; one pass is all we need
         raise CalibrationError("calibration data can be read once per run")
@@ -256,8 +259,10 @@ def quantize_int8(
     }
     reader = None
     if not cache_hit:
-        assert data is not None
-        reader = _Reader(data, _input_name(model), policy.batch_size, progress)
+        if data is None:
+            raise CalibrationError("no calibration images and no cached statistics for this graph; pass --images DIR")
+        fmt = InputFormat.parse({p.key: p.value for p in model.metadata_props}.get(META_INPUT_FORMAT, "normalized"))
+        reader = _Reader(data, _input_name(model), policy.batch_size, progress, fmt)
     with private_tempdir("int8") as tmp:  # also onnxruntime's ort.quant.* folders (pipeline.tempfiles)
         out_path = Path(tmp) / "int8.onnx"
         root = logging.getLogger()

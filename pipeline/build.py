@@ -23,12 +23,20 @@ from typing import Optional, Sequence, Union
 import onnx
 
 from . import trt_backend
+from .core.artifact import (
+    META_VARIANT,
+    ArtifactInfo,
+    InputFormat,
+    Precision,
+    WeightsRef,
+    engine_dir_name as _engine_dir_name,
+    engine_file_name,
+)
+from .core.artifact import detect_precision as _detect_precision
+from .core.artifact import graph_evidence
 from .errors import BuildError, ConfigError, PluginLibraryError
 from .io import atomic_path, sha256_bytes, sha256_file, write_bytes
 from .manifest import (
-    META_RESOLUTION,
-    META_VARIANT,
-    META_WEIGHTS,
     BatchProfile,
     BuildRecord,
     Calibration,
@@ -130,16 +138,7 @@ OnnxSource = Union[onnx.ModelProto, str, Path]
 
 def detect_precision(model: onnx.ModelProto) -> str:
     """'int8' if the graph holds Q/DQ pairs, 'fp16' if it casts to or stores float16, else 'fp32'."""
-    ops = {n.op_type for n in model.graph.node}
-    if ops & {"QuantizeLinear", "DequantizeLinear"}:
-        return "int8"
-    fp16 = onnx.TensorProto.FLOAT16
-    for node in model.graph.node:
-        if node.op_type == "Cast" and any(a.name == "to" and a.i == fp16 for a in node.attribute):
-            return "fp16"
-    if any(t.data_type == fp16 for t in model.graph.initializer):
-        return "fp16"
-    return "fp32"
+    return _detect_precision(model).value
 
 
 def custom_ops(model: onnx.ModelProto) -> list[str]:
@@ -340,7 +339,8 @@ def build_engine(onnx_model_or_path: OnnxSource, config: BuildConfig) -> tuple[b
 
 
 def engine_dir_name(variant: str, precision: str, resolution: int) -> str:
-    return f"{variant}-{precision}-{resolution}"
+    """``<variant>-<precision>-<res>`` (the one rule, ``pipeline.core.artifact.engine_dir_name``)."""
+    return _engine_dir_name(variant, precision, resolution)
 
 
 def save_engine_dir(
@@ -356,11 +356,12 @@ def save_engine_dir(
     config: BuildConfig,
     calibration: Optional[Calibration] = None,
     dir_name: Optional[str] = None,
+    input_format: str = InputFormat.NORMALIZED.value,
 ) -> Path:
     """Write ``<out_root>/<variant>-<precision>-<res>/`` (or ``dir_name``): engine, plugin library and ONNX copies,
     manifest.json."""
     engine_dir = Path(out_root) / (dir_name or engine_dir_name(variant, precision, resolution))
-    engine_name = f"{variant}-{precision}.engine"
+    engine_name = engine_file_name(variant, precision)
     with staged_engine_dir(engine_dir) as stage:  # all or nothing, under the folder's lock (pipeline.publish)
         write_bytes(stage / engine_name, engine)
         onnx_src = Path(onnx_file)
@@ -404,12 +405,80 @@ def save_engine_dir(
                 opt_level=config.opt_level,
             ),
             calibration=calibration,
+            input_format=InputFormat.parse(input_format).value,
         )
         write_manifest(stage, manifest)
         for name in (engine_name, "manifest.json"):
             (stage / name).chmod(0o644)  # temp files are created 0600; artifacts are meant to be shared
     _logger.info("wrote %s (%s, %.1f MB engine)", engine_dir, info.backend_flavour, len(engine) / 1e6)
     return engine_dir
+
+
+@dataclasses.dataclass(frozen=True)
+class EngineLabels:
+    """What the manifest records about the network: from the ONNX record, or from labels for foreign graphs."""
+
+    variant: str
+    resolution: int
+    precision: str
+    weights: str
+    input_format: str = InputFormat.NORMALIZED.value
+    record: Optional[ArtifactInfo] = None  # None: the ONNX has no artifact record (not made by `export`)
+
+
+def artifact_info_for_build(header: onnx.ModelProto, source: Path | str, *, variant: Optional[str] = None,
+                            resolution: Optional[int] = None, precision: str = "auto",
+                            weights: Optional[str] = None) -> EngineLabels:
+    """The record the engine inherits, checked against the graph and against explicit options.
+
+    The graph decides the precision (Q/DQ -> int8, float16 casts -> fp16): an explicit ``precision`` or a metadata
+    ``precision`` that disagrees is an error, never a relabel. For graphs made by ``export`` (metadata present)
+    variant and resolution come from the record and explicit values must agree; for other graphs they are labels.
+    """
+    graph_precision = _detect_precision(header)
+    if precision != "auto" and Precision.parse(precision) is not graph_precision:
+        raise ConfigError(
+            f"--precision {precision} does not match {source}: the graph is {graph_precision.value} "
+            f"({graph_evidence(graph_precision)}); "
+            f"precision comes from the calibrate stage: build model.iam.{precision}.onnx, or drop --precision"
+        )
+    meta = onnx_metadata(header)
+    record: Optional[ArtifactInfo] = None
+    if meta.get(META_VARIANT) and meta.get(META_VARIANT) != "unknown":
+        record = ArtifactInfo.from_metadata(meta, source=str(source), graph_precision=graph_precision)
+        for option, given, recorded in (("--variant", variant, record.variant),
+                                        ("--resolution", resolution, record.img_size)):
+            if given is not None and given != recorded:
+                raise ConfigError(f"{option} {given} does not match {source}, which was exported as {record.spec}; "
+                                  f"drop {option} or build the matching ONNX")
+        if weights is not None:
+            record = record.replace(weights=WeightsRef.parse(weights))
+        return EngineLabels(record.variant, record.img_size, record.precision.value, record.weights.to_text(),
+                            record.input_format.value, record)
+    if not variant:
+        variant = Path(source).name.split(".")[0]
+        _logger.warning("no --variant and no %s metadata in %s; labelling the engine %r", META_VARIANT, source, variant)
+    if resolution is None:
+        dims = header.graph.input[0].type.tensor_type.shape.dim if header.graph.input else []
+        resolution = dims[-1].dim_value if len(dims) == 4 and dims[-1].dim_value > 0 else None
+    if resolution is None:
+        raise ConfigError(f"cannot tell the input resolution of {source}; pass --resolution")
+    return EngineLabels(variant, int(resolution), graph_precision.value,
+                        WeightsRef.parse(weights).to_text() if weights else "unknown")
+
+
+def _calibration_record(args: argparse.Namespace, info: EngineLabels, source: Path) -> Optional[Calibration]:
+    if args.calibration_sha256 or args.calibration_method:
+        if not (args.calibration_sha256 and args.calibration_method):
+            raise ConfigError("pass both --calibration-sha256 and --calibration-method, or neither")
+        return Calibration(set_sha256=args.calibration_sha256, method=args.calibration_method)
+    recorded = info.record.calibration if info.record is not None else None
+    if recorded:  # written by the calibrate stage into the ONNX metadata
+        try:
+            return Calibration(set_sha256=recorded["data_hash"], method=recorded["method"])
+        except (KeyError, TypeError):
+            _logger.warning("ignoring unreadable calibration metadata in %s: %r", source, str(recorded)[:80])
+    return None
 
 
 # ------------------------------------------------------------------------------------------------------- CLI
@@ -438,10 +507,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="TensorRT-RTX targets, comma separated (e.g. sm_86,sm_89); default all RTX targets")
     parser.add_argument("--variant", default=None, help=f"label (default: ONNX metadata {META_VARIANT})")
     parser.add_argument("--resolution", type=int, default=None, help="label (default: ONNX metadata or input size)")
-    parser.add_argument("--precision", choices=("auto", "fp32", "fp16", "int8"), default="auto",
-                        help="label; auto reads the graph (Q/DQ -> int8, fp16 casts -> fp16)")
+    parser.add_argument("--precision", choices=("auto", *Precision.values()), default="auto",
+                        help="expected precision; auto reads the graph (Q/DQ -> int8, fp16 casts -> fp16). A value "
+                             "the graph does not hold is an error (precision comes from the calibrate stage)")
     parser.add_argument("--weights", default=None,
-                        help='provenance, e.g. "checkpoint sha256 <hex>" (default: ONNX metadata, else "unknown")')
+                        help='provenance, e.g. "sgformer_s.pth sha256:<hex>" (default: ONNX metadata, else "unknown")')
     parser.add_argument("--calibration-sha256", default=None, help="hash of the calibration set (int8/fp16 ONNX)")
     parser.add_argument("--calibration-method", default=None, help="e.g. entropy, percentile, max")
 
@@ -469,39 +539,19 @@ def run(args: argparse.Namespace) -> int:
     ops = custom_ops(header)
     if ops and config.plugin_library is None:
         raise BuildError(f"{args.onnx} holds custom op(s) {', '.join(ops)}; {_plugin_hint(ops)}")
+    info = artifact_info_for_build(header, args.onnx, variant=args.variant, resolution=args.resolution,
+                                   precision=args.precision, weights=args.weights)
+    calibration = _calibration_record(args, info, args.onnx)
     backend = trt_backend.load_backend(config.backend)
     if backend.is_rtx:  # the parser's libtensorrt_rtx.so symlink may need LD_LIBRARY_PATH: restart with it
         trt_backend.reexec_with_rtx_library_path(getattr(sys, "orig_argv", [sys.executable, *sys.argv])[1:])
-    meta = onnx_metadata(header)
-    precision = detect_precision(header) if args.precision == "auto" else args.precision
-    variant = args.variant or meta.get(META_VARIANT)
-    if not variant:
-        variant = args.onnx.name.split(".")[0]
-        _logger.warning("no --variant and no %s metadata in %s; labelling the engine %r", META_VARIANT, args.onnx, variant)
-    resolution = args.resolution or (int(meta[META_RESOLUTION]) if META_RESOLUTION in meta else None)
-    if resolution is None:
-        dims = header.graph.input[0].type.tensor_type.shape.dim if header.graph.input else []
-        resolution = dims[-1].dim_value if len(dims) == 4 and dims[-1].dim_value > 0 else None
-    if resolution is None:
-        raise ConfigError(f"cannot tell the input resolution of {args.onnx}; pass --resolution")
-    weights = args.weights or meta.get(META_WEIGHTS) or "unknown"
-    calibration = None
-    if args.calibration_sha256 or args.calibration_method:
-        if not (args.calibration_sha256 and args.calibration_method):
-            raise ConfigError("pass both --calibration-sha256 and --calibration-method, or neither")
-        calibration = Calibration(set_sha256=args.calibration_sha256, method=args.calibration_method)
-    elif "calibration" in meta:  # written by the calibrate stage into the ONNX metadata
-        try:
-            recorded = json.loads(meta["calibration"])
-            calibration = Calibration(set_sha256=recorded["data_hash"], method=recorded["method"])
-        except (ValueError, KeyError, TypeError):
-            _logger.warning("ignoring unreadable calibration metadata in %s: %r", args.onnx, meta["calibration"][:80])
     del header
-    engine, info = build_engine(args.onnx, config)
+    engine, built = build_engine(args.onnx, config)
     engine_dir = save_engine_dir(
-        args.out_dir, engine, info, variant=variant, precision=precision, resolution=resolution, weights=weights,
-        onnx_file=str(args.onnx), config=config, calibration=calibration, dir_name=args.name,
+        args.out_dir, engine, built, variant=info.variant, precision=info.precision, resolution=info.resolution,
+        weights=info.weights, onnx_file=str(args.onnx), config=config, calibration=calibration, dir_name=args.name,
+        input_format=info.input_format,
     )
-    print(f"{engine_dir}: {info.backend_flavour} {info.backend_version} engine, {len(engine) / 1e6:.1f} MB, "
-          f"built in {info.seconds:.1f} s; {info.target.description}")
+    print(f"{engine_dir}: {built.backend_flavour} {built.backend_version} engine, {len(engine) / 1e6:.1f} MB, "
+          f"built in {built.seconds:.1f} s; {built.target.description}")
     return 0

@@ -1,6 +1,6 @@
 """Reading official SG-Former checkpoints safely and fitting them to a model.
 
-Accepted layouts (SPEC section 10):
+Accepted layouts (docs/sgformer.md §10):
 - the official training checkpoint: a dict with ``state_dict`` and ``state_dict_ema`` (EMA is what
   upstream evaluates, so it is preferred), plus ``optimizer``, ``args`` (an ``argparse.Namespace``),
   ``amp_scaler``, ``epoch``, ``metric``, ...;
@@ -24,6 +24,7 @@ from typing import Mapping
 import torch
 import torch.nn.functional as F
 
+from .core.variants import VARIANTS
 from .errors import CheckpointError
 
 __all__ = ["read_checkpoint", "select_state_dict", "checkpoint_filter_fn", "load_weights", "guess_variant"]
@@ -110,8 +111,6 @@ def checkpoint_filter_fn(state_dict: Mapping[str, torch.Tensor], model: torch.nn
 
 def guess_variant(state_dict: Mapping[str, torch.Tensor]) -> str | None:
     """Name the registered variant whose block counts and widths match these keys, if any."""
-    from .model import VARIANTS
-
     depths = []
     for stage in range(1, 5):
         idx = {int(k.split(".")[1]) for k in state_dict if k.startswith(f"block{stage}.")}

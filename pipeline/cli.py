@@ -14,6 +14,7 @@ from typing import Optional, Sequence
 from .errors import PipelineError
 from .interrupts import Terminated, command_guard, exit_after_cancel
 from .storage import describe as describe_os_error
+from .options import add_model_arguments  # noqa: F401  (re-export: the old import path)
 
 # verb -> (module, one-line help). Each module supplies add_arguments(parser) and run(args).
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -24,31 +25,13 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "evaluate": ("calibration.evaluate", "accuracy of fp32/fp16/int8 ONNX graphs in onnxruntime vs PyTorch"),
     "build": ("pipeline.build", "build a TensorRT engine (+ manifest) from an ONNX and the plugin library"),
     "verify": ("pipeline.verify", "check an ONNX graph or engine against the PyTorch reference"),
-    "run": ("pipeline.runtime", "classify images with an engine"),
+    "run": ("pipeline.classify", "classify images with an engine"),
     "bench": ("pipeline.bench", "latency / throughput / memory benchmarks"),
     "explain": ("pipeline.explain", "overlay the per-stage importance maps on an image"),
     "package": ("pipeline.package", "package an engine directory for Triton (--triton) or DeepStream (--deepstream)"),
+    "engine": ("pipeline.flow", "every stage in order (export, calibrate, rewrite, build, verify), reusing "
+                                "up-to-date artifacts: what `make engine` runs"),
 }
-
-
-def add_model_arguments(parser: argparse.ArgumentParser, *, from_metadata: bool = False,
-                        seed_help: str = "seed of the random weights without --checkpoint") -> None:
-    """The options that name the PyTorch network: --variant, --img-size, --checkpoint, --trust-checkpoint, --seed.
-
-    ``from_metadata``: variant and size default to None, for commands that read them from an ONNX's metadata.
-    """
-    from .model import VARIANTS
-
-    if from_metadata:
-        parser.add_argument("--variant", choices=list(VARIANTS), help="SG-Former variant (default: ONNX metadata)")
-        parser.add_argument("--img-size", type=int, help="input side (default: ONNX metadata, else 224)")
-    else:
-        parser.add_argument("--variant", default="s", choices=list(VARIANTS), help="SG-Former variant (default s)")
-        parser.add_argument("--img-size", type=int, default=224, help="input side, a multiple of 224 (default 224)")
-    parser.add_argument("--checkpoint", help="official .pth / .pth.tar checkpoint (default: seeded random weights)")
-    parser.add_argument("--trust-checkpoint", action="store_true",
-                        help="allow arbitrary pickled objects in the checkpoint (trusted files only)")
-    parser.add_argument("--seed", type=int, default=0, help=seed_help)
 
 
 def build_parser() -> tuple[argparse.ArgumentParser, dict[str, object]]:

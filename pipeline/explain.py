@@ -129,10 +129,13 @@ def _maps_from_model(images: np.ndarray, variant: str, img_size: int, checkpoint
 
 
 def _maps_from_onnx(images: np.ndarray, onnx_path: str, img_size: int) -> tuple[list[np.ndarray], int]:
+    from .core.artifact import META_INPUT_FORMAT, InputFormat
     from .io import load_onnx
     from .ort_runner import has_iam_nodes, iam_importance_names, run_model
 
     model = load_onnx(onnx_path)
+    fmt = InputFormat.parse({p.key: p.value for p in model.metadata_props}.get(META_INPUT_FORMAT, "normalized"))
+    images = fmt.from_normalized(images)  # the graph's recorded input format
     if not has_iam_nodes(model):
         raise PipelineError(
             f"{onnx_path} has no SGFormerIAM nodes: only a rewritten graph exposes the importance maps (as the "
@@ -231,8 +234,8 @@ def _mosaic(image: Image.Image, stages: Sequence[StageMap], box: tuple[float, fl
 
 def explain(
     image_path: str | Path,
-    variant: str = "s",
-    img_size: int = 224,
+    variant: Optional[str] = None,
+    img_size: Optional[int] = None,
     checkpoint: Optional[str | Path] = None,
     out_png: str | Path = "explain.png",
     *,
@@ -244,10 +247,19 @@ def explain(
     onnx: Optional[str | Path] = None,
 ) -> ExplainResult:
     """Write ``out_png`` (same size as the image) with the per-stage importance maps overlaid (see module docstring)."""
+    from .core.variants import check_img_size
     from .images import load_image, preprocess
     from .io import write_bytes
-    from .model import check_img_size
 
+    if Path(out_png).is_dir():
+        raise ConfigError(f"-o {out_png} is a folder; pass the PNG file to write, e.g. {Path(out_png) / 'explain.png'}")
+    if onnx is not None:  # variant and size come from the graph's record (explicit values must agree)
+        from .core.artifact import ArtifactInfo
+
+        record = ArtifactInfo.read(onnx, variant=variant, img_size=img_size)
+        variant, img_size = record.variant, record.img_size
+    variant = variant or "s"
+    img_size = img_size or 224
     check_img_size(img_size)
     if reduce not in REDUCTIONS:
         raise ConfigError(f"reduce must be one of {', '.join(REDUCTIONS)}, got {reduce!r}")
@@ -289,10 +301,10 @@ def explain(
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from .cli import add_model_arguments
+    from .options import add_model_arguments
 
     parser.add_argument("image", help="image file (JPEG, PNG, ...)")
-    add_model_arguments(parser)
+    add_model_arguments(parser, from_metadata=True)
     parser.add_argument("--reduce", choices=REDUCTIONS, default="mean",
                         help="per stage: mean of its hybrid blocks' maps (default) or the last block's map")
     parser.add_argument("--stage", choices=STAGE_CHOICES, default="all",

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 
-from .cli import add_model_arguments
+from .options import add_model_arguments
 from .model import create_model
 
 

@@ -8,7 +8,9 @@ less readable error. Schema (version 1), every key required unless marked option
     schema                  1
     variant, resolution     "s", 224
     precision               "fp32" | "fp16" | "int8"
-    weights                 "checkpoint sha256 <hex>" | "random-init, seed N" | "unknown"
+    weights                 "<checkpoint file name> sha256:<hex>" | "random-init, seed N" | "unknown"
+                            (pipeline.core.WeightsRef; older forms such as "checkpoint sha256 <hex>" are read too)
+    input_format            "normalized" | "rgb-float01" | "rgb-uint8"   (optional, default "normalized")
     engine                  {file, sha256, bytes}
     onnx                    {file, sha256}
     plugin                  {file, sha256} | null
@@ -29,20 +31,17 @@ import json
 from pathlib import Path
 from typing import Any, Optional
 
+from .core.flavours import FLAVOURS, HARDWARE_COMPATIBILITY, JETSON_NAMES
+from .core.artifact import META_IMG_SIZE, META_VARIANT, META_WEIGHTS, ArtifactInfo, InputFormat, Precision
 from .errors import PipelineError
 from .io import sha256_file, write_json
 
 SCHEMA_VERSION = 1
 MANIFEST_NAME = "manifest.json"
-PRECISIONS = ("fp32", "fp16", "int8")
-FLAVOURS = ("TensorRT", "TensorRT-RTX")
-HARDWARE_COMPATIBILITY = ("none", "ampere_plus", "same_compute_capability")
-#: Jetson modules by compute capability (Thor: sm_101 with CUDA 12.x, sm_110 with CUDA 13).
-JETSON_NAMES = {"sm_53": "Nano", "sm_62": "TX2", "sm_72": "Xavier", "sm_87": "Orin", "sm_101": "Thor", "sm_110": "Thor"}
-#: ONNX ``metadata_props`` keys written by the export stage (``pipeline.export``); ``build`` reads its labels there.
-META_VARIANT = "variant"
-META_RESOLUTION = "img_size"
-META_WEIGHTS = "weights"
+PRECISIONS = Precision.values()
+INPUT_FORMATS = InputFormat.values()
+#: ONNX ``metadata_props`` keys of the artifact record (``pipeline.core.artifact``); kept here for old imports.
+META_RESOLUTION = META_IMG_SIZE
 
 
 class ManifestError(PipelineError):
@@ -121,12 +120,14 @@ class Manifest:
     calibration: Optional[Calibration] = None
     parity: Optional[dict[str, Any]] = None
     schema: int = SCHEMA_VERSION
+    input_format: str = InputFormat.NORMALIZED.value
 
     def __post_init__(self) -> None:
         _check(self.schema == SCHEMA_VERSION, "schema", f"version {SCHEMA_VERSION}", self.schema)
         _check(bool(self.variant), "variant", "a variant name", self.variant)
         _check(isinstance(self.resolution, int) and self.resolution > 0, "resolution", "a positive int", self.resolution)
         _check(self.precision in PRECISIONS, "precision", " | ".join(PRECISIONS), self.precision)
+        _check(self.input_format in INPUT_FORMATS, "input_format", " | ".join(INPUT_FORMATS), self.input_format)
         _check(self.backend_flavour in FLAVOURS, "backend.flavour", " | ".join(FLAVOURS), self.backend_flavour)
         _check(self.target.hardware_compatibility in HARDWARE_COMPATIBILITY, "target.hardware_compatibility",
                " | ".join(HARDWARE_COMPATIBILITY), self.target.hardware_compatibility)
@@ -139,6 +140,11 @@ class Manifest:
                 _check(len(ref.sha256) == 64, f"{key}.sha256", "64 hex digits", ref.sha256)
         _check(len(self.inputs) >= 1 and len(self.outputs) >= 1, "inputs/outputs", "at least one each",
                f"{len(self.inputs)}/{len(self.outputs)}")
+
+    @property
+    def info(self) -> ArtifactInfo:
+        """The artifact record (variant, size, weights, precision, input format) this engine was built from."""
+        return ArtifactInfo.from_manifest(self)
 
     @property
     def backend_label(self) -> str:
@@ -162,6 +168,7 @@ class Manifest:
             "resolution": self.resolution,
             "precision": self.precision,
             "weights": self.weights,
+            "input_format": self.input_format,
             "engine": ref(self.engine),
             "onnx": ref(self.onnx),
             "plugin": ref(self.plugin),
@@ -193,6 +200,7 @@ class Manifest:
                 resolution=_typed(d, "resolution", int),
                 precision=_typed(d, "precision", str),
                 weights=_typed(d, "weights", str),
+                input_format=_typed(d, "input_format", str) if "input_format" in d else InputFormat.NORMALIZED.value,
                 engine=_ref(d["engine"], "engine"),
                 onnx=_ref(d["onnx"], "onnx"),
                 plugin=None if d.get("plugin") is None else _ref(d["plugin"], "plugin"),

@@ -1,7 +1,7 @@
 """SG-Former (Self-Guided Transformer) in PyTorch, state_dict-compatible with the official checkpoints.
 
 Paper: "SG-Former: Self-guided Transformer with Evolving Token Reallocation", Ren et al., ICCV 2023,
-arXiv 2308.12216. Written for sgformer-trt from the facts in ``shared/sgformer/SPEC.md`` (the official
+arXiv 2308.12216. Written for sgformer-trt from the facts in ``docs/sgformer.md`` (measured on the official code; the official
 repository has no license; nothing here is taken from it).
 
 The network, from small parts to the whole:
@@ -34,6 +34,16 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .core.variants import (  # noqa: F401  (re-exported: pipeline.model.check_img_size etc.)
+    BASE_IMG_SIZE,
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    MAX_IMG_SIZE,
+    SR_RATIOS,
+    VARIANTS,
+    check_img_size,
+    valid_img_sizes,
+)
 from .errors import ConfigError
 from .iam import IamLayout, iam_aggregate, iam_layout
 from .iam_op import IAM_IMPLS, iam_fused
@@ -43,33 +53,6 @@ __all__ = ["SGFormer", "create_model", "VARIANTS", "PRETRAINED_CFG", "valid_img_
 _logger = logging.getLogger("pipeline.model")
 
 WINDOW_SIZE = 7  # local-attention window of the hybrid-scale blocks (fixed upstream)
-BASE_IMG_SIZE = 224
-
-
-def valid_img_sizes(limit: int = 5) -> list[int]:
-    return [BASE_IMG_SIZE * m for m in range(1, limit + 1)]
-
-
-#: Largest input side (10 x 224). Stage 1's global attention is (S/4)^2 queries x (S/32)^2 keys: at 2240 one
-#: fp32 map per image is 313,600 x 4,900 x 4 B = 6.1 GB, so larger sides only exhaust memory.
-MAX_IMG_SIZE = 10 * BASE_IMG_SIZE
-
-
-def check_img_size(img_size: int) -> None:
-    """Refuse input sizes the architecture cannot run (7x7 windows and token groups need 224 * m, at most
-    ``MAX_IMG_SIZE``)."""
-    if not isinstance(img_size, int) or img_size <= 0 or img_size % BASE_IMG_SIZE:
-        raise ConfigError(
-            f"input size {img_size!r} is not supported: SG-Former's 7x7 windows and token groups need a square "
-            f"input whose side is a multiple of {BASE_IMG_SIZE} (e.g. {', '.join(map(str, valid_img_sizes(3)))}); "
-            f"resize or crop your images to one of these"
-        )
-    if img_size > MAX_IMG_SIZE:
-        raise ConfigError(
-            f"input size {img_size} is too large: the largest supported side is {MAX_IMG_SIZE} "
-            f"({MAX_IMG_SIZE // BASE_IMG_SIZE} x {BASE_IMG_SIZE}; stage 1's attention map alone is 6 GB per image "
-            f"there); use a multiple of {BASE_IMG_SIZE} up to {MAX_IMG_SIZE}"
-        )
 
 
 class ConvNorm(nn.Module):
@@ -338,7 +321,8 @@ class Block(nn.Module):
         if kind == "hybrid":
             self.attn = HybridScaleAttention(dim, num_heads, sr_ratio)
         elif kind == "significance":
-            assert layout is not None
+            if layout is None:
+                raise ConfigError("a significance block needs its IAM layout (pipeline.iam.iam_layout)")
             self.attn = SignificanceAttention(dim, num_heads, sr_ratio, layout)
         else:
             self.attn = GlobalAttention(dim, num_heads)
@@ -355,7 +339,7 @@ class Block(nn.Module):
             y, new_importance = self.attn(y, height, width)
         elif self.kind == "significance":
             if importance is None:
-                raise RuntimeError("significance block has no importance map: it must follow a hybrid block")
+                raise ConfigError("significance block has no importance map: it must follow a hybrid block")
             y = self.attn(y, height, width, importance)
         else:
             y = self.attn(y, height, width)
@@ -392,7 +376,7 @@ class SGFormer(nn.Module):
         embed_dims: Sequence[int] = (64, 128, 256, 512),
         num_heads: Sequence[int] = (2, 4, 8, 16),
         depths: Sequence[int] = (2, 4, 16, 1),
-        sr_ratios: Sequence[int] = (8, 4, 2, 1),
+        sr_ratios: Sequence[int] = SR_RATIOS,
         mlp_ratio: float = 4.0,
     ) -> None:
         super().__init__()
@@ -497,19 +481,12 @@ class SGFormer(nn.Module):
         return self.forward_head(self.forward_features(x))
 
 
-# Variants are data: architecture arguments per name (SPEC section 1).
-VARIANTS: dict[str, dict] = {
-    "s": dict(embed_dims=(64, 128, 256, 512), num_heads=(2, 4, 8, 16), depths=(2, 4, 16, 1)),
-    "m": dict(embed_dims=(64, 128, 256, 512), num_heads=(2, 4, 8, 16), depths=(2, 6, 28, 2)),
-    "b": dict(embed_dims=(96, 192, 384, 768), num_heads=(4, 6, 12, 24), depths=(4, 6, 24, 2)),
-    # Smallest network the architecture allows (one hybrid + significance pair per stage): for tests.
-    "tiny-test": dict(embed_dims=(16, 32, 64, 64), num_heads=(2, 2, 2, 2), depths=(2, 2, 2, 1)),
-}
+# Variants are data (``pipeline.core.variants.VARIANTS``, re-exported here): architecture arguments per name.
 
-# Evaluation preprocessing of the official checkpoints (timm 0.3.4 ViT default cfg, SPEC section 8).
+# Evaluation preprocessing of the official checkpoints (timm 0.3.4 ViT default cfg, docs/sgformer.md §8).
 PRETRAINED_CFG: dict[str, object] = dict(
-    mean=(0.485, 0.456, 0.406),
-    std=(0.229, 0.224, 0.225),
+    mean=IMAGENET_MEAN,
+    std=IMAGENET_STD,
     crop_pct=0.9,
     interpolation="bicubic",
     num_classes=1000,
@@ -517,7 +494,7 @@ PRETRAINED_CFG: dict[str, object] = dict(
 
 
 def condition_for_parity_(model: SGFormer, seed: int = 0) -> SGFormer:
-    """Make random weights that keep parity tests meaningful (SPEC section 9), in place.
+    """Make random weights that keep parity tests meaningful (docs/sgformer.md §9), in place.
 
     With plain random init the significance map is nearly uniform, so last-ulp rounding differences
     reorder tokens and even real bugs change logits by only ~1e-3. This adds bias and norm-affine noise,

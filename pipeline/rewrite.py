@@ -437,10 +437,6 @@ def _graph_batch(graph: gs.Graph) -> int:
     return 1
 
 
-def _near(tensor: gs.Tensor) -> str:
-    return f"near tensor '{tensor.name}'"
-
-
 def _match_regions(graph: gs.Graph) -> list[tuple[IamRegion, _Sequence, _Sequence]]:
     graph.toposort()
     batch = _graph_batch(graph)
@@ -537,20 +533,11 @@ def _column_major_size_tokens(chain: list[gs.Node], n: int, c: int, batch: int) 
 
 def expected_layouts(variant: str, img_size: int) -> list[IamLayout]:
     """The IAM layouts of every significance block of ``variant`` at ``img_size``, in graph order."""
+    from .core.variants import stage_grids
     from .iam import iam_layout
-    from .model import VARIANTS, check_img_size
 
-    check_img_size(img_size)
-    cfg = VARIANTS[variant]
-    sr_ratios = cfg.get("sr_ratios", (8, 4, 2, 1))
-    side = img_size // 4
-    layouts = []
-    for stage, (depth, sr) in enumerate(zip(cfg["depths"], sr_ratios)):
-        if stage:
-            side //= 2
-        if sr > 1:
-            layouts += [iam_layout(sr, side, side)] * (depth // 2)
-    return layouts
+    return [iam_layout(g.sr_ratio, g.side, g.side) for g in stage_grids(variant, img_size)
+            for _ in range(g.significance_blocks)]
 
 
 def _import(model: onnx.ModelProto) -> gs.Graph:
@@ -602,7 +589,7 @@ def rewrite_iam(
     matches = _match_regions(graph)
     regions = [r for r, _, _ in matches]
     if variant and variant != "unknown" and img_size:
-        from .model import VARIANTS
+        from .core.variants import VARIANTS
 
         if variant not in VARIANTS:
             raise RewriteError(f"IAM rewrite: unknown expected variant {variant!r}")

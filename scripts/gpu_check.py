@@ -284,7 +284,7 @@ def worker_op_timing(args) -> dict:
 def worker_model_timing(args) -> dict:
     import torch
 
-    from pipeline.iam_op import compare_model_latency
+    from pipeline.iam_timing import compare_model_latency
 
     device = _device(args)
     rows = []

@@ -23,7 +23,7 @@ def _perturbed(model, delta):
 
 
 def official_checkpoint(model, ema_delta=0.5):
-    """The layout upstream's CheckpointSaver writes (SPEC 10), made with our own model."""
+    """The layout upstream's CheckpointSaver writes (docs/sgformer.md §10), made with our own model."""
     params = list(model.parameters())
     opt = torch.optim.AdamW(
         [{"params": [p for p in params if p.ndim <= 1], "weight_decay": 0.0},

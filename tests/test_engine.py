@@ -1,6 +1,6 @@
 """`make engine` end to end on the CPU: calibrate -> rewrite -> TensorRT-RTX build with the real plugin -> verify.
 
-TensorRT-RTX builds CPU-only (ARCHITECTURE.md), so this runs the real TensorRT builder over our rewritten,
+TensorRT-RTX builds CPU-only (docs/sgformer.md, parity targets), so this runs the real TensorRT builder over our rewritten,
 explicitly typed ONNX with libsgformer_plugins.so loaded. The engine cannot be executed without a GPU; verify
 then runs the engine's own ONNX (sha256-checked against the manifest) in onnxruntime with the custom op, and
 records that it was a stand-in.
@@ -8,6 +8,7 @@ records that it was a stand-in.
 from __future__ import annotations
 
 import json
+import shlex
 import subprocess
 from pathlib import Path
 
@@ -24,17 +25,44 @@ def _make_dry_run(*args: str) -> list[str]:
     return [line for line in out.splitlines() if "pipeline.cli" in line or line.startswith("cmake")]
 
 
-def test_make_engine_runs_the_stages_in_order():
+def _engine_argv(line: str) -> list[str]:
+    """The argv of a `pipeline.cli engine ...` recipe line (the shell's quoting undone)."""
+    words = shlex.split(line)
+    return words[words.index("pipeline.cli") + 1:]
+
+
+def _plan(argv: list[str], capsys) -> list[tuple[str, str]]:
+    """(stage, 'inputs -> output') of `sgformer-trt engine ... --dry-run`."""
+    capsys.readouterr()
+    assert main([*argv, "--dry-run"]) == 0
+    return [tuple(line.split(": ", 1)) for line in capsys.readouterr().out.splitlines()]
+
+
+def test_make_engine_runs_the_stages_in_order(tmp_path, capsys):
+    """make validates, builds the plugin, then hands the settings to `sgformer-trt engine`, which owns the order."""
     lines = _make_dry_run("engine", "VARIANT=s", "PRECISION=int8", "RES=448", "CALIB=/data/calib", "MAX_BATCH=4")
     verbs = [line.split("pipeline.cli", 1)[1].split()[0] if "pipeline.cli" in line else "cmake" for line in lines]
     order = [v for i, v in enumerate(verbs) if i == 0 or verbs[i - 1] != v]
-    assert order == ["export", "calibrate", "rewrite", "cmake", "build", "verify"], verbs
-    text = "\n".join(lines)
-    assert "--variant s --img-size 448" in text
-    assert "--precision int8 --images /data/calib" in text
-    assert "engines/s-int8-448/model.iam.int8.onnx" in text
+    assert order == ["engine", "cmake", "engine"], verbs
+    assert "--check" in _engine_argv(lines[0])
+    argv = _engine_argv(lines[-1])
+    text = " ".join(argv)
+    assert "--variant s --precision int8 --img-size 448" in text
+    assert "--images /data/calib" in text
     assert "--plugins build/plugins/libsgformer_plugins.so" in text and "--max-batch 4" in text
-    assert "verify --engine engines/s-int8-448" in text
+    # The stage order, now in code: the same settings with a calibration folder that exists here.
+    calib = tmp_path / "calib"
+    calib.mkdir()
+    for i in range(32):
+        (calib / f"{i}.png").write_bytes(b"")  # only counted by the dry run
+    argv[argv.index("/data/calib")] = str(calib)
+    plan = _plan(argv, capsys)
+    assert [stage for stage, _ in plan] == ["export", "calibrate", "rewrite", "build", "verify"]
+    steps = dict(plan)
+    assert steps["calibrate"] == f"engines/s-int8-448/model.onnx, {calib} -> engines/s-int8-448/model.int8.onnx"
+    assert steps["rewrite"].endswith("-> engines/s-int8-448/model.iam.int8.onnx")
+    assert steps["build"].startswith("engines/s-int8-448/model.iam.int8.onnx, build/plugins/libsgformer_plugins.so")
+    assert steps["verify"] == "engines/s-int8-448 -> engines/s-int8-448/manifest.json"
 
 
 def test_make_engine_topk_builds_the_standard_op_graph_without_plugin():
@@ -44,10 +72,11 @@ def test_make_engine_topk_builds_the_standard_op_graph_without_plugin():
     assert "--plugins" not in build
 
 
-def test_make_engine_fp32_skips_calibration():
+def test_make_engine_fp32_skips_calibration(capsys):
     lines = _make_dry_run("engine", "PRECISION=fp32")
-    assert not any(" calibrate " in line for line in lines)
-    assert any("rewrite engines/s-fp32-224/model.onnx -o engines/s-fp32-224/model.iam.onnx" in line for line in lines)
+    plan = _plan(_engine_argv(lines[-1]), capsys)
+    assert "calibrate" not in dict(plan)
+    assert dict(plan)["rewrite"] == "engines/s-fp32-224/model.onnx -> engines/s-fp32-224/model.iam.onnx"
 
 
 @pytest.mark.parametrize("precision", ["fp16", "int8"])
@@ -75,6 +104,9 @@ def test_engine_built_by_tensorrt_rtx_and_verified(precision, exported, plugin_b
     parity = json.loads((engine_dir / "manifest.json").read_text())["parity"]
     assert parity["passed"] and parity["stand_in"] and "no GPU" in parity["backend"]
     assert parity["cosine_min"] >= {"fp16": 0.9995, "int8": 0.99}[precision]
+    from pipeline.core.tolerances import parity_rule
+
+    assert parity["rule"] == parity_rule(precision, "onnxruntime").to_dict()  # the stand-in's rule, from the table
 
 
 def test_verify_refuses_a_changed_onnx(exported, plugin_build, tmp_path):

@@ -108,3 +108,16 @@ def test_cli(wide_image, tmp_path, capsys):
     assert main(["explain", str(bad), "--variant", "tiny-test", "-o", str(out)]) == 2
     assert "bad.png" in capsys.readouterr().err
     assert main(["explain", str(wide_image), "--variant", "tiny-test", "--alpha", "2", "-o", str(out)]) == 2
+
+
+def test_onnx_record_gives_variant_and_size(wide_image, tmp_path, request):
+    """With --onnx, variant and size come from the graph's record; a contradicting option or a folder as -o is refused."""
+    from pipeline.errors import ConfigError
+
+    _, rewritten = _tiny_graphs(request, tmp_path)
+    got = explain(wide_image, out_png=tmp_path / "meta.png", onnx=rewritten)
+    assert got.source.startswith("onnx:") and len(got.stages) == 3
+    with pytest.raises(ConfigError, match="--variant s does not match"):
+        explain(wide_image, "s", out_png=tmp_path / "x.png", onnx=rewritten)
+    with pytest.raises(ConfigError, match="is a folder"):
+        explain(wide_image, "tiny-test", 224, out_png=tmp_path)

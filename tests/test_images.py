@@ -296,9 +296,9 @@ def test_subsets_are_seeded_and_the_same_in_every_stage(tmp_path):
 
 
 def test_every_stage_decodes_a_16_bit_image_the_same_way(tmp_path):
-    """verify (load_folder), calibrate/evaluate (load_calibration_set), run (runtime._load_batch): one loader."""
+    """verify (load_folder), calibrate/evaluate (load_calibration_set), run (classify._load_batch): one loader."""
     from calibration.data import load_calibration_set
-    from pipeline.runtime import _load_batch
+    from pipeline.classify import _load_batch
 
     _tree(tmp_path)
     path = tmp_path / "b" / "z.png"

@@ -91,7 +91,7 @@ def test_train_mode_has_no_stochastic_layers(tiny):
 
 @pytest.mark.parametrize("variant", ["tiny-test", "s"])
 def test_batch_size_does_not_change_per_sample_logits(variant):
-    """Batch 3 vs 1: a different matmul blocking can flip near-tied tokens (SPEC 9: <= 4e-7 for s with the
+    """Batch 3 vs 1: a different matmul blocking can flip near-tied tokens (docs/sgformer.md §9: <= 4e-7 for s with the
     parity conditioning, 2e-4 for m). 1e-4 is far below a real bug (descending sort: 2.5e-2)."""
     model = create_model(variant, seed=5)
     x = torch.randn(3, 3, 224, 224, generator=torch.Generator().manual_seed(2))

@@ -1,106 +1,109 @@
-"""`make engine`: its up-to-date check looks inside the engine folder, and "engine ready" comes only after a verified,
-consistent folder.
+"""`make engine` (= ``sgformer-trt engine`` = ``pipeline.flow.run_pipeline``): its up-to-date check looks inside the
+engine folder, and "engine ready" comes only after a verified, consistent folder.
 
-The real Makefile runs against a prepared folder whose files are all newer than their prerequisites, so make has
-nothing to redo from timestamps alone. The build verb is replaced by a stand-in (``CLI=`` on make's command line:
-a script that publishes a random-bytes engine with ``pipeline.build.save_engine_dir`` and passes every other verb to
-``pipeline.cli``), so no plugin and no TensorRT build is needed; verify is the real one. On main a corrupted engine
-with fresh timestamps was not rebuilt, verify's CPU stand-in passed it and make printed "engine ready".
+The stage order and the reuse decisions live in ``run_pipeline`` (the Makefile only passes settings on), so these tests
+drive it directly. The TensorRT build is replaced by a stand-in (``pipeline.build.build_engine`` patched to return
+random bytes with the BuildInfo the TensorRT-RTX builder reports), so no plugin and no TensorRT build is needed;
+export, rewrite, the integrity checks and verify's CPU stand-in are the real ones. On main a corrupted engine with
+fresh timestamps was not rebuilt, verify's CPU stand-in passed it and make printed "engine ready".
 """
 from __future__ import annotations
 
+import hashlib
 import os
-import shutil
-import subprocess
-import sys
-import textwrap
-import time
 from pathlib import Path
 
 import pytest
 
-from reliability_helpers import ROOT, folder_consistent, manifest, publish, sha256
+from pipeline import build as build_module
+from pipeline.flow import PipelineConfig, run
+from reliability_helpers import edit_manifest, fake_info, folder_consistent, manifest, sha256
 
-FAKE_CLI = textwrap.dedent("""
-    import os, sys
-    sys.path.insert(0, {root!r})
-    argv = sys.argv[1:]
-    if argv and argv[0] == "build":
-        print("FAKE BUILD", flush=True)
-        if os.environ.get("FAKE_BUILD_FAIL"):
-            print("sgformer-trt build: error: the builder failed", file=sys.stderr)
-            sys.exit(2)
-        sys.path.insert(0, {tests!r})
-        from pathlib import Path
-        from reliability_helpers import publish
-        onnx = Path(argv[argv.index("--onnx") + 1])
-        folder = publish(onnx.parent.parent, onnx, name=onnx.parent.name, seed=int(os.environ.get("FAKE_SEED", "7")))
-        import time
-        t = time.time() + 400  # newer than the prepared ONNX files, as a real build's engine would be
-        os.utime(folder / "tiny-test-fp32.engine", (t, t))
-        sys.exit(0)
-    from pipeline.cli import main
-    sys.exit(main(argv))
-""")
+ENGINE = "tiny-test-fp32.engine"
 
 
 @pytest.fixture
-def make_setup(exported, tmp_path):
-    if shutil.which("make") is None:
-        pytest.fail("make not found on PATH")
-    folder = tmp_path / "tiny-test-fp32-224"
-    folder.mkdir()
-    shutil.copyfile(exported("tiny-test", 224).onnx, folder / "model.onnx")
-    shutil.copyfile(folder / "model.onnx", folder / "model.iam.onnx")  # fp32 without the plugin op: same graph
+def setup(tmp_path, monkeypatch):
     plugin = tmp_path / "libfake_plugins.so"
-    plugin.write_bytes(b"not a library")
-    publish(tmp_path, folder / "model.iam.onnx", name=folder.name, seed=1)
-    (folder / ".settings").write_text("variant=tiny-test res=224 ckpt= calib= n=32 method=entropy\n")
-    venv_stamp = tmp_path / "venv.stamp"
-    venv_stamp.touch()
-    future = time.time() + 300  # newer than every source file make compares them with
-    for i, name in enumerate(("model.onnx", "model.iam.onnx", "tiny-test-fp32.engine")):
-        os.utime(folder / name, (future + 10 * i, future + 10 * i))
-    fake = tmp_path / "fake_cli.py"
-    fake.write_text(FAKE_CLI.format(root=str(ROOT), tests=str(ROOT / "tests")))
-    variables = [f"VARIANT=tiny-test", "PRECISION=fp32", "RES=224", f"DIR={folder}", f"PLUGIN_LIB={plugin}",
-                 f"VENV_STAMP={venv_stamp}", f"CLI={sys.executable} {fake}", f"PY={sys.executable}"]
-    return folder, variables
+    plugin.write_bytes(b"not a library: the stand-in build never loads it")
+    calls = []
+
+    def fake_build(onnx_path, config):
+        if os.environ.get("FAKE_BUILD_FAIL"):
+            raise build_module.BuildError("the builder failed (stand-in)")
+        calls.append(Path(onnx_path))
+        engine = hashlib.sha256(f"engine {len(calls)}".encode()).digest() * 2048
+        return engine, fake_info(Path(onnx_path), engine, plugin=Path(config.plugin_library))
+
+    monkeypatch.setattr(build_module, "build_engine", fake_build)
+    config = PipelineConfig(variant="tiny-test", precision="fp32", img_size=224, plugin_library=plugin,
+                            backend="tensorrt-rtx", max_batch=2, out_dir=tmp_path / "engines", verify_images=2)
+    return config, calls
 
 
-def _make(variables, **env) -> subprocess.CompletedProcess:
-    return subprocess.run(["make", "--no-print-directory", "engine", *variables], cwd=ROOT, capture_output=True,
-                          text=True, timeout=600, env=dict(os.environ, PYTHONPATH=str(ROOT), **env))
+def _engine(config: PipelineConfig, capsys) -> tuple[int, str]:
+    from pipeline.flow import add_arguments
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    args = parser.parse_args(["--variant", config.variant, "--precision", config.precision, "--img-size", "224",
+                              "--plugins", str(config.plugin_library), "--backend", "tensorrt", "--max-batch", "2",
+                              "--out-dir", str(config.out_dir), "--verify-images", "2"])
+    try:
+        code = run(args)
+    except build_module.BuildError as exc:
+        print(f"error: {exc}")
+        code = 2
+    return code, capsys.readouterr().out
 
 
 def _flip(folder: Path) -> None:
-    engine = folder / "tiny-test-fp32.engine"
+    engine = folder / ENGINE
     stat = engine.stat()
     data = bytearray(engine.read_bytes())
     data[100] ^= 0x01
     engine.write_bytes(bytes(data))
-    os.utime(engine, (stat.st_atime, stat.st_mtime))  # timestamps alone say "up to date"
+    os.utime(engine, ns=(stat.st_atime_ns, stat.st_mtime_ns))  # timestamps alone say "up to date"
 
 
-def test_make_engine_rebuilds_a_corrupted_engine(make_setup):
-    folder, variables = make_setup
+def test_engine_rebuilds_a_corrupted_engine(setup, capsys, caplog):
+    config, calls = setup
+    code, out = _engine(config, capsys)
+    assert code == 0 and out.rstrip().splitlines()[-1].startswith("engine ready"), out
+    folder = config.engine_dir
     _flip(folder)
-    result = _make(variables)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    assert "FAKE BUILD" in result.stdout and "rebuilding" in result.stderr  # the bad engine was rebuilt
+    code, out = _engine(config, capsys)
+    assert code == 0, out
+    assert len(calls) == 2  # the bad engine was rebuilt (its sha256 no longer matches the build stage's record)
     assert folder_consistent(folder) == []
     parity = manifest(folder)["parity"]
-    assert parity["passed"] and parity["engine_sha256"] == sha256(folder / "tiny-test-fp32.engine")
-    assert result.stdout.rstrip().splitlines()[-1].startswith("engine ready")
+    assert parity["passed"] and parity["engine_sha256"] == sha256(folder / ENGINE)
+    assert out.rstrip().splitlines()[-1].startswith("engine ready")
 
 
-def test_make_engine_says_ready_only_for_a_verified_consistent_folder(make_setup):
-    folder, variables = make_setup
-    _flip(folder)
-    result = _make(variables, FAKE_BUILD_FAIL="1")
-    assert result.returncode != 0
-    assert "engine ready" not in result.stdout
-    intact = _make(variables)  # the next run rebuilds and verifies
-    assert intact.returncode == 0 and "engine ready" in intact.stdout, intact.stderr[-3000:]
-    again = _make(variables)  # nothing wrong now: no rebuild, verify, ready
-    assert again.returncode == 0 and "FAKE BUILD" not in again.stdout and "engine ready" in again.stdout
+def test_engine_says_ready_only_for_a_verified_consistent_folder(setup, capsys, monkeypatch):
+    config, calls = setup
+    assert _engine(config, capsys)[0] == 0
+    _flip(config.engine_dir)
+    monkeypatch.setenv("FAKE_BUILD_FAIL", "1")
+    code, out = _engine(config, capsys)
+    assert code != 0 and "engine ready" not in out
+    monkeypatch.delenv("FAKE_BUILD_FAIL")
+    code, out = _engine(config, capsys)  # the next run rebuilds and verifies
+    assert code == 0 and "engine ready" in out, out
+    built = len(calls)
+    code, out = _engine(config, capsys)  # nothing wrong now: no rebuild, verify, ready
+    assert code == 0 and len(calls) == built and "engine ready" in out
+
+
+def test_engine_rebuilds_a_folder_whose_manifest_was_edited(setup, capsys, caplog):
+    """The engine file is untouched (the build stage's own record says up to date), the manifest is not: the
+    integrity check of the folder makes the build run again."""
+    config, calls = setup
+    assert _engine(config, capsys)[0] == 0
+    edit_manifest(config.engine_dir, engine__sha256="0" * 64)
+    code, out = _engine(config, capsys)
+    assert code == 0 and len(calls) == 2 and "fails its integrity check, rebuilding" in caplog.text, out
+    assert folder_consistent(config.engine_dir) == []
+    assert out.rstrip().splitlines()[-1].startswith("engine ready")

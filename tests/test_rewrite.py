@@ -99,8 +99,8 @@ def test_rewritten_tiny_matches_torch_with_distinct_merge_weights(exported):
     std = run_model(ex.onnx, images.numpy())["logits"]
     iam = run_model(ex.iam, images.numpy())["logits"]
     # Non-uniform f weights make order inside a group matter, so near-tie flips between torch and onnxruntime
-    # kernels show up (SPEC section 9): 1e-4 against torch; the two ONNX graphs share every kernel up to the
-    # region, so they are compared tightly (SPEC section 12).
+    # kernels show up (docs/sgformer.md §9): 1e-4 against torch; the two ONNX graphs share every kernel up to the
+    # region, so they are compared tightly (docs/sgformer.md §12).
     assert np.abs(std - ref).max() <= 1e-4
     assert np.abs(iam - ref).max() <= 1e-4
     assert np.abs(iam - std).max() <= 1e-5

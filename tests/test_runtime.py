@@ -280,3 +280,18 @@ def test_cpp_preprocessing_matches_python(tmp_path, size):
     diff = np.abs(got - want)
     assert diff.max() <= 0.018, f"max abs diff {diff.max():.4f} (mean {diff.mean():.6f})"
     assert diff.mean() <= 5e-4, f"mean abs diff {diff.mean():.6f}"
+
+
+def test_cli_run_accepts_the_engine_file(tmp_path, monkeypatch, capsys):
+    """`run --engine DIR/x.engine` (what the C++ example takes) means the folder, not a JSON file to parse."""
+    from PIL import Image
+
+    from pipeline.cli import main
+
+    monkeypatch.setattr(trt_backend, "probe_gpu", lambda index=0: None)
+    image = tmp_path / "cat.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (240, 320, 3), dtype=np.uint8)).save(image)
+    engine_dir = fake_engine_dir(tmp_path / "engine")
+    assert main(["run", "--engine", str(engine_dir / "tiny-test-fp32.engine"), str(image)]) == 2
+    err = capsys.readouterr().err
+    assert "no NVIDIA GPU" in err and "JSON" not in err

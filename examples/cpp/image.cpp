@@ -183,7 +183,24 @@ RgbImage readPpm(std::string const& path)
     return image;
 }
 
-std::vector<float> preprocess(RgbImage const& image, int32_t size, float cropPct)
+InputFormat parseInputFormat(std::string const& text)
+{
+    if (text == "normalized")
+    {
+        return InputFormat::kNORMALIZED;
+    }
+    if (text == "rgb-float01")
+    {
+        return InputFormat::kRGB_FLOAT01;
+    }
+    if (text == "rgb-uint8")
+    {
+        return InputFormat::kRGB_UINT8;
+    }
+    throw std::invalid_argument("input format '" + text + "' is not one of normalized, rgb-float01, rgb-uint8");
+}
+
+std::vector<uint8_t> cropPixels(RgbImage const& image, int32_t size, float cropPct)
 {
     int32_t const scaled = static_cast<int32_t>(std::floor(size / static_cast<double>(cropPct)));
     int32_t newW = scaled;
@@ -197,23 +214,52 @@ std::vector<float> preprocess(RgbImage const& image, int32_t size, float cropPct
         newW = static_cast<int32_t>(static_cast<int64_t>(scaled) * image.width / image.height);
     }
     std::vector<float> src(image.pixels.begin(), image.pixels.end());
-    std::vector<float> const resized = resize(src, image.width, image.height, newW, newH);
+    std::vector<float> const resized = resize(src, image.width, image.height, newW, newH); // rounded to 0..255
     // Python's round() rounds half to even; nearbyint does too in the default rounding mode.
     int32_t const left = static_cast<int32_t>(std::nearbyint((newW - size) / 2.0));
     int32_t const top = static_cast<int32_t>(std::nearbyint((newH - size) / 2.0));
-    std::vector<float> chw(static_cast<size_t>(3) * size * size);
+    std::vector<uint8_t> chw(static_cast<size_t>(3) * size * size);
     for (int32_t c = 0; c < 3; ++c)
     {
         for (int32_t y = 0; y < size; ++y)
         {
             for (int32_t x = 0; x < size; ++x)
             {
-                float const v = resized[(static_cast<size_t>(top + y) * newW + left + x) * 3 + c] / 255.0F;
-                chw[(static_cast<size_t>(c) * size + y) * size + x] = (v - kMEAN[c]) / kSTD[c];
+                float const v = resized[(static_cast<size_t>(top + y) * newW + left + x) * 3 + c];
+                chw[(static_cast<size_t>(c) * size + y) * size + x] = static_cast<uint8_t>(v);
             }
         }
     }
     return chw;
+}
+
+std::vector<float> toFloatInput(std::vector<uint8_t> const& chw, InputFormat format)
+{
+    size_t const plane = chw.size() / 3;
+    std::vector<float> out(chw.size());
+    for (size_t i = 0; i < chw.size(); ++i)
+    {
+        size_t const c = i / plane;
+        float const v = static_cast<float>(chw[i]);
+        if (format == InputFormat::kRGB_UINT8)
+        {
+            out[i] = v;
+        }
+        else if (format == InputFormat::kRGB_FLOAT01)
+        {
+            out[i] = v / 255.0F;
+        }
+        else
+        {
+            out[i] = (v / 255.0F - kMEAN[c]) / kSTD[c];
+        }
+    }
+    return out;
+}
+
+std::vector<float> preprocess(RgbImage const& image, int32_t size, float cropPct)
+{
+    return toFloatInput(cropPixels(image, size, cropPct), InputFormat::kNORMALIZED);
 }
 
 } // namespace sgformer

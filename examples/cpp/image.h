@@ -19,6 +19,23 @@ struct RgbImage
 //! Read a binary PPM (P6, maxval 255). Throws std::runtime_error naming the file on any problem.
 RgbImage readPpm(std::string const& path);
 
+//! What the engine's images input holds (manifest.json "input_format"; `sgformer-trt export --input-format`).
+enum class InputFormat
+{
+    kNORMALIZED,  //!< float32, ImageNet mean/std applied (the default export)
+    kRGB_FLOAT01, //!< float32 RGB in [0, 1]; the engine normalizes
+    kRGB_UINT8,   //!< uint8 RGB 0..255; the engine converts and normalizes
+};
+
+//! "normalized" | "rgb-float01" | "rgb-uint8"; throws std::invalid_argument naming the valid values otherwise.
+InputFormat parseInputFormat(std::string const& text);
+
+//! Resize (shorter side to floor(size / cropPct), bicubic) and center-crop: 3 * size * size pixels, CHW, RGB.
+std::vector<uint8_t> cropPixels(RgbImage const& image, int32_t size, float cropPct = 0.9F);
+
+//! Cropped CHW pixels -> float input of ``format`` (kRGB_UINT8 takes the pixels as they are).
+std::vector<float> toFloatInput(std::vector<uint8_t> const& chw, InputFormat format);
+
 //! Eval transform of pipeline/images.py: returns 3 * size * size floats, CHW, normalized.
 std::vector<float> preprocess(RgbImage const& image, int32_t size, float cropPct = 0.9F);
 

@@ -3,7 +3,10 @@
 //
 //   sgformer_classify --engine engines/s-fp16-224/s-fp16.engine
 //       --plugins engines/s-fp16-224/libsgformer_plugins.so [--labels imagenet_classes.txt]
-//       [--warmup 5] [--iters 20] image.ppm [image.ppm ...]
+//       [--input-format auto|normalized|rgb-float01|rgb-uint8] [--warmup 5] [--iters 20] image.ppm [image.ppm ...]
+//
+// --input-format auto (default): a uint8 input tensor means rgb-uint8; otherwise the "input_format" of the
+// manifest.json beside the engine, else normalized (what `sgformer-trt export` writes by default).
 #include "image.h"
 
 #include <NvInferRuntime.h>
@@ -54,6 +57,7 @@ struct Options
     std::string engine;
     std::string plugins;
     std::string labels;
+    std::string inputFormat{"auto"};
     int32_t warmup{5};
     int32_t iters{20};
     std::vector<std::string> images;
@@ -62,7 +66,8 @@ struct Options
 [[noreturn]] void usage(char const* why)
 {
     std::cerr << "error: " << why << "\nusage: sgformer_classify --engine FILE.engine [--plugins LIB.so] "
-              << "[--labels FILE] [--warmup N] [--iters N] image.ppm [...]\n";
+              << "[--labels FILE] [--input-format auto|normalized|rgb-float01|rgb-uint8] [--warmup N] [--iters N] "
+              << "image.ppm [...]\n";
     std::exit(2);
 }
 
@@ -90,6 +95,10 @@ Options parseArgs(int argc, char** argv)
         else if (arg == "--labels")
         {
             o.labels = value();
+        }
+        else if (arg == "--input-format")
+        {
+            o.inputFormat = value();
         }
         else if (arg == "--warmup")
         {
@@ -123,6 +132,31 @@ std::vector<char> readFile(std::string const& path)
         throw std::runtime_error("cannot open " + path);
     }
     return std::vector<char>(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+}
+
+//! The "input_format" value of the manifest.json beside ``enginePath`` ("" when there is none). A string scan, not
+//! a JSON parser: the manifest is written by pipeline/manifest.py with one `"key": value` per line.
+std::string manifestInputFormat(std::string const& enginePath)
+{
+    std::string const dir = enginePath.find('/') == std::string::npos ? "." : enginePath.substr(0, enginePath.rfind('/'));
+    std::ifstream in(dir + "/manifest.json");
+    std::string line;
+    std::string const key = "\"input_format\":";
+    while (std::getline(in, line))
+    {
+        size_t const at = line.find(key);
+        if (at == std::string::npos)
+        {
+            continue;
+        }
+        size_t const open = line.find('"', at + key.size());
+        size_t const close = open == std::string::npos ? open : line.find('"', open + 1);
+        if (close != std::string::npos)
+        {
+            return line.substr(open + 1, close - open - 1);
+        }
+    }
+    return "";
 }
 
 std::vector<std::string> readLabels(std::string const& path)
@@ -190,17 +224,37 @@ int run(Options const& opt)
 
     std::string input;
     std::string output;
+    bool uint8Input = false;
     for (int32_t i = 0; i < engine->getNbIOTensors(); ++i)
     {
         char const* name = engine->getIOTensorName(i);
         bool const isInput = engine->getTensorIOMode(name) == nvinfer1::TensorIOMode::kINPUT;
-        if (engine->getTensorDataType(name) != nvinfer1::DataType::kFLOAT)
+        nvinfer1::DataType const type = engine->getTensorDataType(name);
+        if (isInput && type == nvinfer1::DataType::kUINT8)
         {
-            throw std::runtime_error(std::string("tensor ") + name + " is not float32; this example expects "
-                                     "fp32 images in and fp32 logits out (precision lives inside the graph)");
+            uint8Input = true;
+        }
+        else if (type != nvinfer1::DataType::kFLOAT)
+        {
+            throw std::runtime_error(std::string("tensor ") + name + " is neither float32 nor a uint8 image input; this "
+                                     "example expects fp32 (or rgb-uint8) images in and fp32 logits out (precision "
+                                     "lives inside the graph)");
         }
         (isInput ? input : output) = name;
     }
+    std::string formatName = opt.inputFormat;
+    if (formatName == "auto")
+    {
+        formatName = uint8Input ? "rgb-uint8" : manifestInputFormat(opt.engine);
+        formatName = formatName.empty() ? "normalized" : formatName;
+    }
+    sgformer::InputFormat const format = sgformer::parseInputFormat(formatName);
+    if ((format == sgformer::InputFormat::kRGB_UINT8) != uint8Input)
+    {
+        throw std::runtime_error("input format " + formatName + " does not match the engine's "
+                                 + (uint8Input ? "uint8" : "float32") + " input tensor");
+    }
+    size_t const elementBytes = uint8Input ? 1 : sizeof(float);
     if (input.empty() || output.empty())
     {
         throw std::runtime_error("expected one input and one output tensor");
@@ -217,12 +271,19 @@ int run(Options const& opt)
     std::vector<std::string> const labels = readLabels(opt.labels);
 
     // Preprocess every image; batches of up to the profile's max run one after another.
-    size_t const imageFloats = static_cast<size_t>(3) * size * size;
-    std::vector<float> host;
+    size_t const imageFloats = static_cast<size_t>(3) * size * size; // elements per image
+    std::vector<uint8_t> host; // the engine's input bytes for every image
     for (auto const& path : opt.images)
     {
-        std::vector<float> const chw = sgformer::preprocess(sgformer::readPpm(path), size);
-        host.insert(host.end(), chw.begin(), chw.end());
+        std::vector<uint8_t> const pixels = sgformer::cropPixels(sgformer::readPpm(path), size);
+        if (uint8Input)
+        {
+            host.insert(host.end(), pixels.begin(), pixels.end());
+            continue;
+        }
+        std::vector<float> const chw = sgformer::toFloatInput(pixels, format);
+        auto const* bytes = reinterpret_cast<uint8_t const*>(chw.data());
+        host.insert(host.end(), bytes, bytes + chw.size() * sizeof(float));
     }
 
     cudaStream_t stream{};
@@ -230,7 +291,7 @@ int run(Options const& opt)
     context->setInputShape(input.c_str(), nvinfer1::Dims4{maxBatch, 3, size, size});
     nvinfer1::Dims const outMax = context->getTensorShape(output.c_str());
     size_t const classes = static_cast<size_t>(outMax.d[outMax.nbDims - 1]);
-    DeviceBuffer dIn(imageFloats * maxBatch * sizeof(float));
+    DeviceBuffer dIn(imageFloats * maxBatch * elementBytes);
     DeviceBuffer dOut(classes * maxBatch * sizeof(float));
     context->setTensorAddress(input.c_str(), dIn.ptr);
     context->setTensorAddress(output.c_str(), dOut.ptr);
@@ -242,13 +303,13 @@ int run(Options const& opt)
     {
         int32_t const n = std::min(maxBatch, total - start);
         int32_t const batch = std::max(n, minBatch); // pad up to the profile's min batch with zeros
-        std::vector<float> chunk(imageFloats * batch, 0.0F);
-        std::copy_n(host.begin() + imageFloats * start, imageFloats * n, chunk.begin());
+        std::vector<uint8_t> chunk(imageFloats * batch * elementBytes, 0);
+        std::copy_n(host.begin() + imageFloats * elementBytes * start, imageFloats * elementBytes * n, chunk.begin());
         if (!context->setInputShape(input.c_str(), nvinfer1::Dims4{batch, 3, size, size}))
         {
             throw std::runtime_error("batch " + std::to_string(batch) + " is outside the engine's profile");
         }
-        CUDA_CHECK(cudaMemcpyAsync(dIn.ptr, chunk.data(), chunk.size() * sizeof(float), cudaMemcpyHostToDevice, stream));
+        CUDA_CHECK(cudaMemcpyAsync(dIn.ptr, chunk.data(), chunk.size(), cudaMemcpyHostToDevice, stream));
         cudaEvent_t begin{};
         cudaEvent_t end{};
         CUDA_CHECK(cudaEventCreate(&begin));

@@ -22,6 +22,7 @@ from typing import Callable, Optional
 import numpy as np
 
 from ..errors import PipelineError
+from .config import BACKENDS as BACKEND_NAMES
 from .config import TRT_PRECISIONS, BenchConfig
 
 __all__ = ["BACKENDS", "BackendSpec", "Runner", "gpu_name", "Artifacts"]
@@ -389,3 +390,5 @@ def _registry() -> dict[str, BackendSpec]:
 
 
 BACKENDS: dict[str, BackendSpec] = _registry()
+if tuple(BACKENDS) != BACKEND_NAMES:  # the config's list of names and the registry are one list
+    raise ImportError(f"pipeline.bench: config.BACKENDS {BACKEND_NAMES} != the registry's rows {tuple(BACKENDS)}")

@@ -33,7 +33,7 @@ def _engine_arg(text: str) -> tuple[str, str]:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from ..cli import add_model_arguments
+    from ..options import add_model_arguments
 
     add_model_arguments(parser, seed_help="seed of the random weights and inputs")
     parser.add_argument("--batches", type=_int_list, help=f"batch sizes (default {','.join(map(str, DEFAULT_BATCHES))}; "

@@ -26,6 +26,14 @@ DEFAULT_PROFILE_RUNS = 2
 TINY_PROFILE_RUNS = 1
 
 
+#: Row names in report order (the rows themselves: ``backends.BACKENDS``, which checks it holds exactly these).
+#: Kept here as data so the config validates names without importing the backends (no import cycle).
+BACKENDS: tuple[str, ...] = (
+    "pytorch-cpu", "ort-cpu", "ort-cpu-iam", "pytorch-cuda", "pytorch-cpu-fused", "pytorch-cuda-fused",
+    "trt-fp32", "trt-fp16", "trt-int8", "trt-topk",
+)
+
+
 @dataclass(frozen=True)
 class BenchConfig:
     """What to benchmark. Validated on construction (``ConfigError``)."""
@@ -59,7 +67,6 @@ class BenchConfig:
 
     def __post_init__(self) -> None:
         from ..model import VARIANTS, check_img_size
-        from .backends import BACKENDS
 
         if self.variant not in VARIANTS:
             raise ConfigError(f"unknown variant {self.variant!r}; expected one of {', '.join(VARIANTS)}")
@@ -95,9 +102,7 @@ class BenchConfig:
 
     @property
     def selected_backends(self) -> tuple[str, ...]:
-        from .backends import BACKENDS
-
-        return self.backends or tuple(BACKENDS)
+        return self.backends or BACKENDS
 
     @property
     def cpu_threads(self) -> int:
@@ -121,8 +126,6 @@ def load_average() -> Optional[float]:
 
 def parse_baseline(text: str) -> tuple[str, int]:
     """``"backend:batch"`` -> (backend, batch)."""
-    from .backends import BACKENDS
-
     name, _, batch = text.partition(":")
     if name not in BACKENDS or not batch.isdigit() or int(batch) < 1:
         raise ConfigError(

@@ -1,0 +1,410 @@
+"""The pipeline as a function: ``run_pipeline(PipelineConfig) -> EngineDir`` (export -> calibrate -> rewrite ->
+build -> verify), reusing every artifact that is up to date. ``sgformer-trt engine`` and ``make engine`` call it,
+so the order of the stages lives here and nowhere else.
+
+One engine folder ``engines/<variant>-<precision>-<res>/`` (``pipeline.core.engine_dir_name``) holds every
+artifact: ``model.onnx``, ``model.<precision>.onnx`` (fp16/int8), ``model.iam[.<precision>].onnx``, the engine, a
+copy of the plugin library, ``manifest.json`` and ``calibration.json``. A stage is skipped when its record in
+``.stages.json`` says it was made from the same inputs: the same settings, the same input artifact (sha256) and
+the same stage code (sha256 of its source files), and its output still has the recorded sha256. Verify always
+runs (it is the point of ``make engine``).
+
+``PipelineConfig`` is validated before anything runs or any folder is made (variant, precision, size, checkpoint,
+calibration images and their count, batch), and its messages name both the CLI option and the make variable.
+Its fields are also the ``engine`` verb's options (``pipeline.options.add_dataclass_arguments``).
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+from .core.artifact import InputFormat, ModelSpec, Precision, WeightsRef, engine_dir_name, stage_onnx_name
+from .core.flavours import BACKEND_CHOICES
+from .errors import ConfigError
+from .io import sha256_file, write_json
+from .options import option
+
+__all__ = ["PipelineConfig", "EngineDir", "run_pipeline", "STAGES", "check_config"]
+
+_logger = logging.getLogger("pipeline.flow")
+
+#: The stage order (``--until`` stops after one of them).
+STAGES = ("export", "calibrate", "rewrite", "build", "verify")
+_ROOT = Path(__file__).resolve().parents[1]
+#: Source files whose change makes a stage's output stale (the Makefile's old prerequisites, now in code).
+_STAGE_CODE = {
+    "export": ("pipeline/model.py", "pipeline/iam.py", "pipeline/export.py", "pipeline/core/artifact.py",
+               "pipeline/core/variants.py"),
+    "calibrate": ("calibration/fp16.py", "calibration/int8.py", "calibration/graph.py", "calibration/data.py",
+                  "calibration/cli.py"),
+    "rewrite": ("pipeline/rewrite.py", "pipeline/plugin_spec.py"),
+    "build": ("pipeline/build.py", "pipeline/trt_backend.py"),
+}
+STAGES_FILE = ".stages.json"
+
+
+@dataclasses.dataclass(frozen=True)
+class PipelineConfig:
+    """One ``make engine``. Field metadata: the help of the ``engine`` verb's option (and its make variable)."""
+
+    variant: str = option("s", help="SG-Former variant: s, m or b (make: VARIANT)", metavar="VARIANT")
+    precision: str = option("fp16", choices=Precision.values(), help="engine precision (make: PRECISION)")
+    img_size: int = option(224, help="input side, a multiple of 224 (make: RES)", metavar="RES")
+    checkpoint: Optional[Path] = option(None, help="official checkpoint .pth (make: CKPT; default: seeded random "
+                                                   "weights)", metavar="CKPT")
+    trust_checkpoint: bool = option(False, help="allow arbitrary pickled objects in the checkpoint (trusted files)")
+    seed: int = option(0, help="seed of the random weights without a checkpoint")
+    input_format: str = option(InputFormat.NORMALIZED.value, choices=InputFormat.values(),
+                               help="what the engine's images input holds (export --input-format)")
+    calib_images: Optional[Path] = option(None, flag="--images", metavar="CALIB",
+                                          help="int8 calibration image folder (make: CALIB; default: the built-in "
+                                               "smoke-test set)")
+    calib_num: int = option(32, flag="--num-images", metavar="CALIB_N",
+                            help="int8 calibration images to use (make: CALIB_N)")
+    calib_method: str = option("entropy", flag="--method", choices=("entropy", "percentile", "max"),
+                               help="int8 range calibration (make: CALIB_METHOD)")
+    plugin_library: Optional[Path] = option(None, flag="--plugins", metavar="LIB",
+                                            help="libsgformer_plugins.so (default build/plugins/libsgformer_plugins.so)")
+    backend: str = option("auto", choices=BACKEND_CHOICES, help="TensorRT flavour (make: BACKEND)")
+    max_batch: int = option(8, help="largest batch of the engine's profile (make: MAX_BATCH)")
+    out_dir: Path = option(Path("engines"), help="root of the engine folders")
+    verify_images: int = option(4, help="images of the parity check")
+    until: str = option("verify", choices=STAGES, help="stop after this stage (make onnx: rewrite)")
+
+    def __post_init__(self) -> None:
+        for name in ("checkpoint", "calib_images", "plugin_library", "out_dir"):
+            value = getattr(self, name)
+            if value is not None and not isinstance(value, Path):
+                object.__setattr__(self, name, Path(value))
+
+    @property
+    def spec(self) -> ModelSpec:
+        return ModelSpec(self.variant, self.img_size)
+
+    @property
+    def engine_dir(self) -> Path:
+        return self.out_dir / engine_dir_name(self.variant, self.precision, self.img_size)
+
+
+def _make(option_name: str) -> str:
+    """' (make: X)' from an option's help, for error messages."""
+    field = next(f for f in dataclasses.fields(PipelineConfig) if f.name == option_name)
+    text = field.metadata.get("help", "")
+    if "(make:" not in text:
+        return ""
+    name = text[text.index("(make:") + 6:].split(";")[0].split(")")[0].strip()
+    return f"(make: {name})"
+
+
+def check_config(config: PipelineConfig, *, plugin: bool = True) -> None:
+    """Validate every setting before any work or folder is made; messages name the option and the make variable.
+
+    ``plugin=False``: skip the plugin-library check (``make engine`` validates before it builds the library)."""
+    from .core.variants import check_img_size, check_variant
+
+    for name, check, value in (("variant", check_variant, config.variant), ("img_size", check_img_size, config.img_size)):
+        try:
+            check(value)
+        except ConfigError as exc:
+            raise ConfigError(f"{exc} {_make(name)}") from None
+    try:
+        Precision.parse(config.precision)
+    except ConfigError as exc:
+        raise ConfigError(f"{exc} {_make('precision')}") from None
+    InputFormat.parse(config.input_format)
+    if config.checkpoint is not None and not config.checkpoint.is_file():
+        raise ConfigError(f"checkpoint {config.checkpoint} does not exist or is not a file {_make('checkpoint')}; "
+                          f"check the path (quote paths with spaces: CKPT=\"my file.pth\")")
+    if not isinstance(config.max_batch, int) or config.max_batch < 1:
+        raise ConfigError(f"max batch must be a positive integer, got {config.max_batch!r} {_make('max_batch')}")
+    if not isinstance(config.calib_num, int) or config.calib_num < 1:
+        raise ConfigError(f"number of calibration images must be positive, got {config.calib_num!r} "
+                          f"{_make('calib_num')}")
+    if config.verify_images < 1:
+        raise ConfigError(f"verify_images must be positive, got {config.verify_images}")
+    if Precision.parse(config.precision) is Precision.INT8:
+        if config.calib_images is not None:
+            from calibration.data import list_folder
+
+            if not config.calib_images.is_dir():
+                raise ConfigError(f"calibration folder {config.calib_images} does not exist or is not a folder "
+                                  f"{_make('calib_images')}")
+            found = len(list_folder(config.calib_images))
+            if found < config.calib_num:
+                raise ConfigError(
+                    f"calibration folder {config.calib_images} holds {found} images, fewer than the {config.calib_num} "
+                    f"asked for (--num-images, make: CALIB_N); add images or lower CALIB_N, e.g. CALIB_N={found}"
+                )
+        else:
+            from calibration.data import SMOKE_PHOTOS, SMOKE_VARIANTS
+
+            smoke = len(SMOKE_PHOTOS) * len(SMOKE_VARIANTS)
+            if config.calib_num > smoke:
+                raise ConfigError(f"the built-in smoke-test set has {smoke} images, fewer than the {config.calib_num} "
+                                  f"asked for (--num-images, make: CALIB_N); pass CALIB=<folder> or lower CALIB_N")
+    if plugin and config.until in ("build", "verify"):
+        lib = _plugin_library(config)
+        if not lib.is_file():
+            raise ConfigError(f"plugin library {lib} does not exist; build it with `make plugins` or pass --plugins")
+
+
+def _plugin_library(config: PipelineConfig) -> Path:
+    return config.plugin_library or (_ROOT / "build" / "plugins" / "libsgformer_plugins.so")
+
+
+@dataclasses.dataclass(frozen=True)
+class EngineDir:
+    """The result of :func:`run_pipeline`: the folder, what each stage did, and the parity report."""
+
+    path: Path
+    config: PipelineConfig
+    stages: dict[str, str]  # stage -> "made" | "up to date" | "skipped"
+    report: Any = None  # pipeline.compare.ParityReport of the verify stage (None with until < verify)
+    plan: Optional[list] = None  # dry run: [(stage, inputs, output)]
+
+    @property
+    def manifest_path(self) -> Path:
+        return self.path / "manifest.json"
+
+    @property
+    def passed(self) -> bool:
+        if self.stages.get("verify") == "FAILED":
+            return False
+        return self.report is None or bool(self.report)
+
+
+def _code_hash(stage: str) -> str:
+    h = hashlib.sha256()
+    for rel in _STAGE_CODE[stage]:
+        path = _ROOT / rel
+        h.update(rel.encode())
+        h.update(path.read_bytes() if path.is_file() else b"-")
+    return h.hexdigest()
+
+
+class _Stages:
+    """``.stages.json``: per stage the key of its inputs and the sha256 of its output."""
+
+    def __init__(self, folder: Path) -> None:
+        self.path = folder / STAGES_FILE
+        try:
+            self.records: dict[str, dict] = json.loads(self.path.read_text()) if self.path.is_file() else {}
+        except (OSError, ValueError):
+            self.records = {}
+
+    def up_to_date(self, stage: str, key: dict, output: Path) -> bool:
+        rec = self.records.get(stage)
+        return bool(rec and rec.get("key") == key and output.is_file() and sha256_file(output) == rec.get("output"))
+
+    def record(self, stage: str, key: dict, output: Path) -> None:
+        self.records[stage] = {"key": key, "output": sha256_file(output)}
+        write_json(self.path, self.records)
+
+
+def _step(name: str, stages: _Stages, key_fn: Callable[[], dict], output: Path, make: Callable[[], None],
+          done: dict, also: tuple[Path, ...] = (), plan: Optional[list] = None, inputs: tuple = (),
+          sound: Callable[[], bool] = lambda: True) -> None:
+    if plan is not None:  # dry run: say what would run, touch nothing
+        plan.append((name, tuple(str(i) for i in inputs), str(output)))
+        done[name] = "planned"
+        return
+    key = {**key_fn(), "code": _code_hash(name)}
+    if stages.up_to_date(name, key, output) and all(p.is_file() for p in also) and sound():
+        _logger.info("%s: %s is up to date", name, output)
+        done[name] = "up to date"
+        return
+    start = time.perf_counter()
+    _logger.info("%s start -> %s", name, output)
+    make()
+    stages.record(name, key, output)
+    done[name] = "made"
+    _logger.info("%s finish: %s in %.1f s", name, output, time.perf_counter() - start)
+
+
+def run_pipeline(config: PipelineConfig, *, verify_images: Optional[Any] = None, dry_run: bool = False) -> EngineDir:
+    """Run every stage in order into ``config.engine_dir``, skipping those that are up to date.
+
+    ``verify_images``: the images of the parity check (default: ``config.verify_images`` bundled sample photos).
+    ``dry_run``: validate and return the plan (``EngineDir.plan``: stage, inputs, output) without running anything.
+    """
+    check_config(config, plugin=not dry_run)
+    precision = Precision.parse(config.precision)
+    spec = config.spec
+    folder = config.engine_dir
+    plan: Optional[list] = [] if dry_run else None
+    if not dry_run:
+        folder.mkdir(parents=True, exist_ok=True)
+    stages = _Stages(folder)
+    done: dict[str, str] = {}
+    weights = WeightsRef.from_checkpoint(config.checkpoint) if config.checkpoint else WeightsRef.random(config.seed)
+
+    # export: the standard-op graph, with the artifact record in its metadata
+    exported = folder / stage_onnx_name("export")
+
+    def export() -> None:
+        from .export import export_onnx
+        from .io import save_onnx
+        from .model import create_model
+
+        model = create_model(spec.variant, img_size=spec.img_size, checkpoint=config.checkpoint, seed=config.seed,
+                             trust_pickle=config.trust_checkpoint)
+        save_onnx(export_onnx(model, weights=weights, variant=spec.variant, input_format=config.input_format), exported)
+
+    _step("export", stages, lambda: {"spec": [spec.variant, spec.img_size], "weights": weights.to_text(),
+                                     "input_format": config.input_format}, exported, export, done, plan=plan,
+          inputs=(config.checkpoint or weights.to_text(),))
+    if config.until == "export":
+        return EngineDir(folder, config, done, plan=plan)
+
+    # calibrate: fp16 casts or int8 Q/DQ on the standard-op graph (onnxruntime's quantizer cannot load the op)
+    calibrated = folder / stage_onnx_name("calibrate", precision)
+    if precision is not Precision.FP32:
+        def calibrate() -> None:
+            from calibration.cli import CalibrateOptions, calibrate_file
+
+            options = CalibrateOptions(images=None if config.calib_images is None else str(config.calib_images),
+                                       num_images=config.calib_num, method=config.calib_method)
+            calibrate_file(exported, calibrated, precision.value, options, report=folder / "calibration.json")
+
+        def key() -> dict:
+            k = {"input": sha256_file(exported), "precision": precision.value}
+            if precision is Precision.INT8:
+                k.update(images=str(config.calib_images), n=config.calib_num, method=config.calib_method)
+            return k
+
+        calib_inputs = (exported,) if precision is Precision.FP16 else (exported, config.calib_images or "smoke-test set")
+        _step("calibrate", stages, key, calibrated, calibrate, done, plan=plan, inputs=calib_inputs)
+    else:
+        done["calibrate"] = "skipped (fp32)"
+    if config.until == "calibrate":
+        return EngineDir(folder, config, done, plan=plan)
+
+    # rewrite: each IAM region -> one SGFormerIAM node
+    rewritten = folder / stage_onnx_name("rewrite", precision)
+
+    def rewrite() -> None:
+        from .io import load_onnx, save_onnx
+        from .rewrite import rewrite_iam
+
+        save_onnx(rewrite_iam(load_onnx(calibrated)).model, rewritten)
+
+    _step("rewrite", stages, lambda: {"input": sha256_file(calibrated)}, rewritten, rewrite, done, plan=plan,
+          inputs=(calibrated,))
+    if config.until == "rewrite":
+        return EngineDir(folder, config, done, plan=plan)
+
+    # build: engine + plugin copy + manifest (the record is checked against the graph and copied into the manifest)
+    from .core.artifact import engine_file_name
+
+    engine = folder / engine_file_name(spec.variant, precision)
+    plugin = _plugin_library(config)
+
+    def build() -> None:
+        from .build import BuildConfig, artifact_info_for_build, build_engine, save_engine_dir
+        from .io import load_onnx
+
+        labels = artifact_info_for_build(load_onnx(rewritten), rewritten, precision=precision.value)
+        build_config = BuildConfig(backend=config.backend, plugin_library=plugin, max_batch=config.max_batch)
+        data, built = build_engine(rewritten, build_config)
+        calibration = None
+        if labels.record is not None and labels.record.calibration:
+            from .manifest import Calibration
+
+            rec = labels.record.calibration
+            calibration = Calibration(set_sha256=rec["data_hash"], method=rec["method"])
+        save_engine_dir(config.out_dir, data, built, variant=labels.variant, precision=labels.precision,
+                        resolution=labels.resolution, weights=labels.weights, onnx_file=str(rewritten),
+                        config=build_config, calibration=calibration, dir_name=folder.name,
+                        input_format=labels.input_format)
+
+    def folder_sound() -> bool:
+        """The folder passes pipeline.integrity's check (engine, plugin, manifest and ONNX agree); else rebuild."""
+        from .errors import PipelineError
+        from .integrity import check_engine_dir
+
+        try:
+            check_engine_dir(folder)
+        except PipelineError as exc:
+            _logger.warning("build: %s fails its integrity check, rebuilding: %s", folder, exc)
+            return False
+        return True
+
+    _step("build", stages, lambda: {"input": sha256_file(rewritten), "plugin": sha256_file(plugin),
+                                    "backend": config.backend, "max_batch": config.max_batch},
+          engine, build, done, also=(folder / "manifest.json",), plan=plan, inputs=(rewritten, plugin),
+          sound=folder_sound)
+    if config.until == "build":
+        return EngineDir(folder, config, done, plan=plan)
+    if plan is not None:
+        plan.append(("verify", (str(folder),), str(folder / "manifest.json")))
+        done["verify"] = "planned"
+        return EngineDir(folder, config, done, plan=plan)
+
+    # verify: the engine on a GPU, else its CPU stand-in, against PyTorch; the result goes into the manifest
+    from .images import sample_images
+    from .verify import verify_engine
+
+    images = verify_images if verify_images is not None else sample_images(config.verify_images, spec.img_size)
+    report = verify_engine(folder, images, checkpoint=None if config.checkpoint is None else str(config.checkpoint),
+                           trust_pickle=config.trust_checkpoint)
+    if report:  # "engine ready" only for a consistent folder whose manifest records a pass of exactly this engine
+        from .integrity import check_engine_dir, is_verified
+
+        report_ok = is_verified(check_engine_dir(folder))
+    else:
+        report_ok = False
+    done["verify"] = "passed" if report_ok else "FAILED"
+    return EngineDir(folder, config, done, report)
+
+
+# ---------------------------------------------------------------------------------------------- CLI
+
+
+def add_arguments(parser: Any) -> None:
+    from .options import add_dataclass_arguments
+
+    add_dataclass_arguments(parser, PipelineConfig)
+    parser.add_argument("--check", action="store_true",
+                        help="only validate the settings (what `make engine` does before building the plugin)")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="validate and print the stages that would run, with their inputs and outputs")
+
+
+def run(args: Any) -> int:
+    import sys
+
+    from .options import dataclass_from_args
+
+    config = dataclass_from_args(PipelineConfig, args)
+    if args.check:
+        check_config(config, plugin=False)
+        print(f"settings ok: {config.spec}, {config.precision} -> {config.engine_dir}")
+        return 0
+    if args.dry_run:
+        result = run_pipeline(config, dry_run=True)
+        for stage, inputs, output in result.plan:
+            print(f"{stage}: {', '.join(inputs)} -> {output}")
+        return 0
+    if config.until in ("build", "verify") and config.backend != "tensorrt":  # TensorRT-RTX parser: maybe restart
+        from . import trt_backend
+
+        backend = trt_backend.load_backend(config.backend)
+        if backend.is_rtx:
+            check_config(config)  # fail on bad settings before restarting
+            trt_backend.reexec_with_rtx_library_path(getattr(sys, "orig_argv", [sys.executable, *sys.argv])[1:])
+    result = run_pipeline(config)
+    for stage, what in result.stages.items():
+        print(f"  {stage:<10} {what}")
+    if result.report is not None:
+        print(result.report.message)
+    if not result.passed:
+        print(f"engine FAILED verification: {result.path} (see {result.manifest_path})")
+        return 1
+    print(f"{'engine ready' if config.until == 'verify' else 'done'}: {result.path}"
+          + (f"  (see {result.manifest_path})" if config.until in ("build", "verify") else ""))
+    return 0
