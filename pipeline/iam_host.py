@@ -27,6 +27,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
+from .elf import elf_problem
 from .errors import ConfigError, PluginLibraryError
 
 __all__ = ["LIBRARY_ENV_VAR", "find_host_library", "build_host_library", "ensure_host_library", "iam_host",
@@ -103,6 +104,9 @@ _I32P = ctypes.POINTER(ctypes.c_int)
 
 @functools.lru_cache(maxsize=None)
 def _load(path: str) -> ctypes.CDLL:
+    problem = elf_problem(path)
+    if problem is not None:  # dlopen of a truncated library dies with SIGBUS instead of raising
+        raise PluginLibraryError(f"cannot load the SGFormerIAM host reference {path}: {problem}; {_BUILD_HINT}")
     try:
         lib = ctypes.CDLL(path)
     except OSError as exc:

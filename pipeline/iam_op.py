@@ -41,6 +41,7 @@ from typing import Optional, Sequence
 
 import torch
 
+from .elf import elf_problem
 from .errors import ConfigError, PluginLibraryError
 from .iam import IamLayout, iam_aggregate
 from .iam_host import PLUGIN_SOURCE_DIR, REPO_ROOT, iam_host
@@ -253,6 +254,10 @@ def find_cuda_library() -> Path:
 
 @functools.lru_cache(maxsize=None)
 def _load_cuda(path: str) -> ctypes.CDLL:
+    problem = elf_problem(path)
+    if problem is not None:  # dlopen of a truncated library dies with SIGBUS instead of raising
+        raise PluginLibraryError(f"cannot load the sgformer::iam CUDA library {path}: {problem}; rebuild it with "
+                                 f"pipeline.iam_op.build_cuda_libraries() or `make gpu-check`")
     try:
         lib = ctypes.CDLL(path)
     except OSError as exc:
