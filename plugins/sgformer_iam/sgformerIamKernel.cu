@@ -486,18 +486,28 @@ size_t sgformerIamWorkspaceSize(int32_t batch, int32_t numTokens) noexcept
     return numTokens <= sgformerIamFusedMaxTokens(kMIN_SHARED_BYTES_PER_BLOCK_OPTIN) ? l.fusedTotal : l.cubTotal;
 }
 
+size_t sgformerIamPathWorkspaceSize(IamPath path, int32_t batch, int32_t numTokens) noexcept
+{
+    if (batch < 0 || numTokens < 0)
+    {
+        return 0;
+    }
+    WorkspaceLayout const l = workspaceLayout(batch, numTokens);
+    return path == IamPath::kFUSED ? l.fusedTotal : l.cubTotal;
+}
+
 cudaError_t sgformerIamSelectPath(int32_t numTokens, IamPath* path) noexcept
 {
     int device = 0;
-    cudaError_t status = cudaGetDevice(&device);
-    if (status != cudaSuccess)
-    {
-        return status;
-    }
     int optin = 0;
-    status = cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device);
+    cudaError_t status = cudaGetDevice(&device);
+    if (status == cudaSuccess)
+    {
+        status = cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device);
+    }
     if (status != cudaSuccess)
     {
+        cudaGetLastError(); // consume the error this call caused
         return status;
     }
     *path = numTokens <= sgformerIamFusedMaxTokens(static_cast<size_t>(optin)) ? IamPath::kFUSED : IamPath::kCUB;
@@ -537,10 +547,27 @@ cudaError_t launchSgformerIamPath(IamPath path, SgformerIamParams const& params,
         {
             return cudaErrorInvalidValue;
         }
+        int device = 0;
+        int optin = 0;
+        status = cudaGetDevice(&device);
+        if (status == cudaSuccess)
+        {
+            status = cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device);
+        }
+        if (status != cudaSuccess)
+        {
+            cudaGetLastError(); // consume the error this call caused, so later launches do not report it
+            return status;
+        }
+        if (params.numTokens > sgformerIamFusedMaxTokens(static_cast<size_t>(optin)))
+        {
+            return cudaErrorInvalidValue; // does not fit one CTA's shared memory on this GPU
+        }
         size_t const smem = sortSharedBytes(params.numTokens);
         status = cudaFuncSetAttribute(sortKernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem));
         if (status != cudaSuccess)
         {
+            cudaGetLastError();
             return status;
         }
         dim3 const grid(2u, static_cast<uint32_t>(params.batch), 1u);

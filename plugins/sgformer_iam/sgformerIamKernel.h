@@ -71,6 +71,10 @@ enum class IamPath : int32_t
  */
 size_t sgformerIamWorkspaceSize(int32_t batch, int32_t numTokens) noexcept;
 
+//! Workspace bytes one path uses (launchSgformerIamPath); sgformerIamWorkspaceSize is the max over the
+//! paths some supported GPU may take.
+size_t sgformerIamPathWorkspaceSize(IamPath path, int32_t batch, int32_t numTokens) noexcept;
+
 //! Dynamic shared memory bytes of the fused sort kernel for N tokens (host arithmetic).
 size_t sgformerIamSortSharedBytes(int32_t numTokens) noexcept;
 

@@ -92,10 +92,13 @@ def _compile(cmd: list[str]) -> None:
         raise RuntimeError(f"cudahost build failed: {' '.join(cmd)}\n{result.stdout[-6000:]}{result.stderr[-6000:]}")
 
 
-def build(out_dir: Path, trt_include: Path, mutate: str | None = None, jobs: int = 2, cxx: str | None = None) -> Path:
+def build(out_dir: Path, trt_include: Path, mutate: str | None = None, jobs: int = 2, cxx: str | None = None,
+          reuse_from: Path | None = None) -> Path:
     """Compile the plugin's CUDA and TensorRT sources through cudahost into OUT_DIR/libsgformer_iam_emu.so.
 
-    Objects are rebuilt only when their inputs changed (content of the translated text + flags).
+    Objects are rebuilt only when their inputs changed (content of the translated text + flags); an
+    up-to-date object of the same unit in ``reuse_from`` (an earlier build dir) is linked instead of
+    recompiling it (mutants recompile only the kernel).
     """
     cxx = cxx or os.environ.get("CXX") or shutil.which("g++") or "g++"
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -119,7 +122,13 @@ def build(out_dir: Path, trt_include: Path, mutate: str | None = None, jobs: int
         obj = out_dir / f"{stem}.o"
         stamp = out_dir / f"{stem}.stamp"
         cmd = [*common, *extra, "-c", str(src), "-o", str(obj)]
-        key = hashlib.sha256("\0".join([text, headers, *cmd]).encode()).hexdigest()
+        key = hashlib.sha256("\0".join([text, headers, *cmd[:-4]]).encode()).hexdigest()
+        if reuse_from is not None:
+            other = reuse_from / f"{stem}.o"
+            other_stamp = reuse_from / f"{stem}.stamp"
+            if other.is_file() and other_stamp.is_file() and other_stamp.read_text() == key:
+                objects.append(other)
+                continue
         objects.append(obj)
         if obj.is_file() and stamp.is_file() and stamp.read_text() == key and src.is_file() and src.read_text() == text:
             continue
