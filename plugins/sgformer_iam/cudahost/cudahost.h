@@ -179,6 +179,7 @@ struct Fiber
     uint3 threadIdx{0, 0, 0};
     unsigned int linear{0};
     unsigned int warpOps{0};
+    unsigned int barriers{0}; //!< __syncthreads passed (diagnostics)
 };
 
 struct Warp
@@ -578,6 +579,16 @@ inline bool runBlock(std::string& message)
             }
             message = "deadlock: " + std::to_string(atBlock) + " threads wait at __syncthreads and "
                 + std::to_string(atWarp) + " at a warp collective that can never complete";
+            for (Fiber const& f : s.fibers)
+            {
+                if (f.state == kDONE)
+                {
+                    message += "; thread " + std::to_string(f.linear) + " exited after "
+                        + std::to_string(f.barriers) + " __syncthreads";
+                    break;
+                }
+            }
+            message += "; thread 0 is at __syncthreads #" + std::to_string(s.fibers[0].barriers + 1);
             return false;
         }
     }
@@ -717,6 +728,7 @@ inline void __syncthreads()
     using namespace cudahost::detail;
     State& s = state();
     Fiber& f = s.fibers[s.current];
+    ++f.barriers;
     ++s.blockArrived;
     if (s.blockArrived == s.live)
     {
