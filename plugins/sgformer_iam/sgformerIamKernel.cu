@@ -300,7 +300,10 @@ __global__ void __launch_bounds__(kPREPARE_THREADS) prepareSortKernel(
  * Launch 2 (both paths): one warp per (batch row, sequence, output token, channel slice of 32*V).
  * Lane l owns channels slice*32*V + l*V .. +V-1 and accumulates j = 0..k-1 in order
  * (accumulateStep/finishGroup), loading V channels of token x_j as one vector: each warp reads
- * 32*V consecutive channels of a token per step (coalesced). Grid-stride over work items.
+ * 32*V consecutive channels of a token per step (coalesced). The group's token indices and weights
+ * are staged 32 at a time in the warp's slice of shared memory (one coalesced load each), so the
+ * token loads of consecutive j do not wait on an index load. Grid-stride over work items; every lane
+ * of a warp stays in the loop (lanes past C only skip the loads and the store) for __syncwarp.
  */
 template <typename T, int32_t V>
 __global__ void __launch_bounds__(kAGG_THREADS) aggregateKernel(SgformerIamParams const paramsIn,
@@ -308,15 +311,18 @@ __global__ void __launch_bounds__(kAGG_THREADS) aggregateKernel(SgformerIamParam
     float const* __restrict__ bias, T* __restrict__ seqRow, T* __restrict__ seqCol, int32_t slices, int64_t items)
 {
     using Vec = TokenVector<T, V>;
+    __shared__ int32_t sIndex[kAGG_WARPS][kWARP];
+    __shared__ float sWeight[kAGG_WARPS][kWARP];
     // A register copy: the tier helpers index it with constants only (sgformerIamMath.h tierValue).
     SgformerIamParams const params = paramsIn;
     int64_t const n = params.numTokens;
     int32_t const c = params.channels;
     int32_t const outTokens = params.outTokens;
     int32_t const lane = static_cast<int32_t>(threadIdx.x) & (kWARP - 1);
+    int32_t const warp = static_cast<int32_t>(threadIdx.x) / kWARP;
     int64_t const gridWarps = static_cast<int64_t>(gridDim.x) * kAGG_WARPS;
-    for (int64_t item = static_cast<int64_t>(blockIdx.x) * kAGG_WARPS + threadIdx.x / kWARP; item < items;
-         item += gridWarps)
+    // Uniform per warp: every lane of a warp runs the same items.
+    for (int64_t item = static_cast<int64_t>(blockIdx.x) * kAGG_WARPS + warp; item < items; item += gridWarps)
     {
         int64_t const rest = item / slices;
         int32_t const slice = static_cast<int32_t>(item - rest * slices);
@@ -325,38 +331,52 @@ __global__ void __launch_bounds__(kAGG_THREADS) aggregateKernel(SgformerIamParam
         int64_t const b = segment >> 1;
         bool const isColumn = (segment & 1) != 0;
         int32_t const ch = (slice * kWARP + lane) * V;
-        if (ch >= c)
-        {
-            continue; // no warp-collective below
-        }
+        bool const active = ch < c;
         int32_t const tier = tierOfOutput(params, t);
         int32_t const k = tierValue(params.groupSizes, tier);
         float const* w = weight + tierValue(params.weightOffset, tier);
         int32_t const* group = sortedTokens + segment * n + groupFirstSorted(params, tier, t);
-        T const* x = tokens + b * n * c + ch;
+        T const* x = tokens + b * n * c + (active ? ch : 0);
         float acc[V];
         for (int32_t v = 0; v < V; ++v)
         {
             acc[v] = 0.0f;
         }
-#pragma unroll 4
-        for (int32_t j = 0; j < k; ++j)
+        for (int32_t jBase = 0; jBase < k; jBase += kWARP)
         {
-            Vec const xv = *reinterpret_cast<Vec const*>(x + static_cast<int64_t>(group[j]) * c);
-            float const wj = w[j];
-            for (int32_t v = 0; v < V; ++v)
+            int32_t const chunk = min(kWARP, k - jBase);
+            __syncwarp(); // the previous chunk has been read by every lane
+            if (lane < chunk)
             {
-                acc[v] = accumulateStep(acc[v], wj, loadToken(xv.v[v]));
+                sIndex[warp][lane] = group[jBase + lane];
+                sWeight[warp][lane] = w[jBase + lane];
+            }
+            __syncwarp();
+            if (active)
+            {
+#pragma unroll 8
+                for (int32_t jj = 0; jj < chunk; ++jj)
+                {
+                    Vec const xv = *reinterpret_cast<Vec const*>(x + static_cast<int64_t>(sIndex[warp][jj]) * c);
+                    float const wj = sWeight[warp][jj];
+                    for (int32_t v = 0; v < V; ++v)
+                    {
+                        acc[v] = accumulateStep(acc[v], wj, loadToken(xv.v[v]));
+                    }
+                }
             }
         }
-        float const bt = bias[tier];
-        Vec yv;
-        for (int32_t v = 0; v < V; ++v)
+        if (active)
         {
-            yv.v[v] = storeToken<T>(finishGroup(acc[v], bt));
+            float const bt = bias[tier];
+            Vec yv;
+            for (int32_t v = 0; v < V; ++v)
+            {
+                yv.v[v] = storeToken<T>(finishGroup(acc[v], bt));
+            }
+            T* out = (isColumn ? seqCol : seqRow) + (b * outTokens + t) * static_cast<int64_t>(c) + ch;
+            *reinterpret_cast<Vec*>(out) = yv;
         }
-        T* out = (isColumn ? seqCol : seqRow) + (b * outTokens + t) * static_cast<int64_t>(c) + ch;
-        *reinterpret_cast<Vec*>(out) = yv;
     }
 }
 
