@@ -68,6 +68,15 @@ def device(emu):
     emu.sgformer_iam_cuda_set_path(PATH_AUTO)
 
 
+def test_cudahost_selftest(emu) -> None:
+    """The layer itself: shuffles, ballot, barriers, static/dynamic shared memory, launch limits, faults."""
+    import ctypes
+
+    buf = ctypes.create_string_buffer(4096)
+    failures = emu.cudahost_selftest(buf, len(buf))
+    assert failures == 0, buf.value.decode()
+
+
 def _inputs(layout, batch: int, channels: int, kind: str, dtype, seed: int):
     rng = np.random.default_rng(seed)
     n = layout.num_tokens

@@ -104,7 +104,7 @@ def build(out_dir: Path, trt_include: Path, mutate: str | None = None, jobs: int
     out_dir.mkdir(parents=True, exist_ok=True)
     common = [cxx, *CXXFLAGS, "-I", str(HERE / "include"), "-I", str(PLUGIN_DIR), "-include", str(HERE / "cudahost.h")]
     units = []
-    for rel in ("sgformerIamKernel.cu", "test/sgformerIamKernelHarness.cu"):
+    for rel in ("sgformerIamKernel.cu", "test/sgformerIamKernelHarness.cu", "cudahost/test/cudahostSelfTest.cu"):
         src = PLUGIN_DIR / rel
         text = translate(src.read_text(), str(src), mutate if rel == "sgformerIamKernel.cu" else None)
         units.append((Path(rel).stem, text, []))
