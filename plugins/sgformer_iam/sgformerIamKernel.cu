@@ -26,7 +26,8 @@ constexpr int32_t kRADIX_BITS = 4;
 constexpr int32_t kRADIX = 1 << kRADIX_BITS;
 constexpr int32_t kSCAN_PER_THREAD = kRADIX; // counters per thread in the flat scan (kRADIX * kSORT_THREADS total)
 constexpr size_t kSORT_COUNTER_BYTES = size_t{kRADIX} * kSORT_THREADS * sizeof(uint16_t);
-static_assert(kSCAN_PER_THREAD * kSORT_THREADS == kRADIX * kSORT_THREADS, "flat scan covers every counter");
+static_assert(kSORT_THREADS % kWARP == 0, "whole warps: blockExclusiveScan shuffles with a full mask");
+static_assert(32 % kRADIX_BITS == 0, "the digit passes cover the 32-bit key exactly");
 
 // ---- aggregation ---------------------------------------------------------------------------------
 constexpr int32_t kAGG_THREADS = 256;
