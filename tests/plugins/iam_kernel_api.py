@@ -17,7 +17,8 @@ export the kernel harness (plugins/sgformer_iam/test/sgformerIamKernelHarness.cu
   size_t sgformer_iam_cuda_workspace_size(int batch, int num_tokens)
   int sgformer_iam_cuda_device_count(void)
 
-``libsgformer_iam_emu.so`` adds the plugin harness (plugins/sgformer_iam/test/sgformerIamPluginHarness.cpp):
+``libsgformer_iam_emu.so`` and ``libsgformer_iam_plugin_harness.so`` (CMake target ``sgformer_iam_plugin_harness``,
+real CUDA) export the plugin harness (plugins/sgformer_iam/test/sgformerIamPluginHarness.cpp):
 
   int sgformer_iam_plugin_fp32(... as sgformer_iam_cuda_fp32 ..., int max_batch)   (and _fp16)
       createPlugin(kBUILD) -> configurePlugin(profile [1, max_batch]) -> getWorkspaceSize -> getFieldsToSerialize
@@ -67,6 +68,9 @@ class Layout:
 def load_kernel_harness(path: Path) -> ctypes.CDLL:
     lib = ctypes.CDLL(str(path))
     common = [ctypes.c_int] * 4 + [_I32P, _I32P, ctypes.c_int]
+    if not hasattr(lib, "sgformer_iam_cuda_fp32"):  # the GPU plugin harness alone
+        _declare_plugin_harness(lib, common)
+        return lib
     lib.sgformer_iam_cuda_fp32.argtypes = [_F32P, _F32P, _F32P, _F32P, *common, _F32P, _F32P]
     lib.sgformer_iam_cuda_fp16.argtypes = [_U16P, _F32P, _F32P, _F32P, *common, _U16P, _U16P]
     lib.sgformer_iam_cuda_last_error.restype = ctypes.c_char_p
@@ -77,18 +81,21 @@ def load_kernel_harness(path: Path) -> ctypes.CDLL:
     lib.sgformer_iam_cuda_workspace_size.argtypes = [ctypes.c_int, ctypes.c_int]
     lib.sgformer_iam_cuda_workspace_size.restype = ctypes.c_size_t
     if hasattr(lib, "sgformer_iam_plugin_fp32"):
-        lib.sgformer_iam_plugin_fp32.argtypes = [_F32P, _F32P, _F32P, _F32P, *common, _F32P, _F32P, ctypes.c_int]
-        lib.sgformer_iam_plugin_fp16.argtypes = [_U16P, _F32P, _F32P, _F32P, *common, _U16P, _U16P, ctypes.c_int]
-        lib.sgformer_iam_plugin_configure.argtypes = [ctypes.c_int] * 3 + [_I32P, _I32P, ctypes.c_int,
-                                                      ctypes.c_longlong, ctypes.c_longlong,
-                                                      ctypes.POINTER(ctypes.c_ulonglong)]
-        lib.sgformer_iam_plugin_last_error.restype = ctypes.c_char_p
+        _declare_plugin_harness(lib, common)
     if hasattr(lib, "cudahost_set_device"):
         lib.cudahost_set_device.argtypes = [ctypes.c_int] * 3
         lib.cudahost_launch_count.restype = ctypes.c_longlong
         lib.cudahost_library_call_count.restype = ctypes.c_longlong
         lib.cudahost_last_message.restype = ctypes.c_char_p
     return lib
+
+
+def _declare_plugin_harness(lib: ctypes.CDLL, common: list) -> None:
+    lib.sgformer_iam_plugin_fp32.argtypes = [_F32P, _F32P, _F32P, _F32P, *common, _F32P, _F32P, ctypes.c_int]
+    lib.sgformer_iam_plugin_fp16.argtypes = [_U16P, _F32P, _F32P, _F32P, *common, _U16P, _U16P, ctypes.c_int]
+    lib.sgformer_iam_plugin_configure.argtypes = [ctypes.c_int] * 3 + [_I32P, _I32P, ctypes.c_int, ctypes.c_longlong,
+                                                  ctypes.c_longlong, ctypes.POINTER(ctypes.c_ulonglong)]
+    lib.sgformer_iam_plugin_last_error.restype = ctypes.c_char_p
 
 
 def run_op(lib: ctypes.CDLL, tokens: np.ndarray, importance: np.ndarray, weight: np.ndarray, bias: np.ndarray,

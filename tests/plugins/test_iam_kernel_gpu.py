@@ -91,3 +91,32 @@ def test_kernel_batch_32_fused(kernel_harness, host_ref_library) -> None:
     kernel_harness.sgformer_iam_cuda_set_path(PATH_AUTO)
     case = all_cases()[0]  # s stage 1 at 224
     _check(kernel_harness, host_ref_library, case.layout, 32, case.channels, "distinct", np.float16, seed=32)
+
+
+@pytest.fixture(scope="module")
+def plugin_harness(plugin_build, kernel_harness):
+    """libsgformer_iam_plugin_harness.so (CMake target in the plugin_build tree): the plugin's TensorRT path."""
+    import shutil
+    import subprocess
+
+    result = subprocess.run([shutil.which("cmake") or "cmake", "--build", str(plugin_build.build_dir), "--target",
+                             "sgformer_iam_plugin_harness"], capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
+    return load_kernel_harness(plugin_build.build_dir / "libsgformer_iam_plugin_harness.so")
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float16], ids=["fp32", "fp16"])
+@pytest.mark.parametrize("case", [c for c in all_cases() if c.variant == "s"], ids=lambda c: c.id)
+def test_plugin_enqueue_bit_exact(case, dtype, plugin_harness, host_ref_library) -> None:
+    """createPlugin -> configurePlugin -> getWorkspaceSize -> serialize -> runtime plugin -> enqueue, on the GPU."""
+    rng = np.random.default_rng(11)
+    layout, batch = case.layout, 3
+    tokens = rng.standard_normal((batch, layout.num_tokens, case.channels)).astype(dtype)
+    importance = importance_map("signed_zeros", batch, layout.num_tokens, rng)
+    weights, biases = random_merge_params(layout, rng)
+    weight, bias = np.concatenate(weights), np.concatenate(biases)
+    want = iam_host(tokens, importance, weight, bias, layout.height, layout.width, layout.group_sizes,
+                    layout.tier_sizes, library=host_ref_library)
+    got = run_op(plugin_harness, tokens, importance, weight, bias, layout, via_plugin=True, max_batch=4)
+    for g, w in zip(got, want):
+        assert np.array_equal(bits(g), bits(w)), report_mismatch(g, w, 0, 0)
