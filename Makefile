@@ -17,9 +17,46 @@ CALIB_N ?= 32
 CALIB_METHOD ?= entropy
 BACKEND ?= auto
 MAX_BATCH ?= 8
-# GPU architectures of the plugin: Ampere, Orin, Ada, Hopper, Blackwell, Thor, RTX Blackwell.
-CUDA_ARCHS ?= 80;86;87;89;90;100;110;120
 PYTEST_ARGS ?=
+# Triton's ModelConfig schema for tests/test_package.py (installed with --no-deps, see pyproject.toml).
+TRITONCLIENT := tritonclient==2.73.0
+# make gpu-check: the GPU machine's own python3 (no venv); report directory; extra flags (e.g. --dry-run --arch 90).
+GPU_CHECK_PYTHON ?= python3
+GPU_CHECK_OUT ?= build/gpu-check
+GPU_CHECK_ARGS ?=
+# `make bench`: one report per resolution in BENCH_RES (e.g. BENCH_RES="224 448"); extra bench flags in BENCH_ARGS.
+BENCH_RES ?= $(RES)
+BENCH_ARGS ?=
+
+# ---- platform decisions (scripts/platform.sh; `make print-config` shows them). Each is computed once, when
+# first used, and can be set on the command line. The detection inputs below exist so tests can fake a Jetson.
+JETSON_RELEASE_FILE ?= /etc/nv_tegra_release
+DEVICE_TREE_COMPATIBLE ?= /proc/device-tree/compatible
+NVIDIA_SMI ?= nvidia-smi
+NVCC ?= $(or $(shell command -v nvcc 2>/dev/null),/usr/local/cuda/bin/nvcc)
+# GPU architectures of a portable plugin: Ampere, Orin, Ada, Hopper, Blackwell, Thor, RTX Blackwell.
+DEFAULT_CUDA_ARCHS := 80;86;87;89;90;100;110;120
+DETECT = PYTHON="$(PYTHON)" JETSON_RELEASE_FILE="$(JETSON_RELEASE_FILE)" DEVICE_TREE_COMPATIBLE="$(DEVICE_TREE_COMPATIBLE)" \
+  NVIDIA_SMI="$(NVIDIA_SMI)" NVCC="$(NVCC)" DEFAULT_CUDA_ARCHS="$(DEFAULT_CUDA_ARCHS)" scripts/platform.sh
+PLATFORM = JETSON="$(JETSON)" $(DETECT)
+# orin | thor | unsupported:<what> | empty (not a Jetson)
+JETSON ?= $(eval JETSON := $(shell $(DETECT) jetson))$(JETSON)
+# yes: the system Python ($(PYTHON)) imports tensorrt (JetPack, python3-libnvinfer): the venv then sees it
+SYSTEM_TRT ?= $(eval SYSTEM_TRT := $(shell $(PLATFORM) system-trt))$(SYSTEM_TRT)
+# yes: a Jetson, or nvidia-smi lists a GPU (then the venv gets pycuda, the `gpu` extra)
+HAVE_GPU ?= $(eval HAVE_GPU := $(shell $(PLATFORM) has-gpu))$(HAVE_GPU)
+NVCC_MAJOR = $(eval NVCC_MAJOR := $(shell $(PLATFORM) nvcc-major))$(NVCC_MAJOR)
+# Jetson: the device's architecture only; elsewhere DEFAULT_CUDA_ARCHS minus what this nvcc cannot compile.
+CUDA_ARCHS ?= $(eval CUDA_ARCHS := $(shell $(PLATFORM) cuda-archs))$(CUDA_ARCHS)
+comma := ,
+# Python extras of the venv: TensorRT-RTX only without a system TensorRT, pycuda only with a GPU.
+EXTRAS ?= dev$(if $(filter no,$(SYSTEM_TRT)),$(comma)trt-rtx)$(if $(filter yes,$(HAVE_GPU)),$(comma)gpu)
+VENV_FLAGS = $(if $(filter yes,$(SYSTEM_TRT)),--system-site-packages)
+# CPU torch (export and the reference only). PyPI's aarch64 torch is CPU-only; on a Jetson the CPU index is
+# named explicitly. Set TORCH_INDEX=https://download.pytorch.org/whl/cpu on x86 to skip the CUDA wheel.
+TORCH_INDEX ?= $(if $(filter orin thor,$(JETSON)),https://download.pytorch.org/whl/cpu)
+UNSUPPORTED_JETSON = $(error this Jetson ($(patsubst unsupported:%,%,$(JETSON))) runs JetPack 5 or older, \
+  with TensorRT 8.x; the plugin needs TensorRT 10 (JetPack 6 on Orin, JetPack 7 on Thor). See docs/jetson.md)
 
 VENV_STAMP := $(VENV)/.installed
 DIR := engines/$(VARIANT)-$(PRECISION)-$(RES)
@@ -50,31 +87,82 @@ IAM_ONNX := $(DIR)/model.iam.$(PRECISION).onnx
 endif
 ENGINE := $(DIR)/$(VARIANT)-$(PRECISION).engine
 
-.PHONY: help venv test test-full plugins plugins-ref trt-headers onnx engine engine-topk verify bench clean FORCE
+.PHONY: help print-config venv test test-full plugins plugins-ref trt-headers onnx engine engine-topk verify bench gpu-check clean FORCE
 
-help: ## list the targets
+help: ## list the targets and every variable
+	@echo "targets:"
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
-	@echo "  variables: VARIANT=$(VARIANT) PRECISION=$(PRECISION) RES=$(RES) CKPT=$(CKPT) CALIB=$(CALIB)"
-	@echo "             BACKEND=$(BACKEND) MAX_BATCH=$(MAX_BATCH) CUDA_ARCHS='$(CUDA_ARCHS)'"
+	@echo "variables (make engine VARIANT=m PRECISION=int8 ...; current value in brackets):"
+	@echo "  VARIANT        SG-Former variant: s | m | b                                        [$(VARIANT)]"
+	@echo "  PRECISION      fp32 | fp16 | int8                                                  [$(PRECISION)]"
+	@echo "  RES            input side, a multiple of 224 up to 2240                            [$(RES)]"
+	@echo "  CKPT           official .pth checkpoint; empty: seeded random weights              [$(CKPT)]"
+	@echo "  CALIB          int8 calibration images (folder, recursive); empty: built-in smoke set [$(CALIB)]"
+	@echo "  CALIB_N        how many calibration images (seeded subset of CALIB)                [$(CALIB_N)]"
+	@echo "  CALIB_METHOD   int8 range method: entropy | percentile | max                       [$(CALIB_METHOD)]"
+	@echo "  BACKEND        auto (full TensorRT, else TensorRT-RTX) | tensorrt | tensorrt-rtx   [$(BACKEND)]"
+	@echo "  MAX_BATCH      largest batch of the engine's optimization profile                  [$(MAX_BATCH)]"
+	@echo "  CUDA_ARCHS     plugin GPU architectures; default: see make print-config            (e.g. 87 or \"86;89\")"
+	@echo "  TensorRT_ROOT  TensorRT install for the plugin's headers; default: system, else third_party/ [$(TensorRT_ROOT)]"
+	@echo "  PYTHON         interpreter that creates the venv (and is probed for a system TensorRT) [$(PYTHON)]"
+	@echo "  VENV           virtual environment folder                                          [$(VENV)]"
+	@echo "  EXTRAS         pyproject extras of the venv; default: dev[,trt-rtx][,gpu] (print-config)"
+	@echo "  SYSTEM_TRT     yes | no: venv with --system-site-packages, no TensorRT-RTX; default: detected"
+	@echo "  TORCH_INDEX    extra pip index for torch (https://download.pytorch.org/whl/cpu: CPU wheel; default on Jetson)"
+	@echo "  NVCC           CUDA compiler of the plugin (its version picks CUDA_ARCHS)          [$(NVCC)]"
+	@echo "  PYTEST_ARGS    extra pytest arguments of make test / test-full                      [$(PYTEST_ARGS)]"
+	@echo "  GPU_CHECK_PYTHON  interpreter of make gpu-check (the GPU machine's own, no venv)     [$(GPU_CHECK_PYTHON)]"
+	@echo "  GPU_CHECK_OUT  report directory of make gpu-check                                  [$(GPU_CHECK_OUT)]"
+	@echo "  GPU_CHECK_ARGS extra flags of scripts/gpu_check.py (e.g. --dry-run --arch 90)      [$(GPU_CHECK_ARGS)]"
+	@echo "  BENCH_RES      resolutions of make bench, one report each (e.g. \"224 448\")          [$(BENCH_RES)]"
+	@echo "  BENCH_ARGS     extra sgformer-trt bench flags of make bench (e.g. --max-seconds 60)  [$(BENCH_ARGS)]"
+	@echo "  JETSON         orin | thor | empty (not a Jetson); default: detected (see print-config)"
+	@echo "  HAVE_GPU       yes | no: add pycuda (the gpu extra) to the venv; default: detected"
+	@echo "  JETSON_RELEASE_FILE, DEVICE_TREE_COMPATIBLE, NVIDIA_SMI: Jetson / GPU detection inputs (tests fake them)"
+	@echo "run the CLI directly as .venv/bin/sgformer-trt ... (or: source .venv/bin/activate; sgformer-trt ...)"
+
+print-config: ## show what make decided for this machine (Jetson, TensorRT, venv, plugin architectures); builds nothing
+	@echo "JETSON=$(JETSON)"
+	@echo "SYSTEM_TRT=$(SYSTEM_TRT)"
+	@echo "HAVE_GPU=$(HAVE_GPU)"
+	@echo "VENV=$(VENV)"
+	@echo "VENV_FLAGS=$(VENV_FLAGS)"
+	@echo "EXTRAS=$(EXTRAS)"
+	@echo "TORCH_INDEX=$(TORCH_INDEX)"
+	@echo "NVCC=$(NVCC)"
+	@echo "NVCC_MAJOR=$(NVCC_MAJOR)"
+	@echo "CUDA_ARCHS=$(CUDA_ARCHS)"
+	@echo "TRT_CMAKE=$(TRT_CMAKE)"
+	@echo "BACKEND=$(BACKEND)"
 
 $(VENV_STAMP): pyproject.toml
-	$(PYTHON) -m venv $(VENV)
+	$(if $(filter unsupported%,$(JETSON)),$(UNSUPPORTED_JETSON))
+	$(PYTHON) -m venv $(VENV_FLAGS) $(VENV)
 	$(PY) -m pip install --upgrade --quiet pip
-	$(PY) -m pip install --quiet -e '.[dev,trt-rtx]'
+	$(if $(filter yes,$(HAVE_GPU)),PATH="$(dir $(NVCC)):$$PATH") $(PY) -m pip install --quiet $(if $(TORCH_INDEX),--extra-index-url $(TORCH_INDEX)) -e '.[$(EXTRAS)]'
+	$(PY) -m pip install --quiet --no-deps $(TRITONCLIENT)
+	$(if $(filter yes,$(SYSTEM_TRT)),$(PY) -c "import tensorrt; print('venv uses the system TensorRT', tensorrt.__version__)")
 	touch $@
 
-venv: $(VENV_STAMP) ## create .venv with every dependency (CPU torch where the platform offers it)
+venv: $(VENV_STAMP) ## create .venv: system TensorRT if PYTHON has one, else TensorRT-RTX; CPU torch; pycuda with a GPU
 
 third_party/tensorrt/include/NvInfer.h:
 	scripts/fetch_trt_headers.sh
 
 trt-headers: third_party/tensorrt/include/NvInfer.h ## fetch the pinned TensorRT headers (only needed without a TensorRT install)
 
-$(PLUGIN_LIB): $(PLUGIN_SRC) $(TRT_DEP)
-	cmake -S plugins/sgformer_iam -B $(PLUGIN_BUILD) -DCMAKE_BUILD_TYPE=Release $(TRT_CMAKE) -DCMAKE_CUDA_ARCHITECTURES="$(CUDA_ARCHS)"
+# Rebuild the plugin when its architectures or TensorRT headers change (not only when a source does).
+$(PLUGIN_BUILD)/.config: FORCE
+	@mkdir -p $(PLUGIN_BUILD)
+	@echo "archs=$(CUDA_ARCHS) nvcc=$(NVCC) $(TRT_CMAKE)" | cmp -s - $@ || echo "archs=$(CUDA_ARCHS) nvcc=$(NVCC) $(TRT_CMAKE)" > $@
+
+$(PLUGIN_LIB): $(PLUGIN_SRC) $(TRT_DEP) $(PLUGIN_BUILD)/.config
+	$(if $(filter unsupported%,$(JETSON)),$(UNSUPPORTED_JETSON))
+	cmake -S plugins/sgformer_iam -B $(PLUGIN_BUILD) -DCMAKE_BUILD_TYPE=Release $(TRT_CMAKE) \
+	  $(if $(wildcard $(NVCC)),-DCMAKE_CUDA_COMPILER=$(NVCC)) -DCMAKE_CUDA_ARCHITECTURES="$(CUDA_ARCHS)"
 	cmake --build $(PLUGIN_BUILD) --target sgformer_plugins -j 2
 
-plugins: $(PLUGIN_LIB) ## build libsgformer_plugins.so (CUDA_ARCHS, TensorRT_ROOT)
+plugins: $(PLUGIN_LIB) ## build libsgformer_plugins.so for CUDA_ARCHS (a Jetson: its own architecture only)
 
 plugins-ref: ## build the CPU host reference of the plugin (no CUDA / TensorRT needed) and run its self-test
 	cmake -S plugins/sgformer_iam -B build/plugins-ref -DSGFORMER_REF_ONLY=ON -DCMAKE_BUILD_TYPE=Release
@@ -102,12 +190,18 @@ $(IAM_ONNX): $(PREC_ONNX) pipeline/rewrite.py
 
 onnx: $(IAM_ONNX) ## export, calibrate (fp16/int8) and rewrite: the ONNX files of engines/<variant>-<precision>-<res>/
 
-$(ENGINE): $(IAM_ONNX) $(PLUGIN_LIB) pipeline/build.py
+# Up-to-date check of the engine folder beyond timestamps: touches the stamp (-> rebuild) when the engine, plugin or
+# manifest fails pipeline.integrity's check (edited, corrupted, missing).
+$(DIR)/.engine-check: FORCE | $(VENV_STAMP)
+	@$(PY) -m pipeline.integrity $(DIR) --stamp $@
+
+$(ENGINE): $(IAM_ONNX) $(PLUGIN_LIB) pipeline/build.py $(DIR)/.engine-check
 	$(CLI) build --onnx $(IAM_ONNX) --out-dir engines --plugins $(PLUGIN_LIB) --backend $(BACKEND) \
 	  --max-batch $(MAX_BATCH) --variant $(VARIANT) --resolution $(RES) --precision $(PRECISION)
 
 engine: $(ENGINE) ## VARIANT=s|m|b PRECISION=fp32|fp16|int8 RES=224 [CKPT=..] [CALIB=dir]: ONNX -> engine + manifest, verified
 	$(CLI) verify --engine $(DIR) $(if $(CKPT),--checkpoint $(CKPT))
+	@$(PY) -m pipeline.integrity $(DIR) --verified >/dev/null
 	@echo "engine ready: $(DIR)  (see $(DIR)/manifest.json)"
 
 TOPK_DIR := engines/$(VARIANT)-fp32-224
@@ -123,8 +217,11 @@ engine-topk: $(TOPK_DIR)/model.onnx ## the standard-op fp32 engine (native TopK,
 verify: $(ENGINE) ## check the engine (GPU) or its CPU stand-in against PyTorch; results go into the manifest
 	$(CLI) verify --engine $(DIR) $(if $(CKPT),--checkpoint $(CKPT))
 
-bench: $(VENV_STAMP) ## latency / throughput / memory for VARIANT at RES -> build/bench/ (JSON, Markdown, PNG)
-	$(CLI) bench --variant $(VARIANT) --img-size $(RES) -o build/bench
+bench: $(VENV_STAMP) ## latency / throughput / memory / ORT op profile for VARIANT at each of BENCH_RES (default RES) -> build/bench/
+	set -e; for res in $(BENCH_RES); do $(CLI) bench --variant $(VARIANT) --img-size $$res $(BENCH_ARGS) -o build/bench; done
+
+gpu-check: ## one-shot GPU acceptance run (<= 6 min; no TensorRT, venv or network) -> GPU_CHECK_OUT=build/gpu-check
+	$(GPU_CHECK_PYTHON) scripts/gpu_check.py --out $(GPU_CHECK_OUT) $(GPU_CHECK_ARGS)
 
 test: $(VENV_STAMP) third_party/tensorrt/include/NvInfer.h ## run the CPU test suite (what CI runs)
 	SGFORMER_REQUIRE_NVCC=1 $(PY) -m pytest -m "not slow" $(PYTEST_ARGS)

@@ -30,7 +30,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-o", "--output", required=True, help="where to write the new ONNX")
     parser.add_argument("--img-size", type=int, help="input size (default: from the graph's input shape)")
     src = parser.add_mutually_exclusive_group()
-    src.add_argument("--images", help="calibration image folder (recursive: jpg/jpeg/png/webp)")
+    src.add_argument("--images", help="calibration image folder (recursive; suffixes: docs/images.md)")
     src.add_argument("--list", dest="list_file", help="file with one image path per line")
     parser.add_argument("--num-images", type=int, default=None, help="deterministic sample of N images (default: all)")
     parser.add_argument("--seed", type=int, default=0, help="sampling seed")

@@ -5,18 +5,20 @@ images). Everything that changes the tensors the quantizer sees goes into ``Cali
 each item's name and content sha256, and the preprocessing parameters. The hash is part of the
 calibration-cache key (``calibration.int8``), so a cached range is reused only for the same data.
 
-Sources:
+Sources (listing, sampling and decoding are ``pipeline.images``'s, the one image source of every stage):
 
-- a folder (``list_folder``): every ``.jpg/.jpeg/.png/.webp`` below ``dir`` (recursive, sorted by relative
-  path, so the order does not depend on the file system).
+- a folder (``images.list_images``): every ``images.IMAGE_SUFFIXES`` file below ``dir`` (recursive, sorted by
+  relative path, so the order does not depend on the file system).
 - a list file (``read_list``): one path per line (relative paths are relative to the list file; ``#`` comments).
 - ``smoke_test_set()``: **a smoke-test set, not an accuracy set.** 32 images made from eight photos
   bundled inside scikit-image (no download): each photo as is, mirrored left-right, and two 80 %
   crops (top-left and bottom-right corner). Good enough to exercise calibration and to compare
   precisions against each other; it says nothing about ImageNet accuracy.
 
-Sampling N of M images is ``numpy.random.default_rng(seed).choice(M, N, replace=False)`` over the sorted
-list, then re-sorted, so the same folder, N and seed always give the same images in the same order.
+Sampling N of M images is ``images.sample_indices``: ``numpy.random.default_rng(seed).choice(M, N,
+replace=False)`` over the sorted list, then re-sorted, so the same folder, N and seed always give the same
+images in the same order. Decoding is ``images.load_image`` (every PIL mode to 8-bit RGB, EXIF orientation,
+pixel limit); its errors come back as ``CalibrationError`` with the ``--skip-bad-images`` hint.
 
 Preprocessing is the evaluation transform of the official checkpoints (``PRETRAINED_CFG``): resize the
 shorter side to ``floor(S / crop_pct)`` (bicubic), center crop ``S x S``, scale to [0, 1], normalize with
@@ -33,10 +35,10 @@ from pathlib import Path
 from typing import Callable, Iterator, Optional, Sequence
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 from pipeline import images
-from pipeline.errors import CalibrationError
+from pipeline.errors import CalibrationError, ImageError, PipelineError
 from pipeline.io import sha256_file
 from pipeline.model import PRETRAINED_CFG, check_img_size
 
@@ -56,7 +58,8 @@ __all__ = [
 
 _logger = logging.getLogger("pipeline.calibration")
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")
+IMAGE_SUFFIXES = images.IMAGE_SUFFIXES
+_SKIP_HINT = "; or pass --skip-bad-images to skip unreadable files with a warning"
 
 #: Photos bundled inside the scikit-image wheel (loaded without network access).
 SMOKE_PHOTOS = (
@@ -116,14 +119,9 @@ class ImageSource:
 
 def _open_file(path: Path) -> Image.Image:
     try:
-        with Image.open(path) as img:
-            img.load()
-            return img.convert("RGB")
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
-        raise CalibrationError(
-            f"cannot decode image {path} ({type(exc).__name__}: {exc}); remove or replace it, "
-            f"or pass --skip-bad-images to skip unreadable files with a warning"
-        ) from None
+        return images.load_image(path)
+    except ImageError as exc:
+        raise CalibrationError(f"{exc}{_SKIP_HINT}") from None
 
 
 def _file_source(path: Path, root: Optional[Path]) -> ImageSource:
@@ -228,21 +226,12 @@ def _params_dict(params: Preprocess) -> dict:
 
 
 def list_folder(folder: str | Path) -> list[Path]:
-    """Every image file below ``folder`` (recursive), sorted by relative path."""
-    folder = Path(folder)
-    if not folder.exists():
-        raise CalibrationError(f"image folder {folder} does not exist; pass --images DIR with calibration images")
-    if not folder.is_dir():
-        raise CalibrationError(f"{folder} is not a folder; pass a folder with --images or a list file with --list")
-    paths = sorted(
-        (p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES),
-        key=lambda p: p.relative_to(folder).as_posix(),
-    )
-    if not paths:
-        raise CalibrationError(
-            f"image folder {folder} holds no {'/'.join(s[1:] for s in IMAGE_SUFFIXES)} files (searched recursively)"
-        )
-    return paths
+    """Every image file below ``folder`` (``pipeline.images.list_images``: recursive, sorted by relative path)."""
+    try:
+        return images.list_images(folder)
+    except ImageError as exc:
+        hint = "; pass --images DIR with calibration images" if not Path(folder).exists() else ""
+        raise CalibrationError(f"{exc}{hint}") from None
 
 
 def read_list(list_file: str | Path, skip_bad: bool = False) -> list[Path]:
@@ -258,6 +247,8 @@ def read_list(list_file: str | Path, skip_bad: bool = False) -> list[Path]:
         path = Path(line) if Path(line).is_absolute() else list_file.parent / line
         if path.suffix.lower() not in IMAGE_SUFFIXES:
             raise CalibrationError(f"{list_file}:{lineno}: {line} is not a {'/'.join(IMAGE_SUFFIXES)} file")
+        if path.is_dir():
+            raise CalibrationError(f"{list_file}:{lineno}: {path} is a directory, not an image file; list image files")
         if not path.is_file():
             if skip_bad:
                 _logger.warning("skipping %s:%d: %s does not exist", list_file, lineno, path)
@@ -270,14 +261,11 @@ def read_list(list_file: str | Path, skip_bad: bool = False) -> list[Path]:
 
 
 def sample_indices(total: int, num: Optional[int], seed: int, what: str) -> list[int]:
-    """Sorted indices of ``num`` of ``total`` items: seeded choice without replacement (``None``: all)."""
-    if num is None or num == total:
-        return list(range(total))
-    if num <= 0:
-        raise CalibrationError(f"number of images must be positive, got {num}")
-    if num > total:
-        raise CalibrationError(f"asked for {num} images but {what} has only {total}; add images or lower --num-images")
-    return sorted(int(i) for i in np.random.default_rng(seed).choice(total, num, replace=False))
+    """Sorted indices of ``num`` of ``total`` items (``pipeline.images.sample_indices``; ``None``: all)."""
+    try:
+        return images.sample_indices(total, num, seed, what, option="--num-images (CALIB_N with make)")
+    except PipelineError as exc:
+        raise CalibrationError(str(exc)) from None
 
 
 def from_paths(

@@ -31,7 +31,6 @@ import fnmatch
 import io
 import hashlib
 import logging
-import tempfile
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -43,6 +42,7 @@ import onnx
 
 from pipeline.errors import CalibrationError
 from pipeline.io import sha256_bytes
+from pipeline.tempfiles import private_tempdir
 
 from .data import CalibrationSet
 from .graph import GraphIndex, SensitiveRegions, attention_matmuls, find_sensitive_regions, rename_in_subgraphs
@@ -258,7 +258,7 @@ def quantize_int8(
     if not cache_hit:
         assert data is not None
         reader = _Reader(data, _input_name(model), policy.batch_size, progress)
-    with tempfile.TemporaryDirectory(prefix="sgformer-int8-") as tmp:
+    with private_tempdir("int8") as tmp:  # also onnxruntime's ort.quant.* folders (pipeline.tempfiles)
         out_path = Path(tmp) / "int8.onnx"
         root = logging.getLogger()
         level = root.level

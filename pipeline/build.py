@@ -39,6 +39,7 @@ from .manifest import (
     write_manifest,
 )
 from .plugin_spec import PLUGIN_NAME
+from .publish import staged_engine_dir
 
 __all__ = ["BuildConfig", "BuildInfo", "build_engine", "save_engine_dir", "detect_precision"]
 
@@ -359,49 +360,54 @@ def save_engine_dir(
     """Write ``<out_root>/<variant>-<precision>-<res>/`` (or ``dir_name``): engine, plugin library and ONNX copies,
     manifest.json."""
     engine_dir = Path(out_root) / (dir_name or engine_dir_name(variant, precision, resolution))
-    engine_dir.mkdir(parents=True, exist_ok=True)
     engine_name = f"{variant}-{precision}.engine"
-    write_bytes(engine_dir / engine_name, engine)
-    onnx_src = Path(onnx_file)
-    if onnx_src.is_file() and onnx_src.resolve().parent != engine_dir.resolve():
-        # One build's artifacts live together: verify's CPU stand-in runs this exact ONNX (sha256 in the manifest).
-        with atomic_path(engine_dir / onnx_src.name) as tmp:
-            shutil.copyfile(onnx_src, tmp)
-    plugin_ref = None
-    if info.plugin_library is not None:
-        copy = engine_dir / info.plugin_library.name
-        if info.plugin_library.resolve() != copy.resolve():
-            with atomic_path(copy) as tmp:
-                shutil.copyfile(info.plugin_library, tmp)
-                tmp.chmod(0o755)
-        plugin_ref = FileRef(file=copy.name, sha256=sha256_file(copy))
-    manifest = Manifest(
-        variant=variant,
-        resolution=resolution,
-        precision=precision,
-        weights=weights,
-        engine=FileRef(file=engine_name, sha256=sha256_bytes(engine), bytes=len(engine)),
-        onnx=FileRef(file=Path(onnx_file).name, sha256=info.onnx_sha256),
-        plugin=plugin_ref,
-        backend_flavour=info.backend_flavour,
-        backend_version=info.backend_version,
-        cuda_version=info.cuda_version,
-        target=info.target,
-        inputs=info.inputs,
-        outputs=info.outputs,
-        batch=info.batch,
-        build=BuildRecord(
-            seconds=info.seconds,
-            created=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-            host=f"{platform.node()} {platform.machine()} {platform.system()}",
-            workspace_mb=config.workspace_mb,
-            opt_level=config.opt_level,
-        ),
-        calibration=calibration,
-    )
-    write_manifest(engine_dir, manifest)
-    for name in (engine_name, "manifest.json"):
-        (engine_dir / name).chmod(0o644)  # temp files are created 0600; artifacts are meant to be shared
+    with staged_engine_dir(engine_dir) as stage:  # all or nothing, under the folder's lock (pipeline.publish)
+        write_bytes(stage / engine_name, engine)
+        onnx_src = Path(onnx_file)
+        onnx_copy = engine_dir / onnx_src.name
+        if onnx_src.is_file() and onnx_src.resolve().parent != engine_dir.resolve():
+            # One build's artifacts live together: verify's CPU stand-in runs this exact ONNX (sha256 in the manifest).
+            onnx_copy = stage / onnx_src.name
+            with atomic_path(onnx_copy) as tmp:
+                shutil.copyfile(onnx_src, tmp)
+        if onnx_copy.is_file() and sha256_file(onnx_copy) != info.onnx_sha256:
+            raise BuildError(f"{onnx_src} changed while the engine was being built (another run rewrote it?); build again")
+        plugin_ref = None
+        if info.plugin_library is not None:
+            copy = engine_dir / info.plugin_library.name
+            if info.plugin_library.resolve() != copy.resolve():
+                copy = stage / info.plugin_library.name
+                with atomic_path(copy) as tmp:
+                    shutil.copyfile(info.plugin_library, tmp)
+                    tmp.chmod(0o755)
+            plugin_ref = FileRef(file=copy.name, sha256=sha256_file(copy), bytes=copy.stat().st_size)
+        manifest = Manifest(
+            variant=variant,
+            resolution=resolution,
+            precision=precision,
+            weights=weights,
+            engine=FileRef(file=engine_name, sha256=sha256_bytes(engine), bytes=len(engine)),
+            onnx=FileRef(file=Path(onnx_file).name, sha256=info.onnx_sha256),
+            plugin=plugin_ref,
+            backend_flavour=info.backend_flavour,
+            backend_version=info.backend_version,
+            cuda_version=info.cuda_version,
+            target=info.target,
+            inputs=info.inputs,
+            outputs=info.outputs,
+            batch=info.batch,
+            build=BuildRecord(
+                seconds=info.seconds,
+                created=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+                host=f"{platform.node()} {platform.machine()} {platform.system()}",
+                workspace_mb=config.workspace_mb,
+                opt_level=config.opt_level,
+            ),
+            calibration=calibration,
+        )
+        write_manifest(stage, manifest)
+        for name in (engine_name, "manifest.json"):
+            (stage / name).chmod(0o644)  # temp files are created 0600; artifacts are meant to be shared
     _logger.info("wrote %s (%s, %.1f MB engine)", engine_dir, info.backend_flavour, len(engine) / 1e6)
     return engine_dir
 

@@ -12,6 +12,8 @@ import sys
 from typing import Optional, Sequence
 
 from .errors import PipelineError
+from .interrupts import Terminated, command_guard, exit_after_cancel
+from .storage import describe as describe_os_error
 
 # verb -> (module, one-line help). Each module supplies add_arguments(parser) and run(args).
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -25,6 +27,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "run": ("pipeline.runtime", "classify images with an engine"),
     "bench": ("pipeline.bench", "latency / throughput / memory benchmarks"),
     "explain": ("pipeline.explain", "overlay the per-stage importance maps on an image"),
+    "package": ("pipeline.package", "package an engine directory for Triton (--triton) or DeepStream (--deepstream)"),
 }
 
 
@@ -72,13 +75,18 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         parser.print_help()
         return 1
     try:
-        return int(modules[args.command].run(args) or 0)
+        with command_guard():  # SIGTERM -> KeyboardInterrupt, per-run temp folder (pipeline.interrupts)
+            return int(modules[args.command].run(args) or 0)
     except PipelineError as exc:
         print(f"sgformer-trt {args.command}: error: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+    except OSError as exc:  # disk full, permissions, read-only disk: one line naming the path (pipeline.storage)
+        print(f"sgformer-trt {args.command}: error: {describe_os_error(exc)}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt as exc:
+        print("terminated" if isinstance(exc, Terminated) else "interrupted", file=sys.stderr)
+        exit_after_cancel(143 if isinstance(exc, Terminated) else 130)  # a cancelled TensorRT build: os._exit
+        return 143 if isinstance(exc, Terminated) else 130
 
 
 if __name__ == "__main__":

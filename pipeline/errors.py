@@ -36,3 +36,19 @@ class ParityError(PipelineError):
 
 class PluginLibraryError(PipelineError):
     """The plugin or host-reference shared library is missing or unusable."""
+
+
+class IntegrityError(PipelineError):
+    """An engine folder is not what its manifest says: a file is missing, changed, or disagrees with its ONNX."""
+
+
+class StorageError(PipelineError):
+    """The operating system refused a file operation (disk full, permission denied, read-only file system)."""
+
+
+class ImageError(PipelineError):
+    """An image path is missing, a directory, unreadable, undecodable, or in a mode that cannot become RGB."""
+
+
+class ImageTooLargeError(ImageError):
+    """An image has more pixels than the decoding limit (``pipeline.images.max_image_pixels``)."""

@@ -6,7 +6,13 @@ so fp32 results here are bit-identical to the plugin's on the GPU. The onnxrunti
 rounding. Contract (inputs, outputs, attributes, tie order): ``plugins/sgformer_iam/README.md``.
 
 Finding the library: ``$SGFORMER_IAM_REF_LIB`` if set, else ``build/plugins-ref/libsgformer_iam_ref.so`` under
-the repository root (``make plugins-ref`` builds it; :func:`build_host_library` does the same from Python).
+the repository root (``make plugins-ref`` builds it; :func:`build_host_library` does the same from Python;
+:func:`ensure_host_library` finds it and rebuilds the default one when it is missing or has an older API).
+
+Speed: the library spreads one call over a worker pool (:func:`set_host_threads`; batch rows x two sequences for
+the sort, then output-token chunks for the group sums) and reuses its scratch memory, and ctypes releases the GIL
+for the call. :class:`HostLayout` validates a layout once (the onnxruntime op caches one per node), so a call is one
+ctypes call plus the numpy checks. ``plain=True`` runs the single-threaded specification instead (same bits; tests).
 """
 from __future__ import annotations
 
@@ -16,13 +22,15 @@ import os
 import shutil
 import subprocess
 from pathlib import Path
-from typing import Sequence
+from dataclasses import dataclass
+from typing import Optional, Sequence
 
 import numpy as np
 
 from .errors import ConfigError, PluginLibraryError
 
-__all__ = ["LIBRARY_ENV_VAR", "find_host_library", "build_host_library", "iam_host"]
+__all__ = ["LIBRARY_ENV_VAR", "find_host_library", "build_host_library", "ensure_host_library", "iam_host",
+           "HostLayout", "host_layout", "run_layout", "set_host_threads", "host_threads"]
 
 #: Environment variable that points at a prebuilt host-reference library.
 LIBRARY_ENV_VAR = "SGFORMER_IAM_REF_LIB"
@@ -31,7 +39,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 PLUGIN_SOURCE_DIR = REPO_ROOT / "plugins" / "sgformer_iam"
 DEFAULT_BUILD_DIR = REPO_ROOT / "build" / "plugins-ref"
 
-_API_VERSION = 1
+_API_VERSION = 2
 _ERR_ARGUMENT = 1
 _ERR_LAYOUT = 2
 _BUILD_HINT = (
@@ -73,7 +81,7 @@ def build_host_library(build_dir: Path = DEFAULT_BUILD_DIR) -> Path:
         if cxx is None:
             raise PluginLibraryError("cannot build the SGFormerIAM host reference: neither cmake nor a C++ compiler "
                                      "(g++/c++ or $CXX) is on PATH")
-        commands = [[cxx, "-std=c++17", "-O2", "-fPIC", "-shared", "-ffp-contract=off", "-fno-fast-math",
+        commands = [[cxx, "-std=c++17", "-O3", "-fPIC", "-shared", "-pthread", "-ffp-contract=off", "-fno-fast-math",
                      "-I", str(PLUGIN_SOURCE_DIR), str(PLUGIN_SOURCE_DIR / "sgformerIamRef.cpp"),
                      "-o", str(build_dir / LIBRARY_NAME)]]
     for command in commands:
@@ -107,17 +115,106 @@ def _load(path: str) -> ctypes.CDLL:
         lib.sgformer_iam_ref_fp32.argtypes = [_F32P, _F32P, _F32P, _F32P, *common, _F32P, _F32P]
         lib.sgformer_iam_ref_fp16.restype = ctypes.c_int
         lib.sgformer_iam_ref_fp16.argtypes = [_U16P, _F32P, _F32P, _F32P, *common, _U16P, _U16P]
+        lib.sgformer_iam_ref_plain_fp32.restype = ctypes.c_int
+        lib.sgformer_iam_ref_plain_fp32.argtypes = lib.sgformer_iam_ref_fp32.argtypes
+        lib.sgformer_iam_ref_plain_fp16.restype = ctypes.c_int
+        lib.sgformer_iam_ref_plain_fp16.argtypes = lib.sgformer_iam_ref_fp16.argtypes
+        lib.sgformer_iam_ref_set_threads.restype = ctypes.c_int
+        lib.sgformer_iam_ref_set_threads.argtypes = [ctypes.c_int]
+        lib.sgformer_iam_ref_threads.restype = ctypes.c_int
+        lib.sgformer_iam_ref_threads.argtypes = []
         lib.sgformer_iam_ref_out_tokens.restype = ctypes.c_int
         lib.sgformer_iam_ref_out_tokens.argtypes = [ctypes.c_int, ctypes.c_int, _I32P, _I32P, ctypes.c_int]
         lib.sgformer_iam_ref_last_error.restype = ctypes.c_char_p
         lib.sgformer_iam_ref_last_error.argtypes = []
     except AttributeError as exc:
+        if hasattr(lib, "sgformer_iam_ref_api_version"):
+            raise PluginLibraryError(f"{path} is an older SGFormerIAM host reference (API version "
+                                     f"{lib.sgformer_iam_ref_api_version()}, expected {_API_VERSION}); rebuild it "
+                                     f"({_BUILD_HINT})") from exc
         raise PluginLibraryError(f"{path} is not an SGFormerIAM host reference library ({exc}); {_BUILD_HINT}") from exc
     version = lib.sgformer_iam_ref_api_version()
     if version != _API_VERSION:
         raise PluginLibraryError(f"{path} has host-reference API version {version}, expected {_API_VERSION}; "
                                  f"rebuild it ({_BUILD_HINT})")
     return lib
+
+
+_SOURCES = ("sgformerIamRef.cpp", "sgformerIamRef.h", "sgformerIamMath.h", "CMakeLists.txt")
+
+
+def ensure_host_library() -> Path:
+    """The host-reference library to use, built first if needed.
+
+    ``$SGFORMER_IAM_REF_LIB`` is taken as given. The default library is (re)built when it is missing or older than
+    its sources (a process cannot reload a library it has already loaded, so staleness is judged before loading).
+    """
+    if os.environ.get(LIBRARY_ENV_VAR):
+        return find_host_library()
+    path = DEFAULT_BUILD_DIR / LIBRARY_NAME
+    newest = max((PLUGIN_SOURCE_DIR / name).stat().st_mtime for name in _SOURCES if (PLUGIN_SOURCE_DIR / name).exists())
+    if path.is_file() and path.stat().st_mtime >= newest:
+        return path
+    return build_host_library(DEFAULT_BUILD_DIR)
+
+
+def _library(library: Path | None) -> ctypes.CDLL:
+    return _load(str(library if library is not None else find_host_library()))
+
+
+def set_host_threads(threads: int, library: Path | None = None) -> None:
+    """Threads (caller included) that one host-reference call may use; process-wide, >= 1."""
+    if int(threads) < 1:
+        raise ConfigError(f"SGFormerIAM host reference: threads must be at least 1, got {threads}")
+    _library(library).sgformer_iam_ref_set_threads(int(threads))
+
+
+def host_threads(library: Path | None = None) -> int:
+    return int(_library(library).sgformer_iam_ref_threads())
+
+
+@dataclass(frozen=True)
+class HostLayout:
+    """A validated op layout (attributes ``height``, ``width``, ``group_sizes``, ``tier_sizes``) bound to a library."""
+
+    height: int
+    width: int
+    group_sizes: tuple[int, ...]
+    tier_sizes: tuple[int, ...]
+    out_tokens: int
+    lib: ctypes.CDLL
+    groups: np.ndarray  # int32, kept alive for the pointers below
+    tiers: np.ndarray
+    groups_p: object
+    tiers_p: object
+
+    @property
+    def num_tokens(self) -> int:
+        return self.height * self.width
+
+
+@functools.lru_cache(maxsize=256)
+def _cached_layout(height: int, width: int, group_sizes: tuple[int, ...], tier_sizes: tuple[int, ...],
+                   library: str) -> HostLayout:
+    lib = _load(library)
+    groups = np.ascontiguousarray(np.asarray(group_sizes, dtype=np.int32).reshape(-1))
+    tiers = np.ascontiguousarray(np.asarray(tier_sizes, dtype=np.int32).reshape(-1))
+    if groups.shape != tiers.shape:
+        raise ConfigError(f"SGFormerIAM: group_sizes {groups.tolist()} and tier_sizes {tiers.tolist()} differ in length")
+    groups_p, tiers_p = groups.ctypes.data_as(_I32P), tiers.ctypes.data_as(_I32P)
+    out_tokens = lib.sgformer_iam_ref_out_tokens(height, width, groups_p, tiers_p, int(groups.size))
+    if out_tokens < 0:
+        raise ConfigError(lib.sgformer_iam_ref_last_error().decode())
+    return HostLayout(height, width, tuple(int(g) for g in groups), tuple(int(t) for t in tiers), int(out_tokens),
+                      lib, groups, tiers, groups_p, tiers_p)
+
+
+def host_layout(height: int, width: int, group_sizes: Sequence[int], tier_sizes: Sequence[int],
+                library: Path | None = None) -> HostLayout:
+    """Validate a layout once (ConfigError if inconsistent); cached per layout and library."""
+    path = str(library if library is not None else find_host_library())
+    return _cached_layout(int(height), int(width), tuple(int(v) for v in np.ravel(group_sizes)),
+                          tuple(int(v) for v in np.ravel(tier_sizes)), path)
 
 
 def _as_f32(name: str, array: np.ndarray, shape: tuple[int, ...] | None = None) -> np.ndarray:
@@ -127,6 +224,71 @@ def _as_f32(name: str, array: np.ndarray, shape: tuple[int, ...] | None = None) 
     if shape is not None and array.shape != shape:
         raise ValueError(f"SGFormerIAM: {name} has shape {array.shape}, expected {shape}")
     return np.ascontiguousarray(array)
+
+
+def run_layout(
+    layout: HostLayout,
+    tokens: np.ndarray,
+    importance: np.ndarray,
+    agg_weight: np.ndarray,
+    agg_bias: np.ndarray,
+    *,
+    out: Optional[tuple[np.ndarray, np.ndarray]] = None,
+    plain: bool = False,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The host reference on a prepared layout (see :func:`iam_host` for the contract).
+
+    ``out`` = (seq_row, seq_col) C-contiguous arrays of the right shape and dtype to write into (no allocation);
+    ``plain`` runs the single-threaded specification (same bits) instead of the pooled fast path.
+    """
+    lib = layout.lib
+    tokens = np.asarray(tokens)
+    if tokens.dtype not in (np.float32, np.float16):
+        raise TypeError(f"SGFormerIAM: tokens must be float32 or float16, got {tokens.dtype}")
+    if tokens.ndim != 3:
+        raise ValueError(f"SGFormerIAM: tokens must be [B, N, C], got shape {tokens.shape}")
+    batch, n, channels = (int(d) for d in tokens.shape)
+    if n != layout.num_tokens:
+        raise ValueError(f"SGFormerIAM: tokens have N={n} but height*width = {layout.height}*{layout.width} = "
+                         f"{layout.num_tokens}")
+    importance = _as_f32("importance", importance, (batch, n))
+    weight = _as_f32("agg_weight", agg_weight).reshape(-1)
+    if weight.size != sum(layout.group_sizes):
+        raise ValueError(f"SGFormerIAM: agg_weight has {weight.size} elements, expected sum(group_sizes) = "
+                         f"{sum(layout.group_sizes)}")
+    bias = _as_f32("agg_bias", agg_bias).reshape(-1)
+    if bias.size != len(layout.group_sizes):
+        raise ValueError(f"SGFormerIAM: agg_bias has {bias.size} elements, expected {len(layout.group_sizes)} "
+                         f"(one per tier)")
+    tokens = np.ascontiguousarray(tokens)
+    shape = (batch, layout.out_tokens, channels)
+    if out is None:
+        seq_row = np.empty(shape, dtype=tokens.dtype)
+        seq_col = np.empty_like(seq_row)
+    else:
+        seq_row, seq_col = out
+        for name, array in (("seq_row", seq_row), ("seq_col", seq_col)):
+            if array.shape != shape or array.dtype != tokens.dtype or not array.flags.c_contiguous:
+                raise ValueError(f"SGFormerIAM: out {name} must be a C-contiguous {tokens.dtype} array of shape "
+                                 f"{shape}, got {array.dtype} {array.shape}")
+    args = (importance.ctypes.data_as(_F32P), weight.ctypes.data_as(_F32P), bias.ctypes.data_as(_F32P),
+            batch, layout.height, layout.width, channels, layout.groups_p, layout.tiers_p, len(layout.group_sizes))
+    if tokens.dtype == np.float32:
+        entry = lib.sgformer_iam_ref_plain_fp32 if plain else lib.sgformer_iam_ref_fp32
+        status = entry(tokens.ctypes.data_as(_F32P), *args, seq_row.ctypes.data_as(_F32P),
+                       seq_col.ctypes.data_as(_F32P))
+    else:
+        entry = lib.sgformer_iam_ref_plain_fp16 if plain else lib.sgformer_iam_ref_fp16
+        status = entry(tokens.ctypes.data_as(_U16P), *args, seq_row.ctypes.data_as(_U16P),
+                       seq_col.ctypes.data_as(_U16P))
+    if status != 0:
+        message = lib.sgformer_iam_ref_last_error().decode()
+        if status == _ERR_LAYOUT:
+            raise ConfigError(message)
+        if status == _ERR_ARGUMENT:
+            raise ValueError(message)
+        raise PluginLibraryError(message)
+    return seq_row, seq_col
 
 
 def iam_host(
@@ -139,57 +301,20 @@ def iam_host(
     group_sizes: Sequence[int],
     tier_sizes: Sequence[int],
     library: Path | None = None,
+    *,
+    plain: bool = False,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Run the host reference: ``tokens [B, N, C]`` (float32 or float16) -> ``(seq_row, seq_col)``, each [B, T, C].
 
     ``importance [B, N]``, ``agg_weight [sum(group_sizes)]`` (any shape with that many elements) and
     ``agg_bias [len(group_sizes)]`` are float32. Outputs have the dtype of ``tokens``.
     Raises ConfigError for an inconsistent layout, TypeError/ValueError for wrong dtypes or shapes, and
-    PluginLibraryError when the library is missing or fails.
+    PluginLibraryError when the library is missing or fails. ``plain=True``: the single-threaded specification.
     """
-    lib = _load(str(library if library is not None else find_host_library()))
     tokens = np.asarray(tokens)
     if tokens.dtype not in (np.float32, np.float16):
         raise TypeError(f"SGFormerIAM: tokens must be float32 or float16, got {tokens.dtype}")
     if tokens.ndim != 3:
         raise ValueError(f"SGFormerIAM: tokens must be [B, N, C], got shape {tokens.shape}")
-    batch, n, channels = (int(d) for d in tokens.shape)
-    height, width = int(height), int(width)
-    if n != height * width:
-        raise ValueError(f"SGFormerIAM: tokens have N={n} but height*width = {height}*{width} = {height * width}")
-    groups = np.ascontiguousarray(np.asarray(group_sizes, dtype=np.int32).reshape(-1))
-    tiers = np.ascontiguousarray(np.asarray(tier_sizes, dtype=np.int32).reshape(-1))
-    if groups.shape != tiers.shape:
-        raise ConfigError(f"SGFormerIAM: group_sizes {groups.tolist()} and tier_sizes {tiers.tolist()} differ in length")
-    out_tokens = lib.sgformer_iam_ref_out_tokens(height, width, groups.ctypes.data_as(_I32P),
-                                                 tiers.ctypes.data_as(_I32P), int(groups.size))
-    if out_tokens < 0:
-        raise ConfigError(lib.sgformer_iam_ref_last_error().decode())
-    importance = _as_f32("importance", importance, (batch, n))
-    weight = _as_f32("agg_weight", agg_weight).reshape(-1)
-    if weight.size != int(groups.sum()):
-        raise ValueError(f"SGFormerIAM: agg_weight has {weight.size} elements, expected sum(group_sizes) = {groups.sum()}")
-    bias = _as_f32("agg_bias", agg_bias).reshape(-1)
-    if bias.size != groups.size:
-        raise ValueError(f"SGFormerIAM: agg_bias has {bias.size} elements, expected {groups.size} (one per tier)")
-
-    tokens = np.ascontiguousarray(tokens)
-    seq_row = np.empty((batch, out_tokens, channels), dtype=tokens.dtype)
-    seq_col = np.empty_like(seq_row)
-    layout = (batch, height, width, channels, groups.ctypes.data_as(_I32P), tiers.ctypes.data_as(_I32P),
-              int(groups.size))
-    floats = (importance.ctypes.data_as(_F32P), weight.ctypes.data_as(_F32P), bias.ctypes.data_as(_F32P))
-    if tokens.dtype == np.float32:
-        status = lib.sgformer_iam_ref_fp32(tokens.ctypes.data_as(_F32P), *floats, *layout,
-                                           seq_row.ctypes.data_as(_F32P), seq_col.ctypes.data_as(_F32P))
-    else:
-        status = lib.sgformer_iam_ref_fp16(tokens.ctypes.data_as(_U16P), *floats, *layout,
-                                           seq_row.ctypes.data_as(_U16P), seq_col.ctypes.data_as(_U16P))
-    if status != 0:
-        message = lib.sgformer_iam_ref_last_error().decode()
-        if status == _ERR_LAYOUT:
-            raise ConfigError(message)
-        if status == _ERR_ARGUMENT:
-            raise ValueError(message)
-        raise PluginLibraryError(message)
-    return seq_row, seq_col
+    layout = host_layout(height, width, group_sizes, tier_sizes, library)
+    return run_layout(layout, tokens, importance, agg_weight, agg_bias, plain=plain)

@@ -13,27 +13,38 @@ from typing import Iterator
 import onnx
 
 from .errors import PipelineError
+from .locking import engine_dir_lock, is_locked_folder
+from .storage import os_errors
+from .tempfiles import artifact_temp_prefix, sweep_folder
 
 _logger = logging.getLogger("pipeline.io")
 
 
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
-    """Yield a temp path in the target's directory; rename it onto ``path`` only if the block succeeds."""
+    """Yield a temp path in the target's directory; rename it onto ``path`` only if the block succeeds.
+
+    The temp is ``.<name>.<pid>.<random>.tmp``: stale ones of killed runs are removed here by the next write of the
+    same artifact (``pipeline.tempfiles``). In an engine folder the rename happens under the folder's lock
+    (``pipeline.locking``). OS errors (disk full, permissions) become one-line ``StorageError``s naming ``path``.
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    tmp_path = Path(tmp)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp_path, 0o666 & ~umask)  # mkstemp makes 0600 files; artifacts are meant to be shared
-    try:
-        yield tmp_path
-        os.replace(tmp_path, path)
-    finally:
-        if tmp_path.exists():
-            tmp_path.unlink()
+    with os_errors(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        sweep_folder(path.parent, path.name)
+        fd, tmp = tempfile.mkstemp(prefix=artifact_temp_prefix(path.name), suffix=".tmp", dir=path.parent)
+        os.close(fd)
+        tmp_path = Path(tmp)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp_path, 0o666 & ~umask)  # mkstemp makes 0600 files; artifacts are meant to be shared
+        try:
+            yield tmp_path
+            with engine_dir_lock(path.parent) if is_locked_folder(path.parent) else contextlib.nullcontext():
+                os.replace(tmp_path, path)
+        finally:
+            if tmp_path.exists():
+                tmp_path.unlink()
 
 
 def write_bytes(path: str | Path, data: bytes) -> Path:

@@ -36,6 +36,7 @@ import torch.nn.functional as F
 
 from .errors import ConfigError
 from .iam import IamLayout, iam_aggregate, iam_layout
+from .iam_op import IAM_IMPLS, iam_fused
 
 __all__ = ["SGFormer", "create_model", "VARIANTS", "PRETRAINED_CFG", "valid_img_sizes", "check_img_size"]
 
@@ -49,13 +50,25 @@ def valid_img_sizes(limit: int = 5) -> list[int]:
     return [BASE_IMG_SIZE * m for m in range(1, limit + 1)]
 
 
+#: Largest input side (10 x 224). Stage 1's global attention is (S/4)^2 queries x (S/32)^2 keys: at 2240 one
+#: fp32 map per image is 313,600 x 4,900 x 4 B = 6.1 GB, so larger sides only exhaust memory.
+MAX_IMG_SIZE = 10 * BASE_IMG_SIZE
+
+
 def check_img_size(img_size: int) -> None:
-    """Refuse input sizes the architecture cannot run (7x7 windows and token groups need 224 * m)."""
+    """Refuse input sizes the architecture cannot run (7x7 windows and token groups need 224 * m, at most
+    ``MAX_IMG_SIZE``)."""
     if not isinstance(img_size, int) or img_size <= 0 or img_size % BASE_IMG_SIZE:
         raise ConfigError(
             f"input size {img_size!r} is not supported: SG-Former's 7x7 windows and token groups need a square "
             f"input whose side is a multiple of {BASE_IMG_SIZE} (e.g. {', '.join(map(str, valid_img_sizes(3)))}); "
             f"resize or crop your images to one of these"
+        )
+    if img_size > MAX_IMG_SIZE:
+        raise ConfigError(
+            f"input size {img_size} is too large: the largest supported side is {MAX_IMG_SIZE} "
+            f"({MAX_IMG_SIZE // BASE_IMG_SIZE} x {BASE_IMG_SIZE}; stage 1's attention map alone is 6 GB per image "
+            f"there); use a multiple of {BASE_IMG_SIZE} up to {MAX_IMG_SIZE}"
         )
 
 
@@ -251,13 +264,15 @@ class SignificanceAttention(_AttentionBase):
     """All heads query every token; keys/values come from the significance-merged sequences.
 
     kv1 projects the row-major merged sequence (heads 0..h/2-1), kv2 the column-major one
-    (heads h/2..h-1). The merge weights are the Linear(k, 1) layers f1, f2 (, f3).
+    (heads h/2..h-1). The merge weights are the Linear(k, 1) layers f1, f2 (, f3). ``iam_impl`` picks the
+    merge: "reference" (``pipeline.iam.iam_aggregate``, the definition) or "fused" (the ``sgformer::iam`` op).
     """
 
     def __init__(self, dim: int, num_heads: int, sr_ratio: int, layout: IamLayout) -> None:
         super().__init__(dim, num_heads)
         self.sr_ratio = sr_ratio
         self.layout = layout
+        self.iam_impl = "reference"
         self.q = nn.Linear(dim, dim)
         self.kv1 = nn.Linear(dim, dim)
         self.kv2 = nn.Linear(dim, dim)
@@ -278,9 +293,10 @@ class SignificanceAttention(_AttentionBase):
             )
         half = self.num_heads // 2
         layers = self.merge_layers()
-        seq_row, seq_col = iam_aggregate(
-            x, importance, [f.weight for f in layers], [f.bias for f in layers], self.layout
-        )
+        # The ONNX export always traces the reference path (standard ops); `rewrite` then makes SGFormerIAM nodes.
+        fused = self.iam_impl == "fused" and not torch.onnx.is_in_onnx_export()
+        aggregate = iam_fused if fused else iam_aggregate
+        seq_row, seq_col = aggregate(x, importance, [f.weight for f in layers], [f.bias for f in layers], self.layout)
         k1, v1 = self._kv_heads(self.kv1(seq_row), half)
         k2, v2 = self._kv_heads(self.kv2(seq_col), half)
         q = self._heads(self.q(x), self.num_heads)
@@ -436,6 +452,14 @@ class SGFormer(nn.Module):
     def significance_blocks(self) -> list[Block]:
         return [b for i in range(1, 5) for b in getattr(self, f"block{i}") if b.kind == "significance"]
 
+    def set_iam(self, iam: str) -> "SGFormer":
+        """Route every significance block's merge through ``iam``: "reference" (default) or "fused"."""
+        if iam not in IAM_IMPLS:
+            raise ConfigError(f"iam={iam!r} is not an IAM implementation; expected one of {', '.join(IAM_IMPLS)}")
+        for block in self.significance_blocks():
+            block.attn.iam_impl = iam
+        return self
+
     def forward_features(
         self, x: torch.Tensor, return_importance: bool = False
     ) -> torch.Tensor | tuple[torch.Tensor, list[torch.Tensor]]:
@@ -525,13 +549,18 @@ def create_model(
     num_classes: int = 1000,
     seed: int = 0,
     trust_pickle: bool = False,
+    iam: str = "reference",
 ) -> SGFormer:
     """Build SG-Former ``variant`` ("s", "m", "b") for ``img_size`` in eval mode.
 
     With ``checkpoint`` the official weights (training checkpoint, bare state_dict, ``model``/``module.``
     layouts; EMA preferred) are loaded strictly. Without it the weights are deterministic random ones
-    (``seed``), conditioned for parity tests (see ``condition_for_parity_``).
+    (``seed``), conditioned for parity tests (see ``condition_for_parity_``). ``iam`` selects the IAM merge of the
+    significance blocks: "reference" (``pipeline.iam``, the definition) or "fused" (the ``sgformer::iam`` op of
+    ``pipeline.iam_op``: the C++ host reference on CPU, the plugin's CUDA kernel on GPU); see ``SGFormer.set_iam``.
     """
+    if iam not in IAM_IMPLS:
+        raise ConfigError(f"iam={iam!r} is not an IAM implementation; expected one of {', '.join(IAM_IMPLS)}")
     if variant not in VARIANTS:
         raise ConfigError(f"unknown variant {variant!r}; expected one of {', '.join(v for v in VARIANTS)}")
     check_img_size(img_size)
@@ -544,4 +573,4 @@ def create_model(
     else:
         condition_for_parity_(model, seed)
         _logger.warning("variant %s: no checkpoint given, using random weights (seed %d, parity-conditioned)", variant, seed)
-    return model.eval()
+    return model.set_iam(iam).eval()

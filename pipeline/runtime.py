@@ -24,7 +24,8 @@ import numpy as np
 from . import trt_backend
 from .errors import BuildError, PipelineError
 from .io import sha256_file
-from .manifest import Manifest, RuntimeEnv, check_engine_compatible, engine_onnx, read_manifest
+from .integrity import check_engine_dir
+from .manifest import Manifest, RuntimeEnv, check_engine_compatible, engine_onnx
 
 __all__ = ["EngineRunner", "EngineRuntimeError", "load_runner", "imagenet_class_names", "top_k"]
 
@@ -61,7 +62,8 @@ class EngineRunner:
 
     def __init__(self, engine_dir: str | Path, device: int = 0, verify_sha256: bool = True) -> None:
         self.engine_dir = Path(engine_dir)
-        self.manifest = read_manifest(self.engine_dir)
+        # pipeline.integrity: engine/plugin sha256 + size; manifest vs the engine's ONNX when the folder has it
+        self.manifest = check_engine_dir(self.engine_dir, need_onnx=False)
         self._ctx = None
         gpu = trt_backend.probe_gpu(device)
         if gpu is None:
@@ -272,7 +274,7 @@ def _stand_in_logits(engine_dir: Path, manifest: Manifest, batch: np.ndarray) ->
 
 
 def run(args: argparse.Namespace) -> int:
-    manifest = read_manifest(args.engine)
+    manifest = check_engine_dir(args.engine, need_onnx=args.cpu)  # the ONNX is checked whenever it is there
     batch = _load_batch(args.images, manifest.resolution)
     start = time.perf_counter()
     if args.cpu:

@@ -4,8 +4,9 @@ Two Python packages can build engines:
 
 - ``tensorrt`` (full TensorRT 10.x / 11.x: the ``tensorrt-cu12`` / ``tensorrt-cu13`` wheels, NVIDIA's tar/deb
   packages, or JetPack's ``python3-libnvinfer`` on Jetson). Builds and runs on the GPU it is used on.
-- ``tensorrt_rtx`` (TensorRT-RTX, the ``tensorrt-rtx-cu13-*`` wheels). Builds CPU-only for the RTX compute
-  capabilities SM75..SM121; runs only on those GPUs (not on Jetson, Hopper or datacenter Blackwell).
+- ``tensorrt_rtx`` (TensorRT-RTX, the ``tensorrt-rtx-cu13-*`` wheels). Builds CPU-only; by default for compute
+  capabilities 8.0, 8.6, 8.9, 12.0 and 12.1 (7.5 on request); runs only on those GPUs (not on Jetson, Hopper
+  or datacenter Blackwell).
 
 Nothing outside this module imports ``tensorrt`` or ``tensorrt_rtx`` or looks at which members they have.
 What differs, and how it is handled here:
@@ -46,6 +47,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any, Callable, Optional, Sequence
 
+from . import interrupts
 from .errors import BuildError, PluginLibraryError
 from .manifest import JETSON_NAMES
 
@@ -73,8 +75,8 @@ RTX_COMPUTE_CAPABILITIES = ("sm_75", "sm_80", "sm_86", "sm_89", "sm_120", "sm_12
 #: target refuses builds by default, and the engine matches an explicit sm_80..sm_121 build byte for byte in size.
 RTX_DEFAULT_CAPABILITIES = ("sm_80", "sm_86", "sm_89", "sm_120", "sm_121")
 RTX_TARGET_DESCRIPTION = (
-    "TensorRT-RTX engine for RTX GPUs SM80-SM121 (builder default; SM75 only on request; "
-    "not Jetson/Hopper/Blackwell datacenter)"
+    "TensorRT-RTX engine for RTX GPUs of compute capability 8.0, 8.6, 8.9, 12.0, 12.1 (builder default; 7.5 only "
+    "on request; not Jetson/Hopper/Blackwell datacenter)"
 )
 
 
@@ -538,7 +540,7 @@ def attach_progress_monitor(backend: Backend, config: Any, interval: float = 10.
 
         def step_complete(self, phase_name, step):
             progress.step(phase_name, step)
-            return True  # False would cancel the build
+            return not interrupts.cancel_requested()  # False cancels the build (Ctrl-C / SIGTERM)
 
         def phase_finish(self, phase_name):
             progress.finish(phase_name)
@@ -575,7 +577,9 @@ def parser_failed_ops(parser: Any) -> list[str]:
 
 
 def build_serialized(backend: Backend, builder: Any, network: Any, config: Any) -> Optional[bytes]:
-    host = builder.build_serialized_network(network, config)
+    can_cancel = getattr(config, "progress_monitor", None) is not None
+    host = interrupts.run_cancellable(lambda: builder.build_serialized_network(network, config),
+                                      f"{backend.flavour} build", can_cancel)
     if host is None:
         return None
     return bytes(memoryview(host))

@@ -277,11 +277,12 @@ def verify_engine(
     """
     import datetime
 
-    from .manifest import engine_onnx, read_manifest, with_parity, write_manifest
+    from .integrity import check_engine_dir, record_parity
+    from .manifest import engine_onnx
     from .trt_backend import probe_gpu
 
     engine_dir = Path(engine_dir)
-    manifest = read_manifest(engine_dir)
+    manifest = check_engine_dir(engine_dir)  # sha256/size of engine + plugin, manifest vs ONNX metadata
     if manifest.precision not in ENGINE_TOLERANCES:
         raise ConfigError(f"{engine_dir}: unknown precision {manifest.precision!r} in the manifest")
     rule = ENGINE_TOLERANCES[manifest.precision]
@@ -301,7 +302,8 @@ def verify_engine(
         stand_in = False
     else:
         got = onnxruntime_logits(engine_onnx(engine_dir, manifest), array, batch)
-        backend = "onnxruntime CPU stand-in (no GPU: the engine itself was not executed)"
+        backend = ("onnxruntime CPU stand-in (no GPU: the engine file's integrity was checked, its behaviour was not; "
+                   "the engine itself was not executed)")
         stand_in = True
     report = compare_logits(got, ref, backend=backend, names=names, batch=batch, **rule)
     report.seconds = time.perf_counter() - start
@@ -310,6 +312,7 @@ def verify_engine(
         parity = {
             "backend": backend,
             "stand_in": stand_in,
+            "engine_check": "integrity only (sha256, size)" if stand_in else "executed",
             "passed": report.passed,
             "images": report.num_samples,
             "batch": batch,
@@ -320,7 +323,7 @@ def verify_engine(
             "rule": {k: v for k, v in rule.items()},
             "checked": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         }
-        write_manifest(engine_dir, with_parity(manifest, parity))
+        record_parity(engine_dir, manifest, parity)  # only if the engine is still the one checked
     return report
 
 
@@ -365,9 +368,9 @@ def _images(args: argparse.Namespace, img_size: int) -> list[tuple[str, np.ndarr
 
 def _run_engine(args: argparse.Namespace) -> int:
     from .io import write_json
-    from .manifest import read_manifest
+    from .integrity import check_engine_dir
 
-    manifest = read_manifest(args.engine)
+    manifest = check_engine_dir(args.engine)
     report = verify_engine(args.engine, _images(args, manifest.resolution), checkpoint=args.checkpoint,
                            trust_pickle=args.trust_checkpoint, batch=args.batch, device="cpu" if args.cpu else "auto")
     if args.report:

@@ -133,11 +133,27 @@ class PluginBuild:
     cuda_archs: str
     configure_s: float
     build_s: float
+    torch_library: Path | None = None  # libsgformer_iam_torch.so (CUDA implementation of sgformer::iam)
 
 
 @pytest.fixture(scope="session")
-def plugin_build(trt_include_dir: Path) -> PluginBuild:
-    """CMake build of libsgformer_plugins.so and the kernel test harness against the fetched headers."""
+def plugin_build(request) -> PluginBuild:
+    """CMake build of libsgformer_plugins.so and the kernel test harness against the fetched headers.
+
+    With ``SGFORMER_KERNEL_HARNESS_LIB`` set (``make gpu-check`` on a machine without TensorRT) that prebuilt
+    harness is used and nothing is built; ``plugin_library`` then need not exist.
+    """
+    prebuilt = os.environ.get("SGFORMER_KERNEL_HARNESS_LIB")
+    if prebuilt:
+        harness = Path(prebuilt)
+        if not harness.is_file():
+            pytest.fail(f"SGFORMER_KERNEL_HARNESS_LIB={prebuilt} does not name a file")
+        return PluginBuild(build_dir=harness.parent, plugin_library=harness.parent / "libsgformer_plugins.so",
+                           kernel_harness=harness, cuda_archs=os.environ.get("SGFORMER_TEST_CUDA_ARCHS", "prebuilt"),
+                           configure_s=0.0, build_s=0.0,
+                           torch_library=Path(os.environ["SGFORMER_IAM_TORCH_LIB"])
+                           if os.environ.get("SGFORMER_IAM_TORCH_LIB") else None)
+    trt_include_dir: Path = request.getfixturevalue("trt_include_dir")
     nvcc = find_nvcc()
     if nvcc is None:
         message = "nvcc not found (set CUDA_HOME or put nvcc on PATH)"
@@ -159,11 +175,50 @@ def plugin_build(trt_include_dir: Path) -> PluginBuild:
         pytest.fail(f"CMake configure failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
     start = time.perf_counter()
     result = subprocess.run([cmake, "--build", str(build_dir), "--parallel", str(os.cpu_count() or 2), "--target",
-                             "sgformer_plugins", "sgformer_iam_kernel_harness"],
+                             "sgformer_plugins", "sgformer_iam_kernel_harness", "sgformer_iam_torch"],
                             capture_output=True, text=True, check=False)
     build_s = time.perf_counter() - start
     if result.returncode != 0:
         pytest.fail(f"building libsgformer_plugins.so failed:\n{result.stdout[-6000:]}\n{result.stderr[-6000:]}")
     return PluginBuild(build_dir=build_dir, plugin_library=build_dir / "libsgformer_plugins.so",
+                       torch_library=build_dir / "libsgformer_iam_torch.so",
                        kernel_harness=build_dir / "libsgformer_iam_kernel_harness.so", cuda_archs=archs,
                        configure_s=configure_s, build_s=build_s)
+
+
+# ------------------------------------------------------------------------------------------------ engine directories
+
+
+@pytest.fixture(scope="session")
+def built_engine_dir(exported, plugin_build, tmp_path_factory):
+    """``built_engine_dir(precision="fp16")`` -> a real engine directory (s, 224, batch 1..2) that `sgformer-trt
+    build` made with TensorRT-RTX (CPU-only) and the plugin library; each precision is built once per session.
+
+    The steps are those of tests/test_engine.py (calibrate -> rewrite -> build --max-batch 2), so that test can take
+    its engines from here too."""
+    import importlib.util
+
+    from pipeline.cli import main
+
+    if importlib.util.find_spec("tensorrt_rtx") is None:
+        pytest.skip("TensorRT-RTX not installed (pip install -e '.[trt-rtx]')")
+    cache: dict[str, Path] = {}
+
+    def get(precision: str = "fp16") -> Path:
+        if precision not in cache:
+            folder = tmp_path_factory.mktemp(f"engine-{precision}")
+            src = exported("s", 224).onnx
+            if precision != "fp32":
+                calibrated = folder / f"model.{precision}.onnx"
+                calib = ["--num-images", "4", "--cache-dir", str(folder / "cache")] if precision == "int8" else []
+                assert main(["calibrate", "--onnx", str(src), "--precision", precision, *calib,
+                             "-o", str(calibrated)]) == 0
+                src = calibrated
+            iam = folder / "model.iam.onnx"
+            assert main(["rewrite", str(src), "-o", str(iam)]) == 0
+            assert main(["build", "--onnx", str(iam), "--out-dir", str(folder / "engines"), "--plugins",
+                         str(plugin_build.plugin_library), "--backend", "tensorrt-rtx", "--max-batch", "2"]) == 0
+            cache[precision] = folder / "engines" / f"s-{precision}-224"
+        return cache[precision]
+
+    return get

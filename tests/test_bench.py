@@ -56,6 +56,54 @@ def test_tiny_rows_have_positive_numbers_and_ratios(tiny_report):
         assert b["max_abs_logit_diff_vs_pytorch"] < 1e-3, f"{b['backend']} computes different logits"
 
 
+def test_tiny_report_has_op_profiles_and_comparisons(tiny_report):
+    measured = {b["backend"] for b in tiny_report.backends}
+    profiles = {(p["backend"], p["batch"]): p for p in tiny_report.op_profiles}
+    for backend in {"ort-cpu", "ort-cpu-iam"} & measured:
+        for batch in bench.TINY_BATCHES:
+            p = profiles[(backend, batch)]
+            assert p["runs"] == bench.TINY_PROFILE_RUNS and p["node_ms"] > 0 and p["run_ms"] > 0
+            assert abs(sum(o["share"] for o in p["ops"]) - 1.0) < 1e-6, "op shares must add up to the node time"
+            if backend == "ort-cpu":
+                assert p["iam_nodes"] == 0 and p["iam_share"] == 0.0
+            else:  # tiny-test has one significance-guided block per stage 1-3
+                assert p["iam_nodes"] == 3 and 0.0 < p["iam_share"] < 1.0 and p["ms_per_iam_node"] > 0
+    if {"ort-cpu", "ort-cpu-iam"} <= measured:
+        pairs = {(c["candidate"], c["reference"], c["batch"]): c for c in tiny_report.comparisons}
+        for batch in bench.TINY_BATCHES:
+            c = pairs[("ort-cpu-iam", "ort-cpu", batch)]
+            rows = {r["backend"]: r for r in tiny_report.rows if r["batch"] == batch}
+            assert c["throughput_ratio"] == pytest.approx(
+                rows["ort-cpu-iam"]["throughput_ips"] / rows["ort-cpu"]["throughput_ips"])
+        md = bench.render_markdown(tiny_report)
+        assert "Same-run comparisons" in md and "onnxruntime op profile" in md
+        iam = next(b for b in tiny_report.backends if b["backend"] == "ort-cpu-iam")
+        assert iam["details"]["fast_bridge"] is True
+
+
+def test_op_profile_summary_splits_calls_and_skips_warmup():
+    from pipeline.bench.op_profile import summarize_events
+
+    def run(ts, dur):
+        return {"cat": "Session", "name": "model_run", "ts": ts, "dur": dur}
+
+    def node(ts, dur, op):
+        return {"cat": "Node", "name": f"n{ts}_kernel_time", "ts": ts, "dur": dur, "args": {"op_name": op}}
+
+    events = [run(0, 100), node(1, 90, "MatMul"),                                        # warm-up, batch 1
+              run(200, 100), node(201, 30, "MatMul"), node(240, 10, "SGFormerIAM"),       # profiled, batch 1
+              run(400, 100), node(401, 500, "MatMul"),                                     # warm-up, batch 4
+              run(600, 50), node(601, 20, "SGFormerIAM"), node(630, 20, "SGFormerIAM"),   # profiled, batch 4
+              run(700, 50), node(701, 40, "MatMul")]
+    one, four = summarize_events(events, [1, 2], [1, 4])
+    assert (one["batch"], one["runs"], one["node_ms"], one["iam_ms"]) == (1, 1, 0.04, 0.01)
+    assert one["iam_share"] == pytest.approx(0.25) and one["iam_nodes"] == 1
+    assert four["node_ms"] == pytest.approx(0.04) and four["iam_share"] == pytest.approx(0.5)
+    assert four["iam_nodes"] == 1 and four["ms_per_iam_node"] == pytest.approx(0.02)
+    with pytest.raises(ValueError, match="model_run"):
+        summarize_events(events, [2, 2], [1, 4])
+
+
 def test_report_files(tiny_report, tmp_path):
     paths = write_report(tiny_report, tmp_path / "out")
     assert set(paths) == {"json", "md", "png"}
@@ -100,6 +148,7 @@ def test_cli_in_process(tmp_path, capsys):
         (dict(variant="x"), "unknown variant"),
         (dict(img_size=256), "multiple of 224"),
         (dict(engines=(("pytorch-cpu", "a.engine"),)), "not a TensorRT backend"),
+        (dict(profile_runs=-1), "--profile-runs"),
     ],
 )
 def test_bad_config_is_refused(overrides, message):

@@ -200,6 +200,11 @@ def test_rewrite_applies_to_quantized_graph(tiny, int8):
     assert sum(n.op_type == "SGFormerIAM" for n in rewritten.graph.node) == 3
     assert not any(n.op_type in ("TopK", "GatherElements") for n in rewritten.graph.node)
     x = np.stack([a for _, a in load_calibration_set(224, num_images=2, seed=1).arrays()])
-    a = run_model(int8.model, x)["logits"]
-    b = run_model(rewritten, x)["logits"]
+    # Node for node (onnxruntime's graph optimizations off): with them on, onnxruntime fuses DQ -> op -> Q chains
+    # into integer kernels, and which chains it can fuse changes when the IAM region becomes one custom node, so
+    # the two graphs would run different arithmetic upstream of the IAM nodes (measured: one int8 step, 8.7e-3, on
+    # an AMD EPYC host; 0 on an Intel one). As written, the graphs agree like the fp32 ones (1e-5: the host
+    # reference's fmaf chain vs onnxruntime's MatMul reduction order), here measured bit-identical.
+    a = run_model(int8.model, x, optimize=False)["logits"]
+    b = run_model(rewritten, x, optimize=False)["logits"]
     np.testing.assert_allclose(b, a, atol=1e-5, rtol=0)

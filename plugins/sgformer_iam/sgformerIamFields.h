@@ -26,6 +26,27 @@ constexpr char kFIELD_GROUP_SIZES[] = "group_sizes";
 constexpr char kFIELD_TIER_SIZES[] = "tier_sizes";
 constexpr int32_t kNB_FIELDS = 4;
 
+//! The field table: drives the creator's field list (getFieldNames), getFieldsToSerialize and createPlugin.
+//! `length` 1: one int32 value; 0: an int32 array of any length. Index = IamField.
+struct IamFieldSpec
+{
+    char const* name;
+    int32_t length;
+};
+enum IamField : int32_t
+{
+    kHEIGHT_FIELD = 0,
+    kWIDTH_FIELD = 1,
+    kGROUP_SIZES_FIELD = 2,
+    kTIER_SIZES_FIELD = 3,
+};
+constexpr IamFieldSpec kFIELDS[kNB_FIELDS] = {
+    {kFIELD_HEIGHT, 1},
+    {kFIELD_WIDTH, 1},
+    {kFIELD_GROUP_SIZES, 0},
+    {kFIELD_TIER_SIZES, 0},
+};
+
 // Tensor slots.
 constexpr int32_t kTOKENS_IDX = 0;     // [B, N, C] float32 | float16
 constexpr int32_t kIMPORTANCE_IDX = 1; // [B, N] float32

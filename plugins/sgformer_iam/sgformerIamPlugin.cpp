@@ -1,12 +1,15 @@
 /*
- * SGFormerIAM: TensorRT glue. Every noexcept override catches, logs a message that starts with
- * "SGFormerIAM:" and names the field or tensor index, and returns a failure status.
+ * SGFormerIAM: TensorRT glue. Every noexcept override runs its body through guarded()
+ * (sgformerIamGlue.h), which catches, logs a message that starts with "SGFormerIAM:" and names the
+ * method and the field or tensor index, and returns a failure status. The plugin fields are read,
+ * listed and serialized from one table (kFIELDS in sgformerIamFields.h).
  */
 #include "sgformerIamPlugin.h"
+#include "sgformerIamGlue.h"
 
 #include <atomic>
-#include <cstdlib>
 #include <cstdio>
+#include <cstdlib>
 #include <exception>
 #include <stdexcept>
 #include <string>
@@ -26,13 +29,18 @@ namespace sgformer
 {
 namespace iam
 {
+
+// ---- Logging (declared in sgformerIamGlue.h) ----------------------------------------------------
+
 namespace
 {
-
-constexpr int32_t kSTATUS_SUCCESS = 0;
-constexpr int32_t kSTATUS_FAILURE = -1;
-
 std::atomic<nvinfer1::ILoggerFinder*> gLoggerFinder{nullptr};
+} // namespace
+
+void setLoggerFinder(nvinfer1::ILoggerFinder* finder) noexcept
+{
+    gLoggerFinder.store(finder);
+}
 
 void logMessage(ILogger::Severity severity, std::string const& message) noexcept
 {
@@ -55,21 +63,20 @@ void logMessage(ILogger::Severity severity, std::string const& message) noexcept
     }
 }
 
-//! Log an exception caught in `method`; the message starts with the plugin name.
-void reportError(char const* method, char const* what) noexcept
+void reportError(char const* method, char const* what, char const* who) noexcept
 {
     try
     {
-        logMessage(ILogger::Severity::kERROR, std::string(kPLUGIN_NAME) + ": " + method + ": " + what);
+        std::string where(method);
+        if (who != nullptr)
+        {
+            where += std::string("(") + who + ")";
+        }
+        logMessage(ILogger::Severity::kERROR, std::string(kPLUGIN_NAME) + ": " + where + ": " + what);
     }
     catch (...)
     {
     }
-}
-
-void reportUnknown(char const* method) noexcept
-{
-    reportError(method, "unknown exception");
 }
 
 //! With SGFORMER_IAM_TRACE=1 in the environment, every override logs its name (kINFO) once it is called;
@@ -82,8 +89,45 @@ void trace(char const* method) noexcept
     }();
     if (enabled)
     {
-        logMessage(ILogger::Severity::kINFO, std::string(kPLUGIN_NAME) + ": trace: " + method);
+        try
+        {
+            logMessage(ILogger::Severity::kINFO, std::string(kPLUGIN_NAME) + ": trace: " + method);
+        }
+        catch (...)
+        {
+        }
     }
+}
+
+SgformerIamPluginCreator& pluginCreator()
+{
+    static SgformerIamPluginCreator sCreator;
+    return sCreator;
+}
+
+namespace
+{
+
+//! The tensor names of the input slots, for messages ("input 2 (agg_weight)").
+constexpr char const* kINPUT_NAMES[kNB_INPUTS] = {"tokens", "importance", "agg_weight", "agg_bias"};
+
+std::string inputLabel(int32_t i)
+{
+    return "input " + std::to_string(i) + " (" + kINPUT_NAMES[i] + ")";
+}
+
+//! "expected 4 inputs and 2 outputs, got ..." with the counts from sgformerIamFields.h.
+std::string countMessage(int32_t nbInputs, int32_t nbOutputs)
+{
+    return "expected " + std::to_string(kNB_INPUTS) + " inputs and " + std::to_string(kNB_OUTPUTS) + " outputs, got "
+        + std::to_string(nbInputs) + " and " + std::to_string(nbOutputs);
+}
+
+//! The three bodies that still spell their own try/catch tail (configurePlugin, getWorkspaceSize, enqueue)
+//! report unknown exceptions through this.
+void reportUnknown(char const* method) noexcept
+{
+    reportError(method, "unknown exception");
 }
 
 [[noreturn]] void fail(std::string const& message)
@@ -148,6 +192,30 @@ std::vector<int32_t> readIntField(PluginField const& field)
     return values;
 }
 
+//! Index of `name` in kFIELDS, or -1.
+int32_t fieldIndex(char const* name)
+{
+    for (int32_t i = 0; i < kNB_FIELDS; ++i)
+    {
+        if (std::string(name) == kFIELDS[i].name)
+        {
+            return i;
+        }
+    }
+    return -1;
+}
+
+//! "height, width, group_sizes, tier_sizes" from the table.
+std::string fieldList()
+{
+    std::string s;
+    for (int32_t i = 0; i < kNB_FIELDS; ++i)
+    {
+        s += (i ? ", " : "") + std::string(kFIELDS[i].name);
+    }
+    return s;
+}
+
 bool isKnown(int64_t d)
 {
     return d >= 0;
@@ -157,11 +225,9 @@ bool isKnown(int64_t d)
 
 // ---- SgformerIamPlugin ---------------------------------------------------------------------------
 
-SgformerIamPlugin::SgformerIamPlugin(
-    SgformerIamParams const& params, std::vector<int32_t> groupSizes, std::vector<int32_t> tierSizes)
+SgformerIamPlugin::SgformerIamPlugin(SgformerIamParams const& params, IamFieldValues fields)
     : mParams(params)
-    , mGroupSizes(std::move(groupSizes))
-    , mTierSizes(std::move(tierSizes))
+    , mFields(std::move(fields))
 {
 }
 
@@ -171,52 +237,29 @@ SgformerIamPlugin::SgformerIamPlugin(SgformerIamPlugin const& other)
     , nvinfer1::IPluginV3OneBuild()
     , nvinfer1::IPluginV3OneRuntime()
     , mParams(other.mParams)
-    , mGroupSizes(other.mGroupSizes)
-    , mTierSizes(other.mTierSizes)
+    , mFields(other.mFields)
 {
     // mSerialFields points into this object's vectors; it is rebuilt in getFieldsToSerialize.
 }
 
 nvinfer1::IPluginCapability* SgformerIamPlugin::getCapabilityInterface(nvinfer1::PluginCapabilityType type) noexcept
 {
-    trace("getCapabilityInterface");
-    try
-    {
-        switch (type)
-        {
-        case nvinfer1::PluginCapabilityType::kCORE: return static_cast<nvinfer1::IPluginV3OneCore*>(this);
-        case nvinfer1::PluginCapabilityType::kBUILD: return static_cast<nvinfer1::IPluginV3OneBuild*>(this);
-        case nvinfer1::PluginCapabilityType::kRUNTIME: return static_cast<nvinfer1::IPluginV3OneRuntime*>(this);
-        }
-        fail("unknown PluginCapabilityType " + std::to_string(static_cast<int>(type)));
-    }
-    catch (std::exception const& e)
-    {
-        reportError("getCapabilityInterface", e.what());
-    }
-    catch (...)
-    {
-        reportUnknown("getCapabilityInterface");
-    }
-    return nullptr;
+    return guarded("getCapabilityInterface", static_cast<nvinfer1::IPluginCapability*>(nullptr),
+        [&]() -> nvinfer1::IPluginCapability* {
+            switch (type)
+            {
+            case nvinfer1::PluginCapabilityType::kCORE: return static_cast<nvinfer1::IPluginV3OneCore*>(this);
+            case nvinfer1::PluginCapabilityType::kBUILD: return static_cast<nvinfer1::IPluginV3OneBuild*>(this);
+            case nvinfer1::PluginCapabilityType::kRUNTIME: return static_cast<nvinfer1::IPluginV3OneRuntime*>(this);
+            }
+            fail("unknown PluginCapabilityType " + std::to_string(static_cast<int>(type)));
+        });
 }
 
 nvinfer1::IPluginV3* SgformerIamPlugin::clone() noexcept
 {
-    trace("clone");
-    try
-    {
-        return new SgformerIamPlugin(*this);
-    }
-    catch (std::exception const& e)
-    {
-        reportError("clone", e.what());
-    }
-    catch (...)
-    {
-        reportUnknown("clone");
-    }
-    return nullptr;
+    return guarded("clone", static_cast<nvinfer1::IPluginV3*>(nullptr),
+        [&]() -> nvinfer1::IPluginV3* { return new SgformerIamPlugin(*this); });
 }
 
 char const* SgformerIamPlugin::getPluginName() const noexcept
@@ -245,40 +288,40 @@ void SgformerIamPlugin::checkShapes(Dims const* inputs, DataType const* types, i
     Dims const& tok = inputs[kTOKENS_IDX];
     if (tok.nbDims != 3 || (isKnown(tok.d[1]) && tok.d[1] != n) || tok.d[2] == 0)
     {
-        fail("input 0 (tokens) has shape " + dimsToString(tok) + "; expected [B, " + std::to_string(n)
+        fail(inputLabel(kTOKENS_IDX) + " has shape " + dimsToString(tok) + "; expected [B, " + std::to_string(n)
             + ", C] with N = height*width = " + std::to_string(mParams.height) + "*" + std::to_string(mParams.width));
     }
     Dims const& imp = inputs[kIMPORTANCE_IDX];
     if (imp.nbDims != 2 || (isKnown(imp.d[1]) && imp.d[1] != n)
         || (isKnown(imp.d[0]) && isKnown(tok.d[0]) && imp.d[0] != tok.d[0]))
     {
-        fail("input 1 (importance) has shape " + dimsToString(imp) + "; expected [B, " + std::to_string(n)
-            + "] with the batch of input 0 " + dimsToString(tok));
+        fail(inputLabel(kIMPORTANCE_IDX) + " has shape " + dimsToString(imp) + "; expected [B, " + std::to_string(n)
+            + "] with the batch of input " + std::to_string(kTOKENS_IDX) + " " + dimsToString(tok));
     }
     Dims const& w = inputs[kWEIGHT_IDX];
     if (w.nbDims != 1 || (isKnown(w.d[0]) && w.d[0] != mParams.totalWeights))
     {
-        fail("input 2 (agg_weight) has shape " + dimsToString(w) + "; expected [" + std::to_string(mParams.totalWeights)
-            + "] = [sum(group_sizes)]");
+        fail(inputLabel(kWEIGHT_IDX) + " has shape " + dimsToString(w) + "; expected ["
+            + std::to_string(mParams.totalWeights) + "] = [sum(" + kFIELD_GROUP_SIZES + ")]");
     }
     Dims const& b = inputs[kBIAS_IDX];
     if (b.nbDims != 1 || (isKnown(b.d[0]) && b.d[0] != mParams.numTiers))
     {
-        fail("input 3 (agg_bias) has shape " + dimsToString(b) + "; expected [" + std::to_string(mParams.numTiers)
+        fail(inputLabel(kBIAS_IDX) + " has shape " + dimsToString(b) + "; expected [" + std::to_string(mParams.numTiers)
             + "] = [number of tiers]");
     }
     if (types != nullptr)
     {
         if (types[kTOKENS_IDX] != DataType::kFLOAT && types[kTOKENS_IDX] != DataType::kHALF)
         {
-            fail(std::string("input 0 (tokens) has type ") + dataTypeName(types[kTOKENS_IDX])
+            fail(inputLabel(kTOKENS_IDX) + " has type " + dataTypeName(types[kTOKENS_IDX])
                 + "; expected float32 or float16");
         }
         for (int32_t i = kIMPORTANCE_IDX; i < kNB_INPUTS; ++i)
         {
             if (types[i] != DataType::kFLOAT)
             {
-                fail("input " + std::to_string(i) + " has type " + dataTypeName(types[i])
+                fail(inputLabel(i) + " has type " + dataTypeName(types[i])
                     + "; expected float32 (importance, agg_weight and agg_bias are always float32)");
             }
         }
@@ -342,48 +385,36 @@ int32_t SgformerIamPlugin::configurePlugin(
 int32_t SgformerIamPlugin::getOutputDataTypes(
     DataType* outputTypes, int32_t nbOutputs, DataType const* inputTypes, int32_t nbInputs) const noexcept
 {
-    trace("getOutputDataTypes");
-    try
-    {
+    return guarded("getOutputDataTypes", kSTATUS_FAILURE, [&]() -> int32_t {
         if (outputTypes == nullptr || inputTypes == nullptr || nbOutputs != kNB_OUTPUTS || nbInputs != kNB_INPUTS)
         {
-            fail("expected 4 inputs and 2 outputs, got " + std::to_string(nbInputs) + " and " + std::to_string(nbOutputs));
+            fail(countMessage(nbInputs, nbOutputs));
         }
         DataType const t = inputTypes[kTOKENS_IDX];
         if (t != DataType::kFLOAT && t != DataType::kHALF)
         {
-            fail(std::string("input 0 (tokens) has type ") + dataTypeName(t) + "; expected float32 or float16");
+            fail(inputLabel(kTOKENS_IDX) + " has type " + dataTypeName(t) + "; expected float32 or float16");
         }
         outputTypes[kSEQ_ROW_IDX] = t;
         outputTypes[kSEQ_COL_IDX] = t;
         return kSTATUS_SUCCESS;
-    }
-    catch (std::exception const& e)
-    {
-        reportError("getOutputDataTypes", e.what());
-    }
-    catch (...)
-    {
-        reportUnknown("getOutputDataTypes");
-    }
-    return kSTATUS_FAILURE;
+    });
 }
 
 int32_t SgformerIamPlugin::getOutputShapes(DimsExprs const* inputs, int32_t nbInputs, DimsExprs const* /*shapeInputs*/,
     int32_t nbShapeInputs, DimsExprs* outputs, int32_t nbOutputs, nvinfer1::IExprBuilder& exprBuilder) noexcept
 {
-    trace("getOutputShapes");
-    try
-    {
+    return guarded("getOutputShapes", kSTATUS_FAILURE, [&]() -> int32_t {
         if (inputs == nullptr || outputs == nullptr || nbInputs != kNB_INPUTS || nbOutputs != kNB_OUTPUTS
             || nbShapeInputs != 0)
         {
-            fail("expected 4 inputs, 2 outputs and no shape inputs, got " + std::to_string(nbInputs) + ", "
-                + std::to_string(nbOutputs) + " and " + std::to_string(nbShapeInputs));
+            fail(countMessage(nbInputs, nbOutputs) + " (and " + std::to_string(nbShapeInputs)
+                + " shape inputs; expected none)");
         }
         if (inputs[kTOKENS_IDX].nbDims != 3)
         {
-            fail("input 0 (tokens) has rank " + std::to_string(inputs[kTOKENS_IDX].nbDims) + "; expected 3 [B, N, C]");
+            fail(inputLabel(kTOKENS_IDX) + " has rank " + std::to_string(inputs[kTOKENS_IDX].nbDims)
+                + "; expected 3 [B, N, C]");
         }
         // [B, T, C]: B and C are taken over from tokens, T is fixed by the fields. Only exprBuilder.constant
         // is called (TensorRT-RTX implements the expression classes; keep the calls into them minimal).
@@ -400,29 +431,18 @@ int32_t SgformerIamPlugin::getOutputShapes(DimsExprs const* inputs, int32_t nbIn
             outputs[o].d[2] = inputs[kTOKENS_IDX].d[2];
         }
         return kSTATUS_SUCCESS;
-    }
-    catch (std::exception const& e)
-    {
-        reportError("getOutputShapes", e.what());
-    }
-    catch (...)
-    {
-        reportUnknown("getOutputShapes");
-    }
-    return kSTATUS_FAILURE;
+    });
 }
 
 bool SgformerIamPlugin::supportsFormatCombination(
     int32_t pos, DynamicPluginTensorDesc const* inOut, int32_t nbInputs, int32_t nbOutputs) noexcept
 {
-    trace("supportsFormatCombination");
-    try
-    {
+    return guarded("supportsFormatCombination", false, [&]() -> bool {
         if (inOut == nullptr || nbInputs != kNB_INPUTS || nbOutputs != kNB_OUTPUTS || pos < 0
             || pos >= nbInputs + nbOutputs)
         {
             fail("position " + std::to_string(pos) + " out of range for " + std::to_string(nbInputs) + " inputs and "
-                + std::to_string(nbOutputs) + " outputs");
+                + std::to_string(nbOutputs) + " outputs (" + countMessage(nbInputs, nbOutputs) + ")");
         }
         PluginTensorDesc const& desc = inOut[pos].desc;
         if (desc.format != TensorFormat::kLINEAR)
@@ -438,16 +458,7 @@ bool SgformerIamPlugin::supportsFormatCombination(
             return desc.type == DataType::kFLOAT;
         }
         return desc.type == inOut[kTOKENS_IDX].desc.type; // outputs follow tokens
-    }
-    catch (std::exception const& e)
-    {
-        reportError("supportsFormatCombination", e.what());
-    }
-    catch (...)
-    {
-        reportUnknown("supportsFormatCombination");
-    }
-    return false;
+    });
 }
 
 int32_t SgformerIamPlugin::getNbOutputs() const noexcept
@@ -494,12 +505,10 @@ size_t SgformerIamPlugin::getWorkspaceSize(DynamicPluginTensorDesc const* inputs
 int32_t SgformerIamPlugin::onShapeChange(
     PluginTensorDesc const* in, int32_t nbInputs, PluginTensorDesc const* out, int32_t nbOutputs) noexcept
 {
-    trace("onShapeChange");
-    try
-    {
+    return guarded("onShapeChange", kSTATUS_FAILURE, [&]() -> int32_t {
         if (in == nullptr || out == nullptr || nbOutputs != kNB_OUTPUTS)
         {
-            fail("expected 4 inputs and 2 outputs, got " + std::to_string(nbInputs) + " and " + std::to_string(nbOutputs));
+            fail(countMessage(nbInputs, nbOutputs));
         }
         Dims dims[kNB_INPUTS];
         DataType types[kNB_INPUTS];
@@ -510,16 +519,7 @@ int32_t SgformerIamPlugin::onShapeChange(
         }
         checkShapes(dims, types, nbInputs);
         return kSTATUS_SUCCESS;
-    }
-    catch (std::exception const& e)
-    {
-        reportError("onShapeChange", e.what());
-    }
-    catch (...)
-    {
-        reportUnknown("onShapeChange");
-    }
-    return kSTATUS_FAILURE;
+    });
 }
 
 int32_t SgformerIamPlugin::enqueue(PluginTensorDesc const* inputDesc, PluginTensorDesc const* outputDesc,
@@ -596,39 +596,29 @@ nvinfer1::IPluginV3* SgformerIamPlugin::attachToContext(nvinfer1::IPluginResourc
 
 PluginFieldCollection const* SgformerIamPlugin::getFieldsToSerialize() noexcept
 {
-    trace("getFieldsToSerialize");
-    try
-    {
-        mSerialFields.clear();
-        mSerialFields.emplace_back(kFIELD_HEIGHT, &mParams.height, PluginFieldType::kINT32, 1);
-        mSerialFields.emplace_back(kFIELD_WIDTH, &mParams.width, PluginFieldType::kINT32, 1);
-        mSerialFields.emplace_back(
-            kFIELD_GROUP_SIZES, mGroupSizes.data(), PluginFieldType::kINT32, static_cast<int32_t>(mGroupSizes.size()));
-        mSerialFields.emplace_back(
-            kFIELD_TIER_SIZES, mTierSizes.data(), PluginFieldType::kINT32, static_cast<int32_t>(mTierSizes.size()));
-        mSerialCollection.nbFields = static_cast<int32_t>(mSerialFields.size());
-        mSerialCollection.fields = mSerialFields.data();
-        return &mSerialCollection;
-    }
-    catch (std::exception const& e)
-    {
-        reportError("getFieldsToSerialize", e.what());
-    }
-    catch (...)
-    {
-        reportUnknown("getFieldsToSerialize");
-    }
-    return nullptr;
+    return guarded("getFieldsToSerialize", static_cast<PluginFieldCollection const*>(nullptr),
+        [&]() -> PluginFieldCollection const* {
+            mSerialFields.clear();
+            for (int32_t i = 0; i < kNB_FIELDS; ++i)
+            {
+                std::vector<int32_t> const& values = mFields[static_cast<size_t>(i)];
+                mSerialFields.emplace_back(
+                    kFIELDS[i].name, values.data(), PluginFieldType::kINT32, static_cast<int32_t>(values.size()));
+            }
+            mSerialCollection.nbFields = static_cast<int32_t>(mSerialFields.size());
+            mSerialCollection.fields = mSerialFields.data();
+            return &mSerialCollection;
+        });
 }
 
 // ---- SgformerIamPluginCreator --------------------------------------------------------------------
 
 SgformerIamPluginCreator::SgformerIamPluginCreator()
 {
-    mFieldNames.emplace_back(kFIELD_HEIGHT, nullptr, PluginFieldType::kINT32, 1);
-    mFieldNames.emplace_back(kFIELD_WIDTH, nullptr, PluginFieldType::kINT32, 1);
-    mFieldNames.emplace_back(kFIELD_GROUP_SIZES, nullptr, PluginFieldType::kINT32, 0);
-    mFieldNames.emplace_back(kFIELD_TIER_SIZES, nullptr, PluginFieldType::kINT32, 0);
+    for (int32_t i = 0; i < kNB_FIELDS; ++i)
+    {
+        mFieldNames.emplace_back(kFIELDS[i].name, nullptr, PluginFieldType::kINT32, kFIELDS[i].length);
+    }
     mFieldCollection.nbFields = static_cast<int32_t>(mFieldNames.size());
     mFieldCollection.fields = mFieldNames.data();
 }
@@ -656,69 +646,48 @@ PluginFieldCollection const* SgformerIamPluginCreator::getFieldNames() noexcept
 nvinfer1::IPluginV3* SgformerIamPluginCreator::createPlugin(
     char const* name, PluginFieldCollection const* fc, nvinfer1::TensorRTPhase /*phase*/) noexcept
 {
-    trace("createPlugin");
-    try
-    {
+    auto body = [&]() -> nvinfer1::IPluginV3* {
         if (fc == nullptr || (fc->nbFields > 0 && fc->fields == nullptr))
         {
-            fail("no plugin fields given; expected height, width, group_sizes, tier_sizes");
+            fail("no plugin fields given; expected " + fieldList());
         }
-        std::vector<int32_t> height;
-        std::vector<int32_t> width;
-        std::vector<int32_t> groupSizes;
-        std::vector<int32_t> tierSizes;
-        bool seen[kNB_FIELDS] = {false, false, false, false};
+        IamFieldValues values;
+        bool seen[kNB_FIELDS] = {};
         for (int32_t i = 0; i < fc->nbFields; ++i)
         {
             PluginField const& f = fc->fields[i];
-            if (f.name == nullptr)
+            int32_t const index = f.name != nullptr ? fieldIndex(f.name) : -1;
+            if (index < 0)
             {
-                continue;
+                continue; // unknown fields are ignored so a newer graph can carry informational attributes
             }
-            std::string const fieldName(f.name);
-            if (fieldName == kFIELD_HEIGHT)
-            {
-                height = readIntField(f);
-                seen[0] = true;
-            }
-            else if (fieldName == kFIELD_WIDTH)
-            {
-                width = readIntField(f);
-                seen[1] = true;
-            }
-            else if (fieldName == kFIELD_GROUP_SIZES)
-            {
-                groupSizes = readIntField(f);
-                seen[2] = true;
-            }
-            else if (fieldName == kFIELD_TIER_SIZES)
-            {
-                tierSizes = readIntField(f);
-                seen[3] = true;
-            }
-            // Unknown fields are ignored so a newer graph can carry informational attributes.
+            values[static_cast<size_t>(index)] = readIntField(f);
+            seen[index] = true;
         }
-        char const* const names[kNB_FIELDS] = {kFIELD_HEIGHT, kFIELD_WIDTH, kFIELD_GROUP_SIZES, kFIELD_TIER_SIZES};
         for (int32_t i = 0; i < kNB_FIELDS; ++i)
         {
             if (!seen[i])
             {
-                fail(std::string("required field ") + names[i] + " is missing");
+                fail(std::string("required field ") + kFIELDS[i].name + " is missing");
+            }
+            size_t const length = values[static_cast<size_t>(i)].size();
+            if (kFIELDS[i].length > 0 && length != static_cast<size_t>(kFIELDS[i].length))
+            {
+                fail(std::string("field ") + kFIELDS[i].name + " must hold " + std::to_string(kFIELDS[i].length)
+                    + " int32 value(s), got " + std::to_string(length));
             }
         }
-        if (height.size() != 1 || width.size() != 1)
-        {
-            fail("fields height and width must hold one int32 each, got " + std::to_string(height.size()) + " and "
-                + std::to_string(width.size()));
-        }
+        std::vector<int32_t> const& groupSizes = values[kGROUP_SIZES_FIELD];
+        std::vector<int32_t> const& tierSizes = values[kTIER_SIZES_FIELD];
         if (groupSizes.size() != tierSizes.size())
         {
-            fail("fields group_sizes (" + std::to_string(groupSizes.size()) + " entries) and tier_sizes ("
-                + std::to_string(tierSizes.size()) + " entries) must have the same length");
+            fail(std::string("fields ") + kFIELD_GROUP_SIZES + " (" + std::to_string(groupSizes.size())
+                + " entries) and " + kFIELD_TIER_SIZES + " (" + std::to_string(tierSizes.size())
+                + " entries) must have the same length");
         }
         SgformerIamParams params;
         char msg[256] = {};
-        if (makeIamParams(height[0], width[0], groupSizes.data(), tierSizes.data(),
+        if (makeIamParams(values[kHEIGHT_FIELD][0], values[kWIDTH_FIELD][0], groupSizes.data(), tierSizes.data(),
                 static_cast<int32_t>(groupSizes.size()), params, msg, sizeof(msg))
             != 0)
         {
@@ -727,41 +696,10 @@ nvinfer1::IPluginV3* SgformerIamPluginCreator::createPlugin(
             std::string const detail(msg);
             fail(detail.compare(0, prefix.size(), prefix) == 0 ? detail.substr(prefix.size()) : detail);
         }
-        return new SgformerIamPlugin(params, std::move(groupSizes), std::move(tierSizes));
-    }
-    catch (std::exception const& e)
-    {
-        std::string const where = std::string("createPlugin(") + (name != nullptr ? name : "") + ")";
-        reportError(where.c_str(), e.what());
-    }
-    catch (...)
-    {
-        reportUnknown("createPlugin");
-    }
-    return nullptr;
+        return new SgformerIamPlugin(params, std::move(values));
+    };
+    return guarded("createPlugin", static_cast<nvinfer1::IPluginV3*>(nullptr), body, name != nullptr ? name : "");
 }
 
 } // namespace iam
 } // namespace sgformer
-
-// ---- Library entry points (IPluginRegistry::loadLibrary) -----------------------------------------
-
-#if defined(_WIN32)
-#define SGFORMER_IAM_EXPORT __declspec(dllexport)
-#else
-#define SGFORMER_IAM_EXPORT __attribute__((visibility("default")))
-#endif
-
-extern "C" SGFORMER_IAM_EXPORT void setLoggerFinder(nvinfer1::ILoggerFinder* finder)
-{
-    sgformer::iam::gLoggerFinder.store(finder);
-    sgformer::iam::trace(finder != nullptr ? "setLoggerFinder" : "setLoggerFinder(null)");
-}
-
-extern "C" SGFORMER_IAM_EXPORT nvinfer1::IPluginCreatorInterface* const* getCreators(int32_t& nbCreators)
-{
-    static sgformer::iam::SgformerIamPluginCreator sCreator;
-    static nvinfer1::IPluginCreatorInterface* const sCreators[] = {&sCreator};
-    nbCreators = static_cast<int32_t>(sizeof(sCreators) / sizeof(sCreators[0]));
-    return sCreators;
-}

@@ -2,9 +2,10 @@
  * SGFormerIAM: TensorRT glue (IPluginV3 + OneCore/OneBuild/OneRuntime, IPluginCreatorV3One).
  *
  * Only interfaces TensorRT 10.3 (JetPack 6) already has are used; anything newer must be guarded
- * with NV_TENSORRT_MAJOR/MINOR. No IPluginV2. The library registers through the exported
- * getCreators/setLoggerFinder pair (IPluginRegistry::loadLibrary), not REGISTER_TENSORRT_PLUGIN,
- * and it does not link libnvinfer. The kernels live in sgformerIamKernel.cu.
+ * with NV_TENSORRT_MAJOR/MINOR. No IPluginV2. The library does not link libnvinfer: it registers
+ * through the exported getCreators/setLoggerFinder pair (IPluginRegistry::loadLibrary) and, on a
+ * plain dlopen, through the registry it finds in the process (sgformerIamRegistration.cpp).
+ * The kernels live in sgformerIamKernel.cu; the field table in sgformerIamFields.h.
  */
 #ifndef SGFORMER_IAM_PLUGIN_H
 #define SGFORMER_IAM_PLUGIN_H
@@ -15,6 +16,7 @@
 
 #include <NvInferRuntime.h>
 
+#include <array>
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -24,14 +26,17 @@ namespace sgformer
 namespace iam
 {
 
+//! Values of the plugin fields, indexed by IamField (all int32; scalars hold one value).
+using IamFieldValues = std::array<std::vector<int32_t>, kNB_FIELDS>;
+
 class SgformerIamPlugin : public nvinfer1::IPluginV3,
                           public nvinfer1::IPluginV3OneCore,
                           public nvinfer1::IPluginV3OneBuild,
                           public nvinfer1::IPluginV3OneRuntime
 {
 public:
-    //! `params` must come from makeIamParams (the creator validates the fields).
-    SgformerIamPlugin(SgformerIamParams const& params, std::vector<int32_t> groupSizes, std::vector<int32_t> tierSizes);
+    //! `params` must come from makeIamParams on `fields` (the creator validates the fields).
+    SgformerIamPlugin(SgformerIamParams const& params, IamFieldValues fields);
     SgformerIamPlugin(SgformerIamPlugin const& other);
     SgformerIamPlugin& operator=(SgformerIamPlugin const&) = delete;
     ~SgformerIamPlugin() override = default;
@@ -72,8 +77,7 @@ private:
     void checkShapes(nvinfer1::Dims const* inputs, nvinfer1::DataType const* types, int32_t nbInputs) const;
 
     SgformerIamParams mParams;          //!< static layout (batch and channels set per enqueue)
-    std::vector<int32_t> mGroupSizes;   //!< field group_sizes
-    std::vector<int32_t> mTierSizes;    //!< field tier_sizes
+    IamFieldValues mFields;             //!< the fields as given (serialized as they came in)
     std::vector<nvinfer1::PluginField> mSerialFields;
     nvinfer1::PluginFieldCollection mSerialCollection{};
 };

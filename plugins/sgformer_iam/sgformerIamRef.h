@@ -8,6 +8,15 @@
  *
  * Every entry returns SGFORMER_IAM_OK (0) or an error code; sgformer_iam_ref_last_error() then
  * returns a message (thread-local, valid until the next call on the same thread).
+ *
+ * Threads: sgformer_iam_ref_fp32/_fp16 spread one call over a process-wide worker pool of
+ * sgformer_iam_ref_threads() threads (the caller included; default $SGFORMER_IAM_THREADS, else 1;
+ * calls reading fewer than 2^17 token values stay on the calling thread;
+ * change it with sgformer_iam_ref_set_threads). Idle workers block, they never spin. The result does not
+ * depend on the thread count. The entries may be called from several threads at once: a call that finds
+ * the pool busy runs on its own thread.
+ * The _plain_ entries are the single-threaded specification (std::stable_sort and scalar loops) that the
+ * fast entries are tested against bit for bit.
  */
 #ifndef SGFORMER_IAM_REF_H
 #define SGFORMER_IAM_REF_H
@@ -36,6 +45,18 @@ int sgformer_iam_ref_fp32(float const* tokens, float const* importance, float co
 int sgformer_iam_ref_fp16(uint16_t const* tokens, float const* importance, float const* agg_weight,
     float const* agg_bias, int batch, int height, int width, int channels, int const* group_sizes,
     int const* tier_sizes, int n_tiers, uint16_t* seq_row, uint16_t* seq_col);
+
+/* Single-threaded specification of the two entries above (same contract, same bits, slower). */
+int sgformer_iam_ref_plain_fp32(float const* tokens, float const* importance, float const* agg_weight,
+    float const* agg_bias, int batch, int height, int width, int channels, int const* group_sizes,
+    int const* tier_sizes, int n_tiers, float* seq_row, float* seq_col);
+int sgformer_iam_ref_plain_fp16(uint16_t const* tokens, float const* importance, float const* agg_weight,
+    float const* agg_bias, int batch, int height, int width, int channels, int const* group_sizes,
+    int const* tier_sizes, int n_tiers, uint16_t* seq_row, uint16_t* seq_col);
+
+/* Threads of the worker pool (caller included), >= 1; returns SGFORMER_IAM_ERR_ARGUMENT for < 1. */
+int sgformer_iam_ref_set_threads(int threads);
+int sgformer_iam_ref_threads(void);
 
 /* Output token count T of a layout, or -1 (with a message) if the layout is invalid. */
 int sgformer_iam_ref_out_tokens(int height, int width, int const* group_sizes, int const* tier_sizes, int n_tiers);

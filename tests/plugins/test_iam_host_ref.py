@@ -119,3 +119,84 @@ def test_empty_batch(host_ref_library) -> None:
     row, col = iam_host(np.zeros((0, 196, 8), np.float32), np.zeros((0, 196), np.float32), np.ones(3, np.float32),
                         np.zeros(2, np.float32), 14, 14, (2, 1), (98, 98), library=host_ref_library)
     assert row.shape == col.shape == (0, 147, 8)
+
+
+# ------------------------------------------------------------- fast path == plain specification, bit for bit
+
+
+def _bits(a: np.ndarray) -> np.ndarray:
+    return a.view(np.uint16 if a.dtype == np.float16 else np.uint32)
+
+
+@pytest.fixture()
+def restore_threads(host_ref_library):
+    from pipeline.iam_host import host_threads, set_host_threads
+
+    before = host_threads(host_ref_library)
+    yield set_host_threads
+    set_host_threads(before, host_ref_library)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float16], ids=["fp32", "fp16"])
+@pytest.mark.parametrize("case", [c for c in all_cases() if c.variant == "s"], ids=lambda c: c.id)
+def test_pooled_path_is_bit_identical_to_the_plain_specification(case: IamCase, dtype, host_ref_library,
+                                                                 restore_threads) -> None:
+    """The radix sort + worker pool path against the std::stable_sort loops: every bit, 1-4 threads, batch 1 and 5
+    (batch 5 at 4 threads: sequences do not divide evenly; batch 1: one sequence split into token chunks)."""
+    rng = np.random.default_rng(case.layout.num_tokens * 13 + case.channels)
+    n = case.layout.num_tokens
+    weights, biases = random_merge_params(case.layout, rng)
+    for batch in (1, 5):
+        tokens = rng.standard_normal((batch, n, case.channels)).astype(dtype)
+        importance = importance_map("signed_zeros", batch, n, rng)
+        importance[-1] = importance_map("distinct", 1, n, rng)[0]
+        want_row, want_col = iam_host(tokens, importance, np.concatenate(weights), np.concatenate(biases),
+                                      case.layout.height, case.layout.width, case.layout.group_sizes,
+                                      case.layout.tier_sizes, library=host_ref_library, plain=True)
+        for threads in (1, 2, 3, 4):
+            restore_threads(threads, host_ref_library)
+            got_row, got_col = _host(tokens, importance, weights, biases, case, host_ref_library)
+            assert got_row.dtype == dtype
+            assert np.array_equal(_bits(got_row), _bits(want_row)), f"seq_row, batch {batch}, {threads} threads"
+            assert np.array_equal(_bits(got_col), _bits(want_col)), f"seq_col, batch {batch}, {threads} threads"
+
+
+def test_concurrent_callers_get_their_own_results(host_ref_library, restore_threads) -> None:
+    """Two Python threads calling at once (ctypes releases the GIL): a caller that finds the pool busy runs inline."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    restore_threads(2, host_ref_library)
+    case = next(c for c in all_cases() if c.variant == "s" and c.stage == 1 and c.resolution == 224)
+    rng = np.random.default_rng(5)
+    weights, biases = random_merge_params(case.layout, rng)
+    inputs = [(rng.standard_normal((3, case.layout.num_tokens, case.channels)).astype(np.float32),
+               importance_map("few_values", 3, case.layout.num_tokens, rng)) for _ in range(4)]
+    want = [_host(t, i, weights, biases, case, host_ref_library) for t, i in inputs]
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        got = list(pool.map(lambda ti: _host(ti[0], ti[1], weights, biases, case, host_ref_library), inputs * 5))
+    for k, (row, col) in enumerate(got):
+        assert np.array_equal(row, want[k % 4][0]) and np.array_equal(col, want[k % 4][1]), f"call {k}"
+
+
+def test_thread_count_is_validated(host_ref_library) -> None:
+    from pipeline.iam_host import set_host_threads
+
+    with pytest.raises(ConfigError, match="at least 1"):
+        set_host_threads(0, host_ref_library)
+
+
+def test_out_buffers_are_written_in_place(host_ref_library) -> None:
+    from pipeline.iam_host import host_layout, run_layout
+
+    layout = host_layout(14, 14, (2, 1), (98, 98), host_ref_library)
+    rng = np.random.default_rng(1)
+    tokens = rng.standard_normal((2, 196, 8)).astype(np.float32)
+    importance = rng.standard_normal((2, 196)).astype(np.float32)
+    weight, bias = np.ones(3, np.float32), np.zeros(2, np.float32)
+    row, col = np.empty((2, 147, 8), np.float32), np.empty((2, 147, 8), np.float32)
+    got = run_layout(layout, tokens, importance, weight, bias, out=(row, col))
+    assert got[0] is row and got[1] is col
+    want = run_layout(layout, tokens, importance, weight, bias)
+    assert np.array_equal(row, want[0]) and np.array_equal(col, want[1])
+    with pytest.raises(ValueError, match="C-contiguous"):
+        run_layout(layout, tokens, importance, weight, bias, out=(row[:1], col))

@@ -108,7 +108,7 @@ def build(out_dir: Path, trt_include: Path, mutate: str | None = None, jobs: int
         src = PLUGIN_DIR / rel
         text = translate(src.read_text(), str(src), mutate if rel == "sgformerIamKernel.cu" else None)
         units.append((Path(rel).stem, text, []))
-    for rel in ("sgformerIamPlugin.cpp", "test/sgformerIamPluginHarness.cpp"):
+    for rel in ("sgformerIamPlugin.cpp", "sgformerIamRegistration.cpp", "test/sgformerIamPluginHarness.cpp"):
         src = PLUGIN_DIR / rel
         units.append((Path(rel).stem, f'#line 1 "{src}"\n' + src.read_text(), ["-isystem", str(trt_include)]))
     units.append(("cudahostCapi", (HERE / "cudahostCapi.cpp").read_text(), []))
@@ -147,8 +147,8 @@ def build(out_dir: Path, trt_include: Path, mutate: str | None = None, jobs: int
     # bind each other's inline cudahost state.
     version_script = out_dir / "exports.map"
     version_script.write_text("{ global: sgformer_iam_*; cudahost_*; getCreators; setLoggerFinder; local: *; };\n")
-    _compile([cxx, "-shared", "-pthread", f"-Wl,--version-script={version_script}", "-o", str(tmp),
-              *map(str, objects)])
+    _compile([cxx, "-shared", "-pthread", f"-Wl,--version-script={version_script}", "-Wl,--no-undefined", "-o", str(tmp),
+              *map(str, objects), "-ldl"])
     tmp.replace(lib)
     return lib
 

@@ -1,0 +1,207 @@
+"""`sgformer-trt package --triton / --deepstream` from an engine directory.
+
+End to end on a real engine directory that `build` made with TensorRT-RTX (session fixture ``built_engine_dir``):
+the Triton config.pbtxt is parsed with Triton's own ``ModelConfig`` protobuf (tritonclient's model_config_pb2)
+and every value is checked against the manifest; the DeepStream nvinfer config is parsed as the key file it is
+and checked the same way. Refusals (changed engine, input format DeepStream cannot express, min batch > 1) run
+on small synthetic engine directories.
+"""
+from __future__ import annotations
+
+import configparser
+import importlib.util
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from pipeline.cli import main
+from pipeline.io import sha256_file
+from pipeline.manifest import (BatchProfile, BuildRecord, FileRef, Manifest, Target, TensorSpec, read_manifest,
+                               write_manifest)
+from pipeline.package import (DEEPSTREAM_CONFIG_NAME, PackageError, check_engine_files, package_deepstream,
+                              package_triton)
+
+TRITON_DTYPE = {"float32": "TYPE_FP32", "float16": "TYPE_FP16", "uint8": "TYPE_UINT8"}
+
+
+def _model_config_pb2():
+    """tritonclient's generated ModelConfig module, loaded by file (its grpc package __init__ needs grpcio)."""
+    spec = importlib.util.find_spec("tritonclient")
+    if spec is None or not spec.submodule_search_locations:
+        pytest.fail("tritonclient is not installed: make venv installs it (pip install --no-deps 'tritonclient==2.73.0')")
+    path = Path(list(spec.submodule_search_locations)[0]) / "grpc" / "model_config_pb2.py"
+    module_spec = importlib.util.spec_from_file_location("triton_model_config_pb2", path)
+    module = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(module)
+    return module
+
+
+def _parse_triton(text: str):
+    from google.protobuf import text_format
+
+    pb2 = _model_config_pb2()
+    return pb2, text_format.Parse(text, pb2.ModelConfig())
+
+
+def _parse_deepstream(path: Path) -> dict[str, str]:
+    parser = configparser.ConfigParser(interpolation=None, delimiters=("=",))
+    parser.optionxform = str  # keys are case-sensitive in GKeyFile
+    parser.read_string(path.read_text())
+    assert parser.sections() == ["property"]
+    return dict(parser["property"])
+
+
+# ------------------------------------------------------------------------------------------------ synthetic dirs
+
+
+def _fake_engine_dir(folder: Path, *, input_format: str | None = "rgb-float01", min_batch: int = 1,
+                     precision: str = "fp16", dtype: str = "float32") -> Path:
+    folder.mkdir(parents=True)
+    engine = folder / f"s-{precision}.engine"
+    engine.write_bytes(b"not a real engine, but the bytes the manifest records" * 10)
+    plugin = folder / "libsgformer_plugins.so"
+    plugin.write_bytes(b"\x7fELF stand-in")
+    onnx_file = folder / "model.iam.onnx"
+    onnx_file.write_bytes(b"")
+    manifest = Manifest(
+        variant="s", resolution=224, precision=precision, weights="random-init, seed 0",
+        engine=FileRef(engine.name, sha256_file(engine), engine.stat().st_size),
+        onnx=FileRef(onnx_file.name, sha256_file(onnx_file)),
+        plugin=FileRef(plugin.name, sha256_file(plugin)),
+        backend_flavour="TensorRT", backend_version="10.14.1", cuda_version="12.6",
+        target=Target("sm_87 only", ("sm_87",)),
+        inputs=(TensorSpec("images", (-1, 3, 224, 224), dtype),), outputs=(TensorSpec("logits", (-1, 1000), "float32"),),
+        batch=BatchProfile(min_batch, max(min_batch, 2), 8),
+        build=BuildRecord(seconds=1.0, created="2026-01-01T00:00:00+00:00", host="test"),
+    )
+    write_manifest(folder, manifest)
+    if input_format is not None:
+        data = json.loads((folder / "manifest.json").read_text())
+        data["input_format"] = input_format
+        (folder / "manifest.json").write_text(json.dumps(data))
+    return folder
+
+
+def test_changed_engine_is_refused_before_anything_is_written(tmp_path) -> None:
+    src = _fake_engine_dir(tmp_path / "e")
+    engine = src / "s-fp16.engine"
+    engine.write_bytes(engine.read_bytes()[:-1] + b"!")  # same size, other bytes
+    with pytest.raises(PackageError, match="sha256"):
+        package_triton(tmp_path / "repo", src)
+    engine.write_bytes(b"short")
+    with pytest.raises(PackageError, match="bytes but the manifest records"):
+        package_deepstream(tmp_path / "ds", src)
+    assert not (tmp_path / "repo").exists() or not any((tmp_path / "repo").iterdir())
+    assert not (tmp_path / "ds").exists()
+
+
+def test_changed_plugin_is_refused(tmp_path) -> None:
+    src = _fake_engine_dir(tmp_path / "e")
+    (src / "libsgformer_plugins.so").write_bytes(b"another build")
+    with pytest.raises(PackageError, match="library it was built with"):
+        check_engine_files(src, read_manifest(src))
+
+
+@pytest.mark.parametrize("input_format, why", [(None, "per-channel std"), ("normalized", "per-channel std"),
+                                               ("rgb-uint8", "float tensors")])
+def test_deepstream_refuses_input_formats_it_cannot_express(tmp_path, input_format, why) -> None:
+    src = _fake_engine_dir(tmp_path / "e", input_format=input_format,
+                           dtype="uint8" if input_format == "rgb-uint8" else "float32")
+    with pytest.raises(PackageError, match=why) as info:
+        package_deepstream(tmp_path / "ds", src)
+    assert "--input-format rgb-float01" in str(info.value)
+    assert not (tmp_path / "ds").exists()
+
+
+def test_triton_refuses_a_profile_that_does_not_start_at_one(tmp_path) -> None:
+    src = _fake_engine_dir(tmp_path / "e", min_batch=2)
+    with pytest.raises(PackageError, match="--min-batch 1"):
+        package_triton(tmp_path / "repo", src)
+
+
+def test_existing_package_needs_force(tmp_path) -> None:
+    src = _fake_engine_dir(tmp_path / "e")
+    package_triton(tmp_path / "repo", src, name="m")
+    with pytest.raises(PackageError, match="--force"):
+        package_triton(tmp_path / "repo", src, name="m")
+    package_triton(tmp_path / "repo", src, name="m", force=True)
+    assert sorted(p.name for p in (tmp_path / "repo").iterdir()) == ["m"]  # no temp folders left behind
+
+
+def test_cli_without_a_target_is_a_one_line_error(tmp_path, capsys) -> None:
+    src = _fake_engine_dir(tmp_path / "e")
+    assert main(["package", str(src)]) == 2
+    assert "pass --triton REPO and/or --deepstream DIR" in capsys.readouterr().err
+
+
+def test_triton_uint8_input_and_preferred_batches_from_the_manifest(tmp_path) -> None:
+    src = _fake_engine_dir(tmp_path / "e", input_format="rgb-uint8", dtype="uint8")
+    pkg = package_triton(tmp_path / "repo", src, name="u8")
+    _, config = _parse_triton(pkg.config.read_text())
+    assert config.max_batch_size == 8
+    assert list(config.dynamic_batching.preferred_batch_size) == [2, 4, 8]
+    assert config.input[0].data_type == _model_config_pb2().TYPE_UINT8
+
+
+# ------------------------------------------------------------------------------------------------ real engine
+
+
+@pytest.fixture(scope="module")
+def engine_dir(built_engine_dir) -> Path:
+    return built_engine_dir("fp16")
+
+
+def test_triton_package_from_a_built_engine_dir(engine_dir, tmp_path) -> None:
+    manifest = read_manifest(engine_dir)
+    repo = tmp_path / "repo"
+    assert main(["package", "--triton", str(repo), str(engine_dir), "--name", "sgformer_s"]) == 0
+    model = repo / "sgformer_s"
+    pb2, config = _parse_triton((model / "config.pbtxt").read_text())
+    assert config.name == "sgformer_s"
+    assert config.platform == "tensorrt_plan"
+    assert config.max_batch_size == manifest.batch.max == 2
+    assert [(t.name, pb2.DataType.Name(t.data_type), list(t.dims)) for t in config.input] == [
+        (t.name, TRITON_DTYPE[t.dtype], list(t.shape[1:])) for t in manifest.inputs]
+    assert [(t.name, pb2.DataType.Name(t.data_type), list(t.dims)) for t in config.output] == [
+        (t.name, TRITON_DTYPE[t.dtype], list(t.shape[1:])) for t in manifest.outputs]
+    assert list(config.dynamic_batching.preferred_batch_size) == [2]
+    assert [(g.kind, g.count) for g in config.instance_group] == [(pb2.ModelInstanceGroup.KIND_GPU, 1)]
+    # the plan is the engine the manifest describes; the plugin library is the one it was built with
+    assert sha256_file(model / "1" / "model.plan") == manifest.engine.sha256
+    assert sha256_file(model / manifest.plugin.file) == manifest.plugin.sha256
+    labels = (model / config.output[0].label_filename).read_text().splitlines()
+    assert len(labels) == manifest.outputs[0].shape[-1] == 1000 and labels[0] == "tench"
+    readme = (model / "README.md").read_text()
+    plugin_abs = (model / manifest.plugin.file).resolve()
+    assert f"tritonserver --model-repository={repo.resolve()}" in readme
+    assert f"--backend-config=tensorrt,plugins={plugin_abs}" in readme and plugin_abs.is_file()
+    assert "TensorRT-RTX" in readme  # says that Triton needs a full-TensorRT engine
+
+
+def test_deepstream_package_from_a_built_engine_dir(engine_dir, tmp_path) -> None:
+    """The real engine, its manifest marked ``rgb-float01`` (what `export --input-format rgb-float01` records)."""
+    src = tmp_path / "engine"
+    shutil.copytree(engine_dir, src)
+    data = json.loads((src / "manifest.json").read_text())
+    data["input_format"] = "rgb-float01"
+    (src / "manifest.json").write_text(json.dumps(data))
+    manifest = read_manifest(src)
+    out = tmp_path / "ds"
+    assert main(["package", "--deepstream", str(out), str(src)]) == 0
+    props = _parse_deepstream(out / DEEPSTREAM_CONFIG_NAME)
+    assert sha256_file(out / props["model-engine-file"]) == manifest.engine.sha256
+    assert sha256_file(out / props["custom-lib-path"]) == manifest.plugin.sha256
+    assert int(props["batch-size"]) == manifest.batch.max
+    assert int(props["network-mode"]) == {"fp32": 0, "int8": 1, "fp16": 2}[manifest.precision]
+    assert props["network-type"] == "1" and props["process-mode"] == "1"  # primary classifier
+    image = manifest.inputs[0]
+    assert [int(d) for d in props["infer-dims"].split(";")] == list(image.shape[1:]) == [3, 224, 224]
+    assert props["model-color-format"] == "0"  # RGB
+    assert float(props["net-scale-factor"]) == pytest.approx(1 / 255, rel=1e-15)
+    assert [float(v) for v in props["offsets"].split(";")] == [0.0, 0.0, 0.0]
+    assert props["output-blob-names"] == manifest.outputs[0].name
+    lines = (out / props["labelfile-path"]).read_text().splitlines()
+    assert len(lines) == 1 and len(lines[0].split(";")) == manifest.outputs[0].shape[-1]
+    assert f"nvinfer config-file-path={DEEPSTREAM_CONFIG_NAME}" in (out / "README.md").read_text()
