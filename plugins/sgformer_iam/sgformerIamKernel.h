@@ -1,15 +1,18 @@
 /*
  * SGFormerIAM: CUDA launchers. Plain C++ API, no TensorRT types.
  *
- * Algorithm (README.md "Algorithm and cost"):
- *   1. prepare: one thread per (batch row, sequence, position) writes the importance sort key
- *      (sgformerIamMath.h importanceSortKey) and the position itself as the value, for both the
- *      row-major and the column-major sequence, plus the segment offsets.
- *   2. sort: cub::DeviceSegmentedRadixSort::SortPairs over 2*B segments of N keys. LSD radix sort
- *      is stable and the values start in ascending position order, so equal keys keep the lower
- *      (row- or column-major) index first.
- *   3. aggregate: one block per (output token, sequence, batch row); threads over channels; the
- *      group sum runs j = 0 .. k-1 with accumulateStep/finishGroup, as in the host reference.
+ * Algorithm (README.md "Algorithm on the GPU and its cost"), two launches per op on the fused path:
+ *   1. sortKernel: one CTA (512 threads) per (sequence, batch row), 2*B CTAs. Builds the 32-bit sort
+ *      keys (sgformerIamMath.h importanceSortKey) of its sequence in shared memory and sorts the
+ *      positions with a stable LSD radix sort (4-bit digits, digits constant over the row skipped),
+ *      so equal keys keep the lower (row- or column-major) index first. Writes the row-major token
+ *      index of every sorted position to the workspace (2*B*N int32).
+ *   2. aggregateKernel<T, V>: one warp per (batch row, sequence, output token, slice of 32*V
+ *      channels); lanes own V consecutive channels (one vector load per token), the group sum runs
+ *      j = 0 .. k-1 with accumulateStep/finishGroup, as in the host reference.
+ *   N beyond one CTA's shared memory (sgformerIamFusedMaxTokens of the device) takes the CUB path:
+ *   prepareSortKernel + cub::DeviceSegmentedRadixSort::SortPairs (multi-CTA, no cap on N) + the same
+ *   aggregateKernel.
  * Deterministic: no atomics, fixed order everywhere.
  */
 #ifndef SGFORMER_IAM_KERNEL_H
@@ -37,21 +40,67 @@ enum class IamTokenType : int32_t
 //! only alignment padding (a few hundred bytes); enqueue checks the real size against this reserve.
 constexpr size_t kCUB_TEMP_RESERVE_BYTES = size_t{64} << 10;
 
-//! Largest batch the launcher accepts (grid z limit and CUB's int item count for the largest grids).
+//! Largest batch the launcher accepts (grid y limit of the sort kernel).
 constexpr int32_t kMAX_BATCH = 65535;
 
+//! Largest N of the fused path (positions are uint16 in shared memory); the device's shared memory
+//! usually caps it lower (sgformerIamFusedMaxTokens).
+constexpr int32_t kFUSED_MAX_TOKENS_CAP = 65535;
+
+//! Static shared memory of sortKernel budgeted by sgformerIamFusedMaxTokens (ptxas: 192 bytes).
+constexpr size_t kSORT_STATIC_SHARED_RESERVE_BYTES = 1024;
+
+//! Smallest opt-in shared memory per block of the architectures the plugin may run on (sm_75: 64 KiB;
+//! sm_86/89/120: 99 KiB; sm_80/87: 163 KiB; sm_90/100: 227 KiB). sgformerIamWorkspaceSize reserves the
+//! CUB path whenever N exceeds the fused limit of this size, because the builder may not know the GPU.
+constexpr size_t kMIN_SHARED_BYTES_PER_BLOCK_OPTIN = size_t{64} << 10;
+
+//! Which sort a launch uses.
+enum class IamPath : int32_t
+{
+    kFUSED = 0, //!< block radix sort in shared memory (1 launch) + aggregation (1 launch)
+    kCUB = 1,   //!< prepare + CUB segmented radix sort + aggregation (multi-CTA sort, any N)
+};
+
 /*!
- * Workspace bytes for `batch` rows of `numTokens` tokens: two key and two value buffers of 2*B*N
- * 32-bit words, 2*B+1 segment offsets and the CUB reserve, each 256-byte aligned. Pure host
- * arithmetic (no CUDA call), so TensorRT can ask for it on a machine without a GPU.
+ * Workspace bytes for `batch` rows of `numTokens` tokens. The fused path needs the sorted token
+ * indices (2*B*N int32, 256-byte aligned); when N may exceed the fused limit on some supported GPU
+ * (sgformerIamFusedMaxTokens(kMIN_SHARED_BYTES_PER_BLOCK_OPTIN)) it also reserves the CUB path's
+ * buffers (three more 2*B*N word buffers, 2*B+1 offsets, kCUB_TEMP_RESERVE_BYTES). Monotone in batch.
+ * Pure host arithmetic (no CUDA call), so TensorRT can ask for it on a machine without a GPU.
  */
 size_t sgformerIamWorkspaceSize(int32_t batch, int32_t numTokens) noexcept;
+
+//! Workspace bytes one path uses (launchSgformerIamPath); sgformerIamWorkspaceSize is the max over the
+//! paths some supported GPU may take.
+size_t sgformerIamPathWorkspaceSize(IamPath path, int32_t batch, int32_t numTokens) noexcept;
+
+//! Dynamic shared memory bytes of the fused sort kernel for N tokens (host arithmetic).
+size_t sgformerIamSortSharedBytes(int32_t numTokens) noexcept;
+
+//! Largest N the fused path handles on a device with this opt-in shared memory per block.
+int32_t sgformerIamFusedMaxTokens(size_t sharedBytesPerBlockOptin) noexcept;
+
+//! Channels per lane (1, 2, 4, or 8 for fp16) the aggregation kernel uses for this shape.
+int32_t aggregateVectorWidth(int32_t batch, int32_t outTokens, int32_t channels, size_t elementBytes) noexcept;
+
+//! The path launchSgformerIam takes for N tokens on the current device (queries its shared memory).
+cudaError_t sgformerIamSelectPath(int32_t numTokens, IamPath* path) noexcept;
+
+/*!
+ * launchSgformerIam with an explicit path (tests; kFUSED fails with cudaErrorInvalidValue or a launch
+ * error if N does not fit the device). Checks `workspaceBytes` against what that path really uses.
+ */
+cudaError_t launchSgformerIamPath(IamPath path, SgformerIamParams const& params, IamTokenType tokenType,
+    void const* tokens, float const* importance, float const* weight, float const* bias, void* seqRow, void* seqCol,
+    void* workspace, size_t workspaceBytes, cudaStream_t stream) noexcept;
 
 /*!
  * Run the op on `stream`. `params` must come from makeIamParams with batch and channels set.
  * tokens/seqRow/seqCol hold float or __half according to `tokenType`; importance, weight and bias
- * are float. Returns cudaErrorInvalidValue for bad arguments or a too-small workspace, otherwise
- * the status of the launches (cudaGetLastError after each).
+ * are float. Picks the path with sgformerIamSelectPath. Returns cudaErrorInvalidValue for bad
+ * arguments or a workspace smaller than the chosen path uses, otherwise the status of the launches
+ * (cudaGetLastError after each). Two launches on the fused path, four on the CUB path.
  */
 cudaError_t launchSgformerIam(SgformerIamParams const& params, IamTokenType tokenType, void const* tokens,
     float const* importance, float const* weight, float const* bias, void* seqRow, void* seqCol, void* workspace,

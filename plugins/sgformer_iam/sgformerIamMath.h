@@ -111,13 +111,25 @@ SGFORMER_IAM_HD int32_t sequenceToToken(int32_t p, bool isColumn, int32_t height
     return isColumn ? columnMajorToRowMajor(p, height, width) : p;
 }
 
-//! Tier of output token t (0 <= t < params.outTokens).
+//! values[tier] for 0 <= tier < kMAX_TIERS, written as a fixed-bound loop so a GPU kernel that reads a
+//! by-value SgformerIamParams indexes it with constants (no local-memory copy of the parameter).
+SGFORMER_IAM_HD int32_t tierValue(int32_t const (&values)[kMAX_TIERS], int32_t tier)
+{
+    int32_t v = values[0];
+    for (int32_t i = 1; i < kMAX_TIERS; ++i)
+    {
+        v = tier == i ? values[i] : v;
+    }
+    return v;
+}
+
+//! Tier of output token t (0 <= t < params.outTokens): the last tier whose first output is <= t.
 SGFORMER_IAM_HD int32_t tierOfOutput(SgformerIamParams const& params, int32_t t)
 {
     int32_t tier = 0;
-    while (tier + 1 < params.numTiers && t >= params.outStart[tier + 1])
+    for (int32_t i = 1; i < kMAX_TIERS; ++i)
     {
-        ++tier;
+        tier = (i < params.numTiers && t >= params.outStart[i]) ? i : tier;
     }
     return tier;
 }
@@ -125,7 +137,12 @@ SGFORMER_IAM_HD int32_t tierOfOutput(SgformerIamParams const& params, int32_t t)
 //! First sorted position of the group that forms output token t of tier `tier`.
 SGFORMER_IAM_HD int32_t groupFirstSorted(SgformerIamParams const& params, int32_t tier, int32_t t)
 {
-    return params.tierStart[tier] + (t - params.outStart[tier]) * params.groupSizes[tier];
+    int32_t outStart = params.outStart[0];
+    for (int32_t i = 1; i < kMAX_TIERS; ++i)
+    {
+        outStart = tier == i ? params.outStart[i] : outStart;
+    }
+    return tierValue(params.tierStart, tier) + (t - outStart) * tierValue(params.groupSizes, tier);
 }
 
 //! One step of the group sum, in the order j = 0 .. k-1 (see the file comment).

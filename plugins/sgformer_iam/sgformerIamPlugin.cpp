@@ -346,6 +346,29 @@ int32_t SgformerIamPlugin::configurePlugin(
             types[i] = in[i].desc.type;
         }
         checkShapes(dims, types, nbInputs);
+        // Reject at build time what the kernel cannot run (instead of failing every enqueue).
+        int64_t const maxBatch = in[kTOKENS_IDX].max.d[0];
+        int64_t const maxChannels = in[kTOKENS_IDX].max.d[2];
+        int64_t const n = mParams.numTokens;
+        if (!isKnown(maxBatch) || maxBatch > kMAX_BATCH)
+        {
+            fail("input 0 (tokens) has profile max batch " + std::to_string(maxBatch) + "; the kernel supports 0.."
+                + std::to_string(kMAX_BATCH) + " (lower the optimization profile's max batch)");
+        }
+        if (2 * maxBatch * n >= (int64_t{1} << 31))
+        {
+            fail("input 0 (tokens) has profile max batch " + std::to_string(maxBatch) + " and N = " + std::to_string(n)
+                + ": 2*B*N = " + std::to_string(2 * maxBatch * n) + " must stay below 2^31 (lower the max batch to "
+                + std::to_string(((int64_t{1} << 31) - 1) / (2 * n)) + ")");
+        }
+        if (!isKnown(maxChannels) || maxChannels > INT32_MAX)
+        {
+            fail("input 0 (tokens) has profile max channels " + std::to_string(maxChannels) + "; expected 1.."
+                + std::to_string(INT32_MAX));
+        }
+        // The batch the workspace is sized for (getWorkspaceSize); enqueue checks the runtime batch against it.
+        // A plugin deserialized for the runtime keeps 0 here (TensorRT allocates the build-time size).
+        mParams.batch = static_cast<int32_t>(maxBatch);
         return kSTATUS_SUCCESS;
     }
     catch (std::exception const& e)
@@ -464,6 +487,8 @@ size_t SgformerIamPlugin::getWorkspaceSize(DynamicPluginTensorDesc const* inputs
             fail("input 0 (tokens) has max batch " + std::to_string(batch) + "; expected 0.."
                 + std::to_string(kMAX_BATCH));
         }
+        // Host arithmetic only (a CPU-only builder asks for it); covers both kernel paths where the GPU
+        // could need either (sgformerIamKernel.h).
         return sgformerIamWorkspaceSize(static_cast<int32_t>(batch), mParams.numTokens);
     }
     catch (std::exception const& e)
@@ -526,7 +551,21 @@ int32_t SgformerIamPlugin::enqueue(PluginTensorDesc const* inputDesc, PluginTens
         params.channels = static_cast<int32_t>(tok.d[2]);
         IamTokenType const tokenType
             = types[kTOKENS_IDX] == DataType::kHALF ? IamTokenType::kFLOAT16 : IamTokenType::kFLOAT32;
-        size_t const workspaceBytes = sgformerIamWorkspaceSize(params.batch, params.numTokens);
+        // The workspace TensorRT allocated is getWorkspaceSize at the profile's max batch. configurePlugin
+        // recorded that batch in mParams.batch (build phase); a deserialized plugin has 0 there and
+        // TensorRT allocated the build-time size, which is >= the size at any runtime batch (monotone).
+        // The launcher checks this against the bytes its path really uses on this GPU.
+        int32_t const sizedBatch = mParams.batch > 0 ? mParams.batch : params.batch;
+        if (params.batch > sizedBatch)
+        {
+            fail("input 0 (tokens) has runtime batch " + std::to_string(params.batch) + " above the profile's max "
+                + std::to_string(sizedBatch) + " that the workspace was sized for");
+        }
+        size_t const workspaceBytes = sgformerIamWorkspaceSize(sizedBatch, params.numTokens);
+        if (workspaceBytes > 0 && workspace == nullptr && params.batch > 0)
+        {
+            fail("workspace is null but " + std::to_string(workspaceBytes) + " bytes were requested");
+        }
         cudaError_t const status = launchSgformerIam(params, tokenType, inputs[kTOKENS_IDX],
             static_cast<float const*>(inputs[kIMPORTANCE_IDX]), static_cast<float const*>(inputs[kWEIGHT_IDX]),
             static_cast<float const*>(inputs[kBIAS_IDX]), outputs[kSEQ_ROW_IDX], outputs[kSEQ_COL_IDX], workspace,

@@ -1,7 +1,8 @@
 /*
  * ctypes harness for the GPU tests (tests/plugins/test_iam_kernel_gpu.py): runs the CUDA launcher on
  * host buffers with the same C signature as the host reference (sgformerIamRef.h), so the test can
- * compare both bit for bit. Not part of the plugin library.
+ * compare both bit for bit. Not part of the plugin library. Also built through cudahost (CPU, CI):
+ * tests/plugins/iam_kernel_api.py documents the C API for both.
  */
 #include "sgformerIamKernel.h"
 
@@ -14,6 +15,9 @@ namespace
 {
 
 thread_local std::string tLastError;
+
+//! -1: launchSgformerIam picks the path (sgformerIamSelectPath); 0: fused; 1: CUB (sgformer_iam_cuda_set_path).
+int gForcedPath = -1;
 
 //! Owns one device allocation.
 struct DeviceBuffer
@@ -62,7 +66,12 @@ int run(sgformer::iam::IamTokenType type, size_t tokenBytes, void const* tokens,
     size_t const inBytes = static_cast<size_t>(batch) * n * channels * tokenBytes;
     size_t const outBytes = static_cast<size_t>(batch) * p.outTokens * channels * tokenBytes;
     size_t const impBytes = static_cast<size_t>(batch) * n * sizeof(float);
-    size_t const wsBytes = sgformerIamWorkspaceSize(batch, p.numTokens);
+    size_t wsBytes = sgformerIamWorkspaceSize(batch, p.numTokens);
+    if (gForcedPath >= 0)
+    {
+        size_t const pathBytes = sgformerIamPathWorkspaceSize(static_cast<IamPath>(gForcedPath), batch, p.numTokens);
+        wsBytes = pathBytes > wsBytes ? pathBytes : wsBytes;
+    }
     DeviceBuffer dTok(inBytes), dImp(impBytes), dW(p.totalWeights * sizeof(float)), dB(p.numTiers * sizeof(float)),
         dRow(outBytes), dCol(outBytes), dWs(wsBytes);
     if (!dTok.ptr || !dImp.ptr || !dW.ptr || !dB.ptr || !dRow.ptr || !dCol.ptr || !dWs.ptr)
@@ -93,8 +102,18 @@ int run(sgformer::iam::IamTokenType type, size_t tokenBytes, void const* tokens,
     }
     if (s == cudaSuccess)
     {
-        s = launchSgformerIam(p, type, dTok.ptr, static_cast<float const*>(dImp.ptr), static_cast<float const*>(dW.ptr),
-            static_cast<float const*>(dB.ptr), dRow.ptr, dCol.ptr, dWs.ptr, wsBytes, stream);
+        if (gForcedPath < 0)
+        {
+            s = launchSgformerIam(p, type, dTok.ptr, static_cast<float const*>(dImp.ptr),
+                static_cast<float const*>(dW.ptr), static_cast<float const*>(dB.ptr), dRow.ptr, dCol.ptr, dWs.ptr,
+                wsBytes, stream);
+        }
+        else
+        {
+            s = launchSgformerIamPath(static_cast<IamPath>(gForcedPath), p, type, dTok.ptr,
+                static_cast<float const*>(dImp.ptr), static_cast<float const*>(dW.ptr),
+                static_cast<float const*>(dB.ptr), dRow.ptr, dCol.ptr, dWs.ptr, wsBytes, stream);
+        }
     }
     if (s == cudaSuccess)
     {
@@ -148,6 +167,30 @@ int sgformer_iam_cuda_device_count(void)
 size_t sgformer_iam_cuda_workspace_size(int batch, int num_tokens)
 {
     return sgformer::iam::sgformerIamWorkspaceSize(batch, num_tokens);
+}
+
+//! -1: automatic path (default), 0: force the fused path, 1: force the CUB path. Returns 0, or 1 for another value.
+int sgformer_iam_cuda_set_path(int path)
+{
+    if (path < -1 || path > 1)
+    {
+        return 1;
+    }
+    gForcedPath = path;
+    return 0;
+}
+
+//! Path the automatic choice takes for N tokens on the current device (0 fused, 1 CUB), or -1 on error.
+int sgformer_iam_cuda_auto_path(int num_tokens)
+{
+    sgformer::iam::IamPath path{};
+    return sgformer::iam::sgformerIamSelectPath(num_tokens, &path) == cudaSuccess ? static_cast<int>(path) : -1;
+}
+
+//! Largest N of the fused path on a device with this opt-in shared memory per block.
+int sgformer_iam_cuda_fused_max_tokens(size_t shared_optin)
+{
+    return sgformer::iam::sgformerIamFusedMaxTokens(shared_optin);
 }
 
 char const* sgformer_iam_cuda_last_error(void)

@@ -1,0 +1,132 @@
+"""ctypes API of the SGFormerIAM kernel and plugin harnesses, shared by the GPU tests and the CPU (cudahost) tests.
+
+Libraries:
+  * ``libsgformer_iam_kernel_harness.so`` (CMake target ``sgformer_iam_kernel_harness``, real CUDA) and
+  * ``libsgformer_iam_emu.so`` (``plugins/sgformer_iam/cudahost/cu2host.py build``: the same harness source plus
+    the plugin and its enqueue harness, compiled by g++ through cudahost; runs on the CPU)
+export the kernel harness (plugins/sgformer_iam/test/sgformerIamKernelHarness.cu):
+
+  int sgformer_iam_cuda_fp32(float* tokens, float* importance, float* w, float* b, int batch, int height, int width,
+                             int channels, int* group_sizes, int* tier_sizes, int n_tiers, float* seq_row, float* seq_col)
+  int sgformer_iam_cuda_fp16(uint16* tokens, ... same ..., uint16* seq_row, uint16* seq_col)
+      host buffers in, host buffers out (the harness copies to and from the device); 0 = ok, else
+      sgformer_iam_cuda_last_error() says why
+  int sgformer_iam_cuda_set_path(int path)        -1 automatic (default), 0 fused, 1 CUB
+  int sgformer_iam_cuda_auto_path(int num_tokens) the automatic choice on the current device
+  int sgformer_iam_cuda_fused_max_tokens(size_t shared_optin)
+  size_t sgformer_iam_cuda_workspace_size(int batch, int num_tokens)
+  int sgformer_iam_cuda_device_count(void)
+
+``libsgformer_iam_emu.so`` and ``libsgformer_iam_plugin_harness.so`` (CMake target ``sgformer_iam_plugin_harness``,
+real CUDA) export the plugin harness (plugins/sgformer_iam/test/sgformerIamPluginHarness.cpp):
+
+  int sgformer_iam_plugin_fp32(... as sgformer_iam_cuda_fp32 ..., int max_batch)   (and _fp16)
+      createPlugin(kBUILD) -> configurePlugin(profile [1, max_batch]) -> getWorkspaceSize -> getFieldsToSerialize
+      -> createPlugin(kRUNTIME) -> attachToContext -> onShapeChange -> enqueue
+  int sgformer_iam_plugin_configure(height, width, channels, group_sizes, tier_sizes, n_tiers, long long min_batch,
+                                    long long max_batch, unsigned long long* workspace_bytes)
+  char* sgformer_iam_plugin_last_error(void)        the plugin's logged errors
+
+and the emulator's controls (plugins/sgformer_iam/cudahost/cudahostCapi.cpp):
+
+  void cudahost_set_device(int cc, int shared_optin, int multiprocessors)   e.g. (86, 0, 0): an RTX 30 GPU
+  int cudahost_shared_optin(void); long long cudahost_launch_count(void); long long cudahost_library_call_count(void)
+  char* cudahost_last_message(void)
+"""
+from __future__ import annotations
+
+import ctypes
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+_F32P = ctypes.POINTER(ctypes.c_float)
+_U16P = ctypes.POINTER(ctypes.c_uint16)
+_I32P = ctypes.POINTER(ctypes.c_int)
+
+PATH_AUTO, PATH_FUSED, PATH_CUB = -1, 0, 1
+
+
+@dataclass(frozen=True)
+class Layout:
+    """The static part of an IAM op (pipeline.iam.IamLayout has the same fields)."""
+    height: int
+    width: int
+    group_sizes: tuple[int, ...]
+    tier_sizes: tuple[int, ...]
+
+    @property
+    def num_tokens(self) -> int:
+        return self.height * self.width
+
+    @property
+    def out_tokens(self) -> int:
+        return sum(t // g for g, t in zip(self.group_sizes, self.tier_sizes))
+
+
+def load_kernel_harness(path: Path) -> ctypes.CDLL:
+    lib = ctypes.CDLL(str(path))
+    common = [ctypes.c_int] * 4 + [_I32P, _I32P, ctypes.c_int]
+    if not hasattr(lib, "sgformer_iam_cuda_fp32"):  # the GPU plugin harness alone
+        _declare_plugin_harness(lib, common)
+        return lib
+    lib.sgformer_iam_cuda_fp32.argtypes = [_F32P, _F32P, _F32P, _F32P, *common, _F32P, _F32P]
+    lib.sgformer_iam_cuda_fp16.argtypes = [_U16P, _F32P, _F32P, _F32P, *common, _U16P, _U16P]
+    lib.sgformer_iam_cuda_last_error.restype = ctypes.c_char_p
+    lib.sgformer_iam_cuda_device_count.restype = ctypes.c_int
+    lib.sgformer_iam_cuda_set_path.argtypes = [ctypes.c_int]
+    lib.sgformer_iam_cuda_auto_path.argtypes = [ctypes.c_int]
+    lib.sgformer_iam_cuda_fused_max_tokens.argtypes = [ctypes.c_size_t]
+    lib.sgformer_iam_cuda_workspace_size.argtypes = [ctypes.c_int, ctypes.c_int]
+    lib.sgformer_iam_cuda_workspace_size.restype = ctypes.c_size_t
+    if hasattr(lib, "sgformer_iam_plugin_fp32"):
+        _declare_plugin_harness(lib, common)
+    if hasattr(lib, "cudahost_set_device"):
+        lib.cudahost_set_device.argtypes = [ctypes.c_int] * 3
+        lib.cudahost_launch_count.restype = ctypes.c_longlong
+        lib.cudahost_library_call_count.restype = ctypes.c_longlong
+        lib.cudahost_last_message.restype = ctypes.c_char_p
+    return lib
+
+
+def _declare_plugin_harness(lib: ctypes.CDLL, common: list) -> None:
+    lib.sgformer_iam_plugin_fp32.argtypes = [_F32P, _F32P, _F32P, _F32P, *common, _F32P, _F32P, ctypes.c_int]
+    lib.sgformer_iam_plugin_fp16.argtypes = [_U16P, _F32P, _F32P, _F32P, *common, _U16P, _U16P, ctypes.c_int]
+    lib.sgformer_iam_plugin_configure.argtypes = [ctypes.c_int] * 3 + [_I32P, _I32P, ctypes.c_int, ctypes.c_longlong,
+                                                  ctypes.c_longlong, ctypes.POINTER(ctypes.c_ulonglong)]
+    lib.sgformer_iam_plugin_last_error.restype = ctypes.c_char_p
+
+
+def run_op(lib: ctypes.CDLL, tokens: np.ndarray, importance: np.ndarray, weight: np.ndarray, bias: np.ndarray,
+           layout, *, via_plugin: bool = False, max_batch: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Run the kernel harness (or the plugin harness) on host arrays; returns (seq_row, seq_col)."""
+    groups = np.ascontiguousarray(layout.group_sizes, np.int32)
+    tiers = np.ascontiguousarray(layout.tier_sizes, np.int32)
+    tokens = np.ascontiguousarray(tokens)
+    importance = np.ascontiguousarray(importance, np.float32)
+    weight = np.ascontiguousarray(weight, np.float32)
+    bias = np.ascontiguousarray(bias, np.float32)
+    b, _, c = tokens.shape
+    row = np.empty((b, layout.out_tokens, c), tokens.dtype)
+    col = np.empty_like(row)
+    fp32 = tokens.dtype == np.float32
+    ptr = _F32P if fp32 else _U16P
+    args = [tokens.ctypes.data_as(ptr), importance.ctypes.data_as(_F32P), weight.ctypes.data_as(_F32P),
+            bias.ctypes.data_as(_F32P), b, layout.height, layout.width, c, groups.ctypes.data_as(_I32P),
+            tiers.ctypes.data_as(_I32P), len(groups), row.ctypes.data_as(ptr), col.ctypes.data_as(ptr)]
+    if via_plugin:
+        fn = lib.sgformer_iam_plugin_fp32 if fp32 else lib.sgformer_iam_plugin_fp16
+        status = fn(*args, max_batch if max_batch is not None else b)
+        assert status == 0, lib.sgformer_iam_plugin_last_error().decode()
+    else:
+        fn = lib.sgformer_iam_cuda_fp32 if fp32 else lib.sgformer_iam_cuda_fp16
+        status = fn(*args)
+        detail = lib.cudahost_last_message().decode() if hasattr(lib, "cudahost_last_message") else ""
+        assert status == 0, f"{lib.sgformer_iam_cuda_last_error().decode()} {detail}"
+    return row, col
+
+
+def bits(a: np.ndarray) -> np.ndarray:
+    """The raw bits of an fp32/fp16 array (bit-exact comparison; NaN payloads and -0 count)."""
+    return a.view(np.uint16 if a.dtype == np.float16 else np.uint32)
