@@ -5,6 +5,7 @@ module must not import the model (no import cycles, tests/test_imports.py).
 """
 from __future__ import annotations
 
+import statistics
 import time
 from typing import Sequence
 

@@ -42,7 +42,8 @@ needs_rtx = pytest.mark.skipif(not _rtx_available(), reason="TensorRT-RTX wheels
 
 
 def mm_onnx(path: Path, seed: int) -> Path:
-    """images [B, 8] -> MatMul -> logits [B, 4], labelled like an export (variant mm, 8 px); builds in a second."""
+    """images [B, 8] -> MatMul -> logits [B, 4]; builds in a second. Not an SG-Former export, so its metadata carries
+    no artifact record (variant "unknown"): build labels it from ``--variant mm --resolution 8`` (MM_LABELS)."""
     weight = numpy_helper.from_array(np.random.default_rng(seed).standard_normal((8, 4)).astype(np.float32), "W")
     graph = helper.make_graph(
         [helper.make_node("MatMul", ["images", "W"], ["logits"])], "g",
@@ -50,10 +51,14 @@ def mm_onnx(path: Path, seed: int) -> Path:
         [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 4])], [weight])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
-    for key, value in {"variant": "mm", "img_size": "8", "weights": f"random-init, seed {seed}"}.items():
+    for key, value in {"variant": "unknown", "img_size": "8", "weights": f"random-init, seed {seed}"}.items():
         model.metadata_props.add(key=key, value=value)
     onnx.save(model, str(path))
     return path
+
+
+#: build's labels for the mm_onnx graph (it has no artifact record to read them from)
+MM_LABELS = ["--variant", "mm", "--resolution", "8"]
 
 
 def sha256(path: Path) -> str:

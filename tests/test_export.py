@@ -6,6 +6,8 @@ import argparse
 import numpy as np
 import onnx
 import pytest
+
+from pipeline.errors import StorageError
 import torch
 
 from pipeline import export as export_mod
@@ -99,7 +101,7 @@ def test_cli_writes_atomically(tmp_path, monkeypatch):
         raise OSError("disk full")
 
     monkeypatch.setattr(onnx, "save_model", failing_save)
-    with pytest.raises(OSError, match="disk full"):
+    with pytest.raises(StorageError, match="disk full"):  # the OSError as one typed line naming the path
         export_mod.run(args)
     assert not target.exists()
     assert list(target.parent.iterdir()) == [], "no partial or temp file may remain"

@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from reliability_helpers import (folder_consistent, manifest, mm_onnx, needs_rtx, publish, residue, run_cli, spawn,
+from reliability_helpers import (MM_LABELS, folder_consistent, manifest, mm_onnx, needs_rtx, publish, residue, run_cli, spawn,
                                  wait_for, wrapped_cli)
 
 _HOLD_MANIFEST = """
@@ -48,7 +48,7 @@ def test_two_concurrent_builds_end_consistent(tmp_path):
     first, second = mm_onnx(tmp_path / "a.onnx", 0), mm_onnx(tmp_path / "b.onnx", 1)
     out = tmp_path / "engines"
     m1, m2, started = tmp_path / "m1", tmp_path / "m2", tmp_path / "started"
-    argv = ["build", "--out-dir", str(out), "--backend", "tensorrt-rtx", "--max-batch", "2", "--name", "mm"]
+    argv = ["build", "--out-dir", str(out), "--backend", "tensorrt-rtx", "--max-batch", "2", "--name", "mm", *MM_LABELS]
     p1 = spawn(wrapped_cli(_HOLD_MANIFEST.format(mark_in=str(m1), mark_out=str(m2), started=str(started)),
                            [*argv, "--onnx", str(first)]))
     wait_for(m1, p1)  # build 1 has written its engine and is about to write the manifest
@@ -69,15 +69,15 @@ def test_two_concurrent_builds_end_consistent(tmp_path):
 
 _HOLD_STAND_IN = """
     import os, time
-    import pipeline.verify as verify
-    _orig = verify.onnxruntime_logits
-    def onnxruntime_logits(*args, **kwargs):  # verify: engine checked, result not recorded yet
+    import pipeline.runners as runners
+    _orig = runners.OrtRunner.infer
+    def infer(self, *args, **kwargs):  # verify: engine checked, result not recorded yet (the CPU stand-in runs)
         open({mark_in!r}, "w").close()
         deadline = time.monotonic() + 60
         while not os.path.exists({mark_out!r}) and time.monotonic() < deadline:
             time.sleep(0.05)
-        return _orig(*args, **kwargs)
-    verify.onnxruntime_logits = onnxruntime_logits
+        return _orig(self, *args, **kwargs)
+    runners.OrtRunner.infer = infer
 """
 
 

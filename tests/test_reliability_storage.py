@@ -18,7 +18,7 @@ import onnx
 import pytest
 
 from pipeline.cli import main
-from reliability_helpers import ROOT, child_env, folder_consistent, manifest, mm_onnx, needs_rtx, publish, residue
+from reliability_helpers import MM_LABELS, ROOT, child_env, folder_consistent, manifest, mm_onnx, needs_rtx, publish, residue
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +56,7 @@ def test_build_whose_onnx_copy_does_not_fit(tmp_path, monkeypatch, capsys, previ
         save_engine_dir(out, engine, fake_info(old, engine), variant="mm", precision="fp32", resolution=8,
                         weights="x", onnx_file=str(old), config=BuildConfig(), dir_name="mm")
         before = {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()}
-    argv = ["build", "--onnx", str(onnx_path), "--out-dir", str(out), "--name", "mm", "--backend", "tensorrt-rtx",
+    argv = ["build", "--onnx", str(onnx_path), "--out-dir", str(out), "--name", "mm", *MM_LABELS, "--backend", "tensorrt-rtx",
             "--max-batch", "2"]
     with monkeypatch.context() as m:
         m.setattr(shutil, "copyfile", _enospc_after_half)
