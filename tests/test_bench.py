@@ -73,12 +73,85 @@ def test_tiny_report_has_op_profiles_and_comparisons(tiny_report):
         for batch in bench.TINY_BATCHES:
             c = pairs[("ort-cpu-iam", "ort-cpu", batch)]
             rows = {r["backend"]: r for r in tiny_report.rows if r["batch"] == batch}
-            assert c["throughput_ratio"] == pytest.approx(
+            assert c["sequential_throughput_ratio"] == pytest.approx(
                 rows["ort-cpu-iam"]["throughput_ips"] / rows["ort-cpu"]["throughput_ips"])
+            # the headline ratio is the interleaved measurement of the same pair, made after the rows
+            pair = c["interleaved"]
+            assert c["method"] == "interleaved" and c["throughput_ratio"] == pair["throughput_ratio"] > 0
+            assert pair["rounds"] == bench.TINY_ITERS and pair["warmup"] == bench.TINY_WARMUP
+            assert 0 < pair["round_ratio_min"] <= pair["round_ratio_median"] <= pair["round_ratio_max"]
+            assert pair["candidate_median_ms"] > 0 and pair["reference_median_ms"] > 0
         md = bench.render_markdown(tiny_report)
         assert "Same-run comparisons" in md and "onnxruntime op profile" in md
         iam = next(b for b in tiny_report.backends if b["backend"] == "ort-cpu-iam")
         assert iam["details"]["fast_bridge"] is True
+
+
+class _FakeClock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _fake_runner(clock: _FakeClock, name: str, seconds, log: list):
+    """A Runner whose calls take ``seconds(call index)`` on the fake clock and are logged by name."""
+    from pipeline.bench.backends import Runner
+
+    calls = [0]
+
+    def infer(images):
+        clock.now += seconds(calls[0])
+        calls[0] += 1
+        log.append(name)
+        return images
+
+    return Runner(infer=infer, device="cpu")
+
+
+def test_interleaved_timing_alternates_and_divides_sums():
+    """time_pair: warmup of both, then rounds in alternating order; the ratio is sum(reference) / sum(candidate)."""
+    import numpy as np
+
+    from pipeline.bench.measurement import time_pair
+
+    clock, log = _FakeClock(), []
+    candidate = _fake_runner(clock, "c", lambda i: 1.0, log)
+    reference = _fake_runner(clock, "r", lambda i: 2.0 if i % 2 else 4.0, log)  # 4, 2, 4, 2 ... after warmup
+    config = BenchConfig(variant="tiny-test", iters=4, warmup=1)
+    row = time_pair(config, candidate, reference, np.zeros((3, 1)), clock=clock)
+    assert log == ["c", "r", "c", "r", "r", "c", "c", "r", "r", "c"]  # warmup c r; rounds cr, rc, cr, rc
+    # reference times after its warmup call (index 0 = 4 s): calls 1..4 = 2, 4, 2, 4 s; candidate 1 s each
+    assert row["rounds"] == 4 and row["batch"] == 3
+    assert row["throughput_ratio"] == pytest.approx(12.0 / 4.0)
+    assert (row["round_ratio_min"], row["round_ratio_max"], row["round_ratio_median"]) == (2.0, 4.0, 3.0)
+    assert row["latency_ratio"] == pytest.approx(1.0 / 3.0)
+
+
+def test_interleaved_timing_stops_at_twice_the_row_budget():
+    import numpy as np
+
+    from pipeline.bench.measurement import time_pair
+
+    clock, log = _FakeClock(), []
+    config = BenchConfig(variant="tiny-test", iters=50, warmup=0, max_seconds_per_row=10.0)
+    row = time_pair(config, _fake_runner(clock, "c", lambda i: 3.0, log), _fake_runner(clock, "r", lambda i: 3.0, log),
+                    np.zeros((1, 1)), clock=clock)
+    assert row["rounds"] == 4  # 6 s per round: past 2 x 10 s after round 4 (24 s), never fewer than 3
+    assert row["throughput_ratio"] == 1.0
+
+
+def test_no_interleave_keeps_the_sequential_ratio():
+    config = BenchConfig.tiny(variant="tiny-test", backends=("pytorch-cpu", "pytorch-cpu-fused"), batches=(1,),
+                              isolate=False, interleave=False)
+    report = run_benchmarks(config)
+    if {b["backend"] for b in report.backends} != {"pytorch-cpu", "pytorch-cpu-fused"}:
+        pytest.fail(f"both eager rows must run on the CPU: {report.failed or report.skipped}")
+    (c,) = report.comparisons
+    assert c["method"] == "sequential" and c["interleaved"] is None
+    assert c["throughput_ratio"] == c["sequential_throughput_ratio"]
+    assert "| sequential |" in bench.render_markdown(report)
 
 
 def test_op_profile_summary_splits_calls_and_skips_warmup():

@@ -33,9 +33,10 @@ elsewhere they are listed as skipped with the reason.
 
 - **Op profile (onnxruntime rows)**: after the timed calls, ``profile_runs`` calls per batch size on a session
   with onnxruntime's profiler on: node time per op type and the share of the ``SGFormerIAM`` nodes
-  (``op_profile``). **Comparisons**: pairs of rows measured in the same run (``report.COMPARISONS``, e.g.
-  ``ort-cpu-iam`` / ``ort-cpu``) as throughput and latency ratios, so a claim like "the rewritten graph is at least
-  as fast" reads off one run even on a loaded machine.
+  (``op_profile``). **Comparisons**: pairs of rows (``report.COMPARISONS``, e.g. ``ort-cpu-iam`` / ``ort-cpu``)
+  as throughput and latency ratios; after the rows each pair is measured again in one worker with interleaved
+  calls (``measurement.time_pair``), so drift between two rows measured minutes apart does not enter the ratio
+  and a claim like "the rewritten graph is at least as fast" reads off one run.
 
 Modules: ``config`` (what to measure), ``backends`` (the registry and the ``Runner`` interface), ``measurement``
 (worker processes, timing, memory), ``op_profile`` (onnxruntime's per-op profiler), ``report`` (record, ratios,

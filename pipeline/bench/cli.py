@@ -56,6 +56,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--profile-runs", type=int, help=f"onnxruntime rows: profiled calls per batch size after the "
                         f"timed ones, for the per-op profile (default {DEFAULT_PROFILE_RUNS}; --tiny: "
                         f"{TINY_PROFILE_RUNS}; 0 = no profile)")
+    parser.add_argument("--no-interleave", action="store_true",
+                        help="skip the interleaved measurement of the compared pairs (e.g. ort-cpu-iam vs ort-cpu); "
+                             "the comparisons then come from the sequential rows")
     parser.add_argument("--tiny", action="store_true", help="CI mode: small batches and few calls")
     parser.add_argument("-o", "--output-dir", required=True, help="directory for bench-<variant>-<res>.json/.md/.png")
 
@@ -67,6 +70,7 @@ def config_from_args(args: argparse.Namespace) -> BenchConfig:
         baseline=args.baseline, threads=args.threads, max_seconds_per_row=args.max_seconds,
         onnx_path=args.onnx, iam_onnx_path=args.iam_onnx, engine_dir=args.engine_dir,
         engines=tuple(args.engine), isolate=not args.in_process, progress=sys.stderr.isatty(),
+        interleave=not args.no_interleave,
     )
     for key, value in (("batches", args.batches), ("iters", args.iters), ("warmup", args.warmup),
                        ("profile_runs", args.profile_runs)):

@@ -64,6 +64,9 @@ class BenchConfig:
     progress: bool = False
     #: onnxruntime rows: profiled runs per batch size, after the timed calls (op profile in the report); 0 = none.
     profile_runs: int = DEFAULT_PROFILE_RUNS
+    #: After the rows: each ``report.COMPARISONS`` pair whose two rows were measured again in one worker with
+    #: interleaved calls (``measurement.time_pair``); the report's comparison ratios come from there.
+    interleave: bool = True
 
     def __post_init__(self) -> None:
         from ..model import VARIANTS, check_img_size

@@ -10,12 +10,13 @@ import importlib
 import logging
 import multiprocessing
 import re
+import statistics
 import sys
 import time
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional, Union
 
 import numpy as np
 
@@ -23,7 +24,7 @@ from ..errors import PipelineError
 from .backends import BACKENDS, Runner
 from .config import BenchConfig
 
-__all__ = ["Job", "measure_backend", "run_isolated", "run_inline"]
+__all__ = ["Job", "PairJob", "measure_backend", "measure_pair", "time_pair", "run_isolated", "run_inline"]
 
 _logger = logging.getLogger("pipeline.bench")
 
@@ -85,6 +86,21 @@ class Job:
     log_level: int
 
 
+@dataclass(frozen=True)
+class PairJob:
+    """Two backends measured together with interleaved calls (``measure_pair``); ``files`` per backend."""
+
+    config: BenchConfig
+    candidate: str
+    reference: str
+    files: dict
+    log_level: int
+
+    @property
+    def backend(self) -> str:
+        return f"{self.candidate}+{self.reference}"
+
+
 def _inputs(config: BenchConfig) -> np.ndarray:
     """Normalized-image-like inputs for the largest batch (seeded; smaller batches are prefixes)."""
     rng = np.random.default_rng(config.seed)
@@ -97,16 +113,20 @@ def _set_threads(config: BenchConfig) -> None:
     torch.set_num_threads(config.cpu_threads)
 
 
+def _preload(backend: str) -> None:
+    for module in BACKENDS[backend].preload:
+        try:
+            importlib.import_module(module)
+        except ImportError:  # optional helpers (e.g. the host-reference wrapper); the runner reports real problems
+            _logger.debug("%s: preload of %s failed", backend, module)
+
+
 def measure_backend(job: Job) -> dict:
     """Load one backend and time it at every batch size (runs inside the worker process)."""
     config = job.config
     spec = BACKENDS[job.backend]
     _set_threads(config)
-    for module in spec.preload:
-        try:
-            importlib.import_module(module)
-        except ImportError:  # optional helpers (e.g. the host-reference wrapper); the runner reports real problems
-            _logger.debug("%s: preload of %s failed", job.backend, module)
+    _preload(job.backend)
     images = _inputs(config)
     probe = _RssProbe()
     baseline_rss = probe.current()
@@ -183,6 +203,76 @@ def _time_batch(config: BenchConfig, backend: str, runner: Runner, images: np.nd
     return row
 
 
+def measure_pair(job: PairJob) -> dict:
+    """Load both backends of a comparison in one worker and time them with interleaved calls at every batch size.
+
+    The sequential rows measure one backend after the other, minutes apart, so anything that drifts in between
+    (other processes, CPU clocks, the page cache) lands in their ratio. Here every round calls both, in
+    alternating order, so drift hits both alike; ``time_pair`` has the arithmetic. No memory figures (two models
+    share the process).
+    """
+    config = job.config
+    _set_threads(config)
+    images = _inputs(config)
+    runners: dict[str, Runner] = {}
+    try:
+        for name in (job.candidate, job.reference):
+            _preload(name)
+            runners[name] = BACKENDS[name].create(config, job.files[name])
+        rows = []
+        for batch in sorted(config.batches):
+            row = time_pair(config, runners[job.candidate], runners[job.reference],
+                            np.ascontiguousarray(images[:batch]))
+            _logger.info("%s / %s batch %d, interleaved: throughput ratio %.3f over %d rounds (per round %.3f..%.3f)",
+                         job.candidate, job.reference, batch, row["throughput_ratio"], row["rounds"],
+                         row["round_ratio_min"], row["round_ratio_max"])
+            rows.append(row)
+    finally:
+        for runner in runners.values():
+            runner.close()
+    return {"candidate": job.candidate, "reference": job.reference, "rows": rows}
+
+
+def time_pair(config: BenchConfig, candidate: Runner, reference: Runner, images: np.ndarray,
+              clock: Callable[[], float] = time.perf_counter) -> dict:
+    """Interleaved timing of two runners on the same batch.
+
+    ``warmup`` untimed calls of each, then up to ``iters`` rounds; round i calls the candidate first when i is
+    even and the reference first when i is odd (so neither always runs in the other's wake). With
+    ``max_seconds_per_row`` the rounds stop once twice that budget is spent (two backends), after at least 3.
+    ``throughput_ratio`` = candidate images/s over reference images/s = sum(reference times) / sum(candidate
+    times); ``round_ratio_*``: the same ratio per round (reference time / candidate time), whose spread shows how
+    far the ratio can be trusted.
+    """
+    for _ in range(config.warmup):
+        candidate.infer(images)
+        reference.infer(images)
+    cand: list[float] = []
+    ref: list[float] = []
+    start = clock()
+    for i in range(config.iters):
+        order = ((candidate, cand), (reference, ref)) if i % 2 == 0 else ((reference, ref), (candidate, cand))
+        for runner, times in order:
+            t0 = clock()
+            runner.infer(images)
+            times.append(clock() - t0)
+        if config.max_seconds_per_row and i >= 2 and clock() - start > 2 * config.max_seconds_per_row:
+            break
+    per_round = [r / c for c, r in zip(cand, ref)]
+    return {
+        "batch": int(images.shape[0]),
+        "rounds": len(cand),
+        "warmup": config.warmup,
+        "throughput_ratio": sum(ref) / sum(cand),
+        "latency_ratio": statistics.median(cand) / statistics.median(ref),
+        "round_ratio_median": statistics.median(per_round),
+        "round_ratio_min": min(per_round),
+        "round_ratio_max": max(per_round),
+        "candidate_median_ms": 1e3 * statistics.median(cand),
+        "reference_median_ms": 1e3 * statistics.median(ref),
+    }
+
+
 class _NoBar:
     def update(self, n: int) -> None:
         pass
@@ -199,19 +289,23 @@ def _progress(config: BenchConfig, total: int, desc: str):
     return tqdm(total=total, desc=desc, leave=False, file=sys.stderr)
 
 
-def _worker_main(conn, job: Job) -> None:
+def _measure(job: Union[Job, PairJob]) -> dict:
+    return measure_pair(job) if isinstance(job, PairJob) else measure_backend(job)
+
+
+def _worker_main(conn, job: Union[Job, PairJob]) -> None:
     """Entry point of a spawned worker: measure, send the result (or the error) back, exit."""
     logging.basicConfig(level=job.log_level, format="%(asctime)s %(levelname)s %(name)s[worker]: %(message)s",
                         datefmt="%H:%M:%S")
     try:
-        conn.send({"ok": measure_backend(job)})
+        conn.send({"ok": _measure(job)})
     except BaseException as exc:  # everything goes back to the parent as text; the parent decides
         conn.send({"error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc()})
     finally:
         conn.close()
 
 
-def run_isolated(job: Job) -> dict:
+def run_isolated(job: Union[Job, PairJob]) -> dict:
     ctx = multiprocessing.get_context("spawn")
     receiver, sender = ctx.Pipe(duplex=False)
     proc = ctx.Process(target=_worker_main, args=(sender, job), name=f"bench-{job.backend}")
@@ -232,8 +326,8 @@ def run_isolated(job: Job) -> dict:
     return message
 
 
-def run_inline(job: Job) -> dict:
+def run_inline(job: Union[Job, PairJob]) -> dict:
     try:
-        return {"ok": measure_backend(job)}
+        return {"ok": _measure(job)}
     except Exception as exc:
         return {"error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc()}

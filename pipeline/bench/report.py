@@ -18,7 +18,7 @@ __all__ = ["BenchReport", "SCHEMA", "COMPARISONS", "render_markdown", "render_pl
 
 _logger = logging.getLogger("pipeline.bench")
 
-SCHEMA = "sgformer-trt.bench/2"
+SCHEMA = "sgformer-trt.bench/3"
 
 #: Pairs of rows compared directly in the report, at every batch size both measured:
 #: (candidate, reference, what the ratio says). Extra rows add their pair here.
@@ -120,20 +120,37 @@ def pick_baseline(config: BenchConfig, rows: list[dict]) -> dict:
 # ---------------------------------------------------------------------------------------------- outputs
 
 
-def compare_rows(rows: list[dict]) -> list[dict]:
-    """``COMPARISONS`` on the measured rows: candidate / reference throughput and median latency per batch."""
+def compare_rows(rows: list[dict], interleaved: Optional[list[dict]] = None) -> list[dict]:
+    """``COMPARISONS`` per batch size: candidate / reference throughput and median latency.
+
+    ``sequential_*`` divide the two rows of the main table (measured one after the other). ``interleaved`` (from
+    ``measurement.time_pair``, when the run made it) measured both in one worker, calls alternating, and is the
+    figure to read: ``throughput_ratio`` / ``latency_ratio`` are the interleaved ones when present, else the
+    sequential ones (``method`` says which).
+    """
     lookup = {(r["backend"], r["batch"]): r for r in rows}
+    paired = {(p["candidate"], p["reference"], p["batch"]): p for p in interleaved or ()}
     out = []
     for candidate, reference, what in COMPARISONS:
         for batch in sorted({r["batch"] for r in rows}):
             a, b = lookup.get((candidate, batch)), lookup.get((reference, batch))
             if a is None or b is None:
                 continue
-            out.append({
+            entry = {
                 "candidate": candidate, "reference": reference, "batch": batch, "what": what,
-                "throughput_ratio": a["throughput_ips"] / b["throughput_ips"],
-                "latency_ratio": a["latency_ms"]["median"] / b["latency_ms"]["median"],
-            })
+                "sequential_throughput_ratio": a["throughput_ips"] / b["throughput_ips"],
+                "sequential_latency_ratio": a["latency_ms"]["median"] / b["latency_ms"]["median"],
+                "interleaved": None,
+            }
+            pair = paired.get((candidate, reference, batch))
+            if pair is not None:
+                entry["interleaved"] = {k: v for k, v in pair.items() if k not in ("candidate", "reference", "batch")}
+                entry.update(method="interleaved", throughput_ratio=pair["throughput_ratio"],
+                             latency_ratio=pair["latency_ratio"])
+            else:
+                entry.update(method="sequential", throughput_ratio=entry["sequential_throughput_ratio"],
+                             latency_ratio=entry["sequential_latency_ratio"])
+            out.append(entry)
     return out
 
 
@@ -178,11 +195,19 @@ def render_markdown(report: BenchReport) -> str:
             f"| {_fmt_ratio(ratios['latency'])} | {row['peak_memory_bytes'] / 2**20:.1f} | {_fmt_ratio(ratios['memory'])} |"
         )
     if report.comparisons:
-        lines += ["", "Same-run comparisons (candidate / reference; throughput > 1 and latency < 1 favour the candidate):",
-                  "", "| candidate | reference | batch | throughput ratio | median latency ratio |",
-                  "| --- | --- | ---: | ---: | ---: |"]
-        lines += [f"| {c['candidate']} | {c['reference']} | {c['batch']} | {c['throughput_ratio']:.2f}x "
-                  f"| {c['latency_ratio']:.2f}x |" for c in report.comparisons]
+        lines += ["", "Same-run comparisons (candidate / reference; throughput > 1 and latency < 1 favour the candidate). "
+                  "Interleaved: both loaded in one worker, calls alternating, after the rows above; sequential: the "
+                  "two rows of the table above (measured minutes apart, so drift between them is in the ratio):",
+                  "", "| candidate | reference | batch | throughput ratio | median latency ratio | method | rounds "
+                  "| per-round ratio min..max | sequential throughput ratio |",
+                  "| --- | --- | ---: | ---: | ---: | --- | ---: | --- | ---: |"]
+        for c in report.comparisons:
+            pair = c.get("interleaved")
+            rounds = "" if pair is None else str(pair["rounds"])
+            spread = "" if pair is None else f"{pair['round_ratio_min']:.2f}..{pair['round_ratio_max']:.2f}"
+            lines.append(f"| {c['candidate']} | {c['reference']} | {c['batch']} | {c['throughput_ratio']:.2f}x "
+                         f"| {c['latency_ratio']:.2f}x | {c.get('method', 'sequential')} | {rounds} | {spread} "
+                         f"| {c.get('sequential_throughput_ratio', c['throughput_ratio']):.2f}x |")
     if report.op_profiles:
         lines += ["", "onnxruntime op profile (profiled calls after the timed ones; node time = sum of kernel times; "
                   "IAM = the SGFormerIAM nodes, bridge included):", "",

@@ -15,7 +15,7 @@ from ..errors import PipelineError
 from . import report as report_mod
 from .backends import BACKENDS, Artifacts
 from .config import BenchConfig, load_average
-from .measurement import Job, run_inline, run_isolated
+from .measurement import Job, PairJob, run_inline, run_isolated
 from .report import BenchReport
 
 __all__ = ["run_benchmarks"]
@@ -36,6 +36,8 @@ def run_benchmarks(config: BenchConfig, command: str = "") -> BenchReport:
     memory_kinds: dict[str, str] = {}
     op_profiles: list[dict] = []
     reference: Optional[np.ndarray] = None
+    prepared: dict[str, dict] = {}
+    interleaved: list[dict] = []
     with tempfile.TemporaryDirectory(prefix="sgformer-bench-") as tmp:
         artifacts = Artifacts(config, Path(tmp))
         for name in config.selected_backends:
@@ -60,6 +62,7 @@ def run_benchmarks(config: BenchConfig, command: str = "") -> BenchReport:
                 _logger.debug("%s", result.get("traceback", ""))
                 continue
             measured = result["ok"]
+            prepared[name] = files
             logits = np.asarray(measured.pop("first_logits"))
             if name == "pytorch-cpu" or reference is None and name == "pytorch-cuda":
                 reference = logits
@@ -78,6 +81,8 @@ def run_benchmarks(config: BenchConfig, command: str = "") -> BenchReport:
             for row in measured["rows"]:
                 rows.append({"backend": name, "device": measured["device"], **row})
             op_profiles += [{"backend": name, **p} for p in measured.get("op_profile", [])]
+        if config.interleave:
+            interleaved = _interleaved_pairs(config, prepared, failed)
     if not rows:
         raise PipelineError(
             "no backend could be measured: "
@@ -103,8 +108,27 @@ def run_benchmarks(config: BenchConfig, command: str = "") -> BenchReport:
         memory_note="; ".join(f"{k}: {v}" for k, v in memory_kinds.items()),
         command=command,
         op_profiles=op_profiles,
-        comparisons=report_mod.compare_rows(rows),
+        comparisons=report_mod.compare_rows(rows, interleaved),
     )
     _logger.info("bench finish: %d rows, %d skipped, %d failed in %.1f s", len(rows), len(skipped), len(failed),
                  time.perf_counter() - start)
     return report
+
+
+def _interleaved_pairs(config: BenchConfig, prepared: dict[str, dict], failed: list[dict]) -> list[dict]:
+    """Each ``COMPARISONS`` pair whose two backends were measured: both in one worker, calls interleaved."""
+    out: list[dict] = []
+    for candidate, reference, _ in report_mod.COMPARISONS:
+        if candidate not in prepared or reference not in prepared:
+            continue
+        job = PairJob(config, candidate, reference, {candidate: prepared[candidate], reference: prepared[reference]},
+                      _logger.getEffectiveLevel())
+        _logger.info("%s vs %s: interleaved calls in one %s", candidate, reference,
+                     "process" if config.isolate else "process (this one)")
+        result = run_isolated(job) if config.isolate else run_inline(job)
+        if "error" in result:
+            failed.append({"backend": f"{candidate} vs {reference}", "stage": "interleaved", "error": result["error"]})
+            _logger.error("%s vs %s: interleaved measurement failed: %s", candidate, reference, result["error"])
+            continue
+        out += [{"candidate": candidate, "reference": reference, **row} for row in result["ok"]["rows"]]
+    return out
