@@ -17,9 +17,10 @@ per-channel std cannot be expressed. DeepStream therefore needs an engine whose 
 (``export --input-format rgb-float01``: net-scale-factor 1/255, offsets 0); the default ``normalized`` format
 is refused with that hint, and so is ``rgb-uint8`` (nvinfer hands the network float tensors, not uint8).
 
-Before anything is written, the engine (and plugin) files are checked against the manifest's size and sha256
-(``check_engine_files``). Packages are assembled in a temp folder beside the target and renamed into place, so
-a failure leaves no half-written package. Not run here (no GPU, no Triton, no DeepStream on this machine):
+Before anything is written, the folder passes the same integrity check as every other consumer of an engine
+folder (``pipeline.integrity.check_engine_dir``: engine and plugin size + sha256, and the engine's ONNX against
+the manifest when the folder holds it); a failure raises its ``IntegrityError``. Packages are assembled in a
+temp folder beside the target and renamed into place, so a failure leaves no half-written package. Not run here (no GPU, no Triton, no DeepStream on this machine):
 loading either package; the Triton config is validated with Triton's own ``ModelConfig`` protobuf in the tests.
 """
 from __future__ import annotations
@@ -35,10 +36,10 @@ from pathlib import Path
 from typing import Optional
 
 from .errors import PipelineError
-from .io import sha256_file
-from .manifest import Manifest, TensorSpec, read_manifest
+from .integrity import check_engine_dir
+from .manifest import Manifest, TensorSpec
 
-__all__ = ["PackageError", "TritonPackage", "DeepStreamPackage", "check_engine_files", "input_format_of",
+__all__ = ["PackageError", "TritonPackage", "DeepStreamPackage", "input_format_of",
            "triton_config", "deepstream_config", "package_triton", "package_deepstream"]
 
 _logger = logging.getLogger("pipeline.package")
@@ -84,36 +85,6 @@ class DeepStreamPackage:
 
 
 # ------------------------------------------------------------------------------------------------ checks
-
-
-def check_engine_files(engine_dir: str | Path, manifest: Manifest) -> None:
-    """The engine (size + sha256) and the plugin copy (sha256) are the files the manifest describes.
-
-    A small local check; the reliability work (issue 16) is adding a general integrity module that this should
-    call once it lands.
-    """
-    engine_dir = Path(engine_dir)
-    engine = engine_dir / manifest.engine.file
-    if not engine.is_file():
-        raise PackageError(f"{engine} (the engine named by the manifest) is missing; rebuild with `make engine`")
-    size = engine.stat().st_size
-    if manifest.engine.bytes is not None and size != manifest.engine.bytes:
-        raise PackageError(f"{engine} has {size} bytes but the manifest records {manifest.engine.bytes}: the file "
-                           "was changed or truncated after the build; rebuild with `make engine`")
-    digest = sha256_file(engine)
-    if digest != manifest.engine.sha256:
-        raise PackageError(f"{engine} has sha256 {digest[:12]}... but the manifest records "
-                           f"{manifest.engine.sha256[:12]}...: not the engine that was built; rebuild with `make engine`")
-    if manifest.plugin is not None:
-        plugin = engine_dir / manifest.plugin.file
-        if not plugin.is_file():
-            raise PackageError(f"{plugin} (the plugin library the engine was built with) is missing; rebuild the "
-                               "engine directory with `make engine`")
-        digest = sha256_file(plugin)
-        if digest != manifest.plugin.sha256:
-            raise PackageError(f"{plugin} has sha256 {digest[:12]}... but the manifest records "
-                               f"{manifest.plugin.sha256[:12]}...: the engine needs the library it was built with; "
-                               "rebuild with `make engine`")
 
 
 def input_format_of(engine_dir: str | Path, manifest: Manifest) -> str:
@@ -288,8 +259,7 @@ def package_triton(repo: str | Path, engine_dir: str | Path, *, name: Optional[s
                    force: bool = False) -> TritonPackage:
     """Write ``<repo>/<name>/`` (name default: the engine directory's name) for Triton's tensorrt backend."""
     engine_dir = Path(engine_dir)
-    manifest = read_manifest(engine_dir)
-    check_engine_files(engine_dir, manifest)
+    manifest = check_engine_dir(engine_dir, need_onnx=False)
     input_format = input_format_of(engine_dir, manifest)
     name = name or engine_dir.resolve().name
     if not name or "/" in name or name.startswith("."):
@@ -389,8 +359,7 @@ Not run here: the package was generated and the config parsed back in the tests;
 def package_deepstream(out_dir: str | Path, engine_dir: str | Path, *, force: bool = False) -> DeepStreamPackage:
     """Write ``out_dir`` with an nvinfer config, labels, the engine and the plugin library."""
     engine_dir = Path(engine_dir)
-    manifest = read_manifest(engine_dir)
-    check_engine_files(engine_dir, manifest)
+    manifest = check_engine_dir(engine_dir, need_onnx=False)
     input_format = input_format_of(engine_dir, manifest)
     plugin_file = manifest.plugin.file if manifest.plugin else None
     config_text = deepstream_config(manifest, input_format, engine_file=manifest.engine.file, plugin_file=plugin_file)

@@ -20,8 +20,8 @@ from pipeline.cli import main
 from pipeline.io import sha256_file
 from pipeline.manifest import (BatchProfile, BuildRecord, FileRef, Manifest, Target, TensorSpec, read_manifest,
                                write_manifest)
-from pipeline.package import (DEEPSTREAM_CONFIG_NAME, PackageError, check_engine_files, package_deepstream,
-                              package_triton)
+from pipeline.errors import IntegrityError
+from pipeline.package import DEEPSTREAM_CONFIG_NAME, PackageError, package_deepstream, package_triton
 
 TRITON_DTYPE = {"float32": "TYPE_FP32", "float16": "TYPE_FP16", "uint8": "TYPE_UINT8"}
 
@@ -63,12 +63,14 @@ def _fake_engine_dir(folder: Path, *, input_format: str | None = "rgb-float01", 
     engine.write_bytes(b"not a real engine, but the bytes the manifest records" * 10)
     plugin = folder / "libsgformer_plugins.so"
     plugin.write_bytes(b"\x7fELF stand-in")
-    onnx_file = folder / "model.iam.onnx"
+    onnx_file = folder / "model.iam.onnx"  # named by the manifest but not deployed: package does not need it
     onnx_file.write_bytes(b"")
+    onnx_ref = FileRef(onnx_file.name, sha256_file(onnx_file))
+    onnx_file.unlink()
     manifest = Manifest(
         variant="s", resolution=224, precision=precision, weights="random-init, seed 0",
         engine=FileRef(engine.name, sha256_file(engine), engine.stat().st_size),
-        onnx=FileRef(onnx_file.name, sha256_file(onnx_file)),
+        onnx=onnx_ref,
         plugin=FileRef(plugin.name, sha256_file(plugin)),
         backend_flavour="TensorRT", backend_version="10.14.1", cuda_version="12.6",
         target=Target("sm_87 only", ("sm_87",)),
@@ -88,10 +90,10 @@ def test_changed_engine_is_refused_before_anything_is_written(tmp_path) -> None:
     src = _fake_engine_dir(tmp_path / "e")
     engine = src / "s-fp16.engine"
     engine.write_bytes(engine.read_bytes()[:-1] + b"!")  # same size, other bytes
-    with pytest.raises(PackageError, match="sha256"):
+    with pytest.raises(IntegrityError, match="engine s-fp16.engine has sha256"):
         package_triton(tmp_path / "repo", src)
     engine.write_bytes(b"short")
-    with pytest.raises(PackageError, match="bytes but the manifest records"):
+    with pytest.raises(IntegrityError, match="engine s-fp16.engine is 5 bytes"):
         package_deepstream(tmp_path / "ds", src)
     assert not (tmp_path / "repo").exists() or not any((tmp_path / "repo").iterdir())
     assert not (tmp_path / "ds").exists()
@@ -100,8 +102,19 @@ def test_changed_engine_is_refused_before_anything_is_written(tmp_path) -> None:
 def test_changed_plugin_is_refused(tmp_path) -> None:
     src = _fake_engine_dir(tmp_path / "e")
     (src / "libsgformer_plugins.so").write_bytes(b"another build")
-    with pytest.raises(PackageError, match="library it was built with"):
-        check_engine_files(src, read_manifest(src))
+    with pytest.raises(IntegrityError, match="plugin library libsgformer_plugins.so has sha256"):
+        package_triton(tmp_path / "repo", src)
+    assert not (tmp_path / "repo").exists() or not any((tmp_path / "repo").iterdir())
+
+
+def test_an_onnx_in_the_folder_is_checked_too(tmp_path) -> None:
+    """Package runs the same integrity check as verify/run: an ONNX that is there must be the one built from."""
+    src = _fake_engine_dir(tmp_path / "e")
+    assert package_triton(tmp_path / "ok", src)  # without the ONNX: engine + plugin checks only
+    (src / "model.iam.onnx").write_bytes(b"some other graph")
+    with pytest.raises(IntegrityError, match="ONNX model.iam.onnx has sha256"):
+        package_deepstream(tmp_path / "ds", src)
+    assert not (tmp_path / "ds").exists()
 
 
 @pytest.mark.parametrize("input_format, why", [(None, "per-channel std"), ("normalized", "per-channel std"),
