@@ -30,7 +30,10 @@ import torch.nn.functional as F
 
 from .errors import ConfigError
 
-__all__ = ["IamLayout", "iam_layout", "sort_importance", "iam_aggregate"]
+__all__ = ["IamLayout", "iam_layout", "check_layout", "sort_importance", "iam_aggregate"]
+
+#: Largest token grid height*width an op accepts (makeIamParams: indices and counts stay in int32 arithmetic).
+MAX_TOKENS = 0x3FFFFFFF
 
 #: Group sizes (the in_features of f1, f2, f3) per reduction ratio, fixed by the official weights.
 GROUP_SIZES = {8: (196, 56, 28), 4: (49, 14, 7), 2: (2, 1)}
@@ -80,6 +83,31 @@ def iam_layout(sr_ratio: int, height: int, width: int) -> IamLayout:
             f"{sr_ratio}; SG-Former needs input sizes that are multiples of 224"
         )
     return IamLayout(height=height, width=width, group_sizes=ks, tier_sizes=tiers)
+
+
+def check_layout(height: int, width: int, group_sizes: Sequence[int], tier_sizes: Sequence[int], *,
+                 who: str = "SGFormerIAM") -> IamLayout:
+    """An op's layout attributes checked by the rules of ``makeIamParams`` (``sgformerIamMath.h``), in pure Python.
+
+    For callers that must validate without loading a native library (the torch op's fake implementation under
+    ``torch.compile``). Anything else can ask the library itself (``pipeline.iam_host.host_layout``);
+    tests/plugins/test_iam_host_ref.py checks that both accept and refuse the same layouts. ``ConfigError`` names
+    the attribute, prefixed with ``who``.
+    """
+    if height <= 0 or width <= 0:
+        raise ConfigError(f"{who}: height={height} and width={width} must be positive")
+    if height * width > MAX_TOKENS:
+        raise ConfigError(f"{who}: height*width={height * width} exceeds the supported token count {MAX_TOKENS}")
+    group_sizes, tier_sizes = tuple(int(k) for k in group_sizes), tuple(int(n) for n in tier_sizes)
+    if len(group_sizes) != len(tier_sizes) or not 2 <= len(group_sizes) <= 3:
+        raise ConfigError(f"{who}: group_sizes {list(group_sizes)} and tier_sizes {list(tier_sizes)} must "
+                          f"both have 2 or 3 entries")
+    for t, (k, n) in enumerate(zip(group_sizes, tier_sizes)):
+        if k <= 0 or n <= 0 or n % k:
+            raise ConfigError(f"{who}: tier_sizes[{t}]={n} must be a positive multiple of group_sizes[{t}]={k}")
+    if sum(tier_sizes) != height * width:
+        raise ConfigError(f"{who}: tier_sizes sum to {sum(tier_sizes)} but height*width is {height * width}")
+    return IamLayout(height=int(height), width=int(width), group_sizes=group_sizes, tier_sizes=tier_sizes)
 
 
 def sort_importance(importance: torch.Tensor) -> torch.Tensor:

@@ -27,8 +27,8 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from .elf import elf_problem
 from .errors import ConfigError, PluginLibraryError
+from .native import NativeLibrary, find_library, load_library
 
 __all__ = ["LIBRARY_ENV_VAR", "find_host_library", "build_host_library", "ensure_host_library", "iam_host",
            "HostLayout", "host_layout", "run_layout", "set_host_threads", "host_threads"]
@@ -51,16 +51,7 @@ _BUILD_HINT = (
 
 def find_host_library() -> Path:
     """Path of the host-reference library: ``$SGFORMER_IAM_REF_LIB``, else the default build location."""
-    from_env = os.environ.get(LIBRARY_ENV_VAR)
-    if from_env:
-        path = Path(from_env)
-        if not path.is_file():
-            raise PluginLibraryError(f"{LIBRARY_ENV_VAR}={from_env} does not name a file; {_BUILD_HINT}")
-        return path
-    path = DEFAULT_BUILD_DIR / LIBRARY_NAME
-    if not path.is_file():
-        raise PluginLibraryError(f"SGFormerIAM host reference library not found at {path}; {_BUILD_HINT}")
-    return path
+    return find_library(HOST_LIBRARY)
 
 
 def build_host_library(build_dir: Path = DEFAULT_BUILD_DIR) -> Path:
@@ -102,46 +93,34 @@ _U16P = ctypes.POINTER(ctypes.c_uint16)
 _I32P = ctypes.POINTER(ctypes.c_int)
 
 
-@functools.lru_cache(maxsize=None)
+_COMMON = (ctypes.c_int,) * 4 + (_I32P, _I32P, ctypes.c_int)
+_FP32_ARGS = (_F32P, _F32P, _F32P, _F32P, *_COMMON, _F32P, _F32P)
+_FP16_ARGS = (_U16P, _F32P, _F32P, _F32P, *_COMMON, _U16P, _U16P)
+
+#: The C API of sgformerIamRef.h that this module binds.
+HOST_LIBRARY = NativeLibrary(
+    what="the SGFormerIAM host reference",
+    env_var=LIBRARY_ENV_VAR,
+    default_path=DEFAULT_BUILD_DIR / LIBRARY_NAME,
+    hint=_BUILD_HINT,
+    version_symbol="sgformer_iam_ref_api_version",
+    version=_API_VERSION,
+    signatures=(
+        ("sgformer_iam_ref_fp32", (ctypes.c_int, _FP32_ARGS)),
+        ("sgformer_iam_ref_fp16", (ctypes.c_int, _FP16_ARGS)),
+        ("sgformer_iam_ref_plain_fp32", (ctypes.c_int, _FP32_ARGS)),
+        ("sgformer_iam_ref_plain_fp16", (ctypes.c_int, _FP16_ARGS)),
+        ("sgformer_iam_ref_set_threads", (ctypes.c_int, (ctypes.c_int,))),
+        ("sgformer_iam_ref_threads", (ctypes.c_int, ())),
+        ("sgformer_iam_ref_out_tokens", (ctypes.c_int, (ctypes.c_int, ctypes.c_int, _I32P, _I32P, ctypes.c_int))),
+        ("sgformer_iam_ref_last_error", (ctypes.c_char_p, ())),
+    ),
+)
+
+
 def _load(path: str) -> ctypes.CDLL:
-    problem = elf_problem(path)
-    if problem is not None:  # dlopen of a truncated library dies with SIGBUS instead of raising
-        raise PluginLibraryError(f"cannot load the SGFormerIAM host reference {path}: {problem}; {_BUILD_HINT}")
-    try:
-        lib = ctypes.CDLL(path)
-    except OSError as exc:
-        raise PluginLibraryError(f"cannot load the SGFormerIAM host reference {path}: {exc}; {_BUILD_HINT}") from exc
-    try:
-        lib.sgformer_iam_ref_api_version.restype = ctypes.c_int
-        lib.sgformer_iam_ref_api_version.argtypes = []
-        common = [ctypes.c_int] * 4 + [_I32P, _I32P, ctypes.c_int]
-        lib.sgformer_iam_ref_fp32.restype = ctypes.c_int
-        lib.sgformer_iam_ref_fp32.argtypes = [_F32P, _F32P, _F32P, _F32P, *common, _F32P, _F32P]
-        lib.sgformer_iam_ref_fp16.restype = ctypes.c_int
-        lib.sgformer_iam_ref_fp16.argtypes = [_U16P, _F32P, _F32P, _F32P, *common, _U16P, _U16P]
-        lib.sgformer_iam_ref_plain_fp32.restype = ctypes.c_int
-        lib.sgformer_iam_ref_plain_fp32.argtypes = lib.sgformer_iam_ref_fp32.argtypes
-        lib.sgformer_iam_ref_plain_fp16.restype = ctypes.c_int
-        lib.sgformer_iam_ref_plain_fp16.argtypes = lib.sgformer_iam_ref_fp16.argtypes
-        lib.sgformer_iam_ref_set_threads.restype = ctypes.c_int
-        lib.sgformer_iam_ref_set_threads.argtypes = [ctypes.c_int]
-        lib.sgformer_iam_ref_threads.restype = ctypes.c_int
-        lib.sgformer_iam_ref_threads.argtypes = []
-        lib.sgformer_iam_ref_out_tokens.restype = ctypes.c_int
-        lib.sgformer_iam_ref_out_tokens.argtypes = [ctypes.c_int, ctypes.c_int, _I32P, _I32P, ctypes.c_int]
-        lib.sgformer_iam_ref_last_error.restype = ctypes.c_char_p
-        lib.sgformer_iam_ref_last_error.argtypes = []
-    except AttributeError as exc:
-        if hasattr(lib, "sgformer_iam_ref_api_version"):
-            raise PluginLibraryError(f"{path} is an older SGFormerIAM host reference (API version "
-                                     f"{lib.sgformer_iam_ref_api_version()}, expected {_API_VERSION}); rebuild it "
-                                     f"({_BUILD_HINT})") from exc
-        raise PluginLibraryError(f"{path} is not an SGFormerIAM host reference library ({exc}); {_BUILD_HINT}") from exc
-    version = lib.sgformer_iam_ref_api_version()
-    if version != _API_VERSION:
-        raise PluginLibraryError(f"{path} has host-reference API version {version}, expected {_API_VERSION}; "
-                                 f"rebuild it ({_BUILD_HINT})")
-    return lib
+    """The host reference at ``path``, checked and bound (``pipeline.native.load_library``; cached)."""
+    return load_library(HOST_LIBRARY, path)
 
 
 _SOURCES = ("sgformerIamRef.cpp", "sgformerIamRef.h", "sgformerIamMath.h", "CMakeLists.txt")

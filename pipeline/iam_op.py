@@ -29,11 +29,9 @@ under the repository root (:func:`build_cuda_libraries` and ``make gpu-check`` b
 from __future__ import annotations
 
 import ctypes
-import functools
 import logging
 import os
 import shutil
-import statistics
 import subprocess
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -41,10 +39,10 @@ from typing import Optional, Sequence
 
 import torch
 
-from .elf import elf_problem
 from .errors import ConfigError, PluginLibraryError
-from .iam import IamLayout, iam_aggregate
+from .iam import IamLayout, check_layout, iam_aggregate
 from .iam_host import PLUGIN_SOURCE_DIR, REPO_ROOT, iam_host
+from .native import NativeLibrary, find_library, load_library
 
 __all__ = [
     "IAM_IMPLS",
@@ -100,26 +98,10 @@ FUSED_VS_REFERENCE_OP_BOUND = fused_vs_reference_bound(196)
 # ---------------------------------------------------------------------------------------------- checks
 
 
-def _out_tokens(height: int, width: int, group_sizes: Sequence[int], tier_sizes: Sequence[int]) -> int:
-    """T of a layout; the same rules as makeIamParams (sgformerIamMath.h), ConfigError naming the field."""
-    if height <= 0 or width <= 0:
-        raise ConfigError(f"sgformer::iam: height={height} and width={width} must be positive")
-    if len(group_sizes) != len(tier_sizes) or not 2 <= len(group_sizes) <= 3:
-        raise ConfigError(f"sgformer::iam: group_sizes {list(group_sizes)} and tier_sizes {list(tier_sizes)} must "
-                          f"both have 2 or 3 entries")
-    for t, (k, n) in enumerate(zip(group_sizes, tier_sizes)):
-        if k <= 0 or n <= 0 or n % k:
-            raise ConfigError(f"sgformer::iam: tier_sizes[{t}]={n} must be a positive multiple of "
-                              f"group_sizes[{t}]={k}")
-    if sum(tier_sizes) != height * width:
-        raise ConfigError(f"sgformer::iam: tier_sizes sum to {sum(tier_sizes)} but height*width is {height * width}")
-    return sum(n // k for k, n in zip(group_sizes, tier_sizes))
-
-
 def _check(tokens: torch.Tensor, importance: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, height: int,
            width: int, group_sizes: Sequence[int], tier_sizes: Sequence[int]) -> int:
     """Validate dtypes, devices and the static dims (the batch dim may be symbolic); returns T."""
-    out_tokens = _out_tokens(height, width, group_sizes, tier_sizes)
+    out_tokens = check_layout(height, width, group_sizes, tier_sizes, who="sgformer::iam").out_tokens
     if tokens.dtype not in _TOKEN_TYPES:
         raise TypeError(f"sgformer::iam: tokens must be float32 or float16, got {tokens.dtype}")
     for name, t in (("importance", importance), ("weight", weight), ("bias", bias)):
@@ -238,51 +220,37 @@ def iam_fused(
 # ---------------------------------------------------------------------------------------------- CUDA library
 
 
+_INTS = ctypes.POINTER(ctypes.c_int)
+_VP = ctypes.c_void_p
+
+#: The C API of sgformerIamTorchShim.cpp that this module binds.
+CUDA_LIBRARY = NativeLibrary(
+    what="the sgformer::iam CUDA library",
+    env_var=CUDA_LIBRARY_ENV_VAR,
+    default_path=DEFAULT_CUDA_BUILD_DIR / CUDA_LIBRARY_NAME,
+    hint=_BUILD_HINT,
+    version_symbol="sgformer_iam_torch_api_version",
+    version=_CUDA_API_VERSION,
+    signatures=(
+        ("sgformer_iam_torch_device_count", (ctypes.c_int, ())),
+        ("sgformer_iam_torch_workspace_size", (ctypes.c_size_t, (ctypes.c_int, ctypes.c_int))),
+        ("sgformer_iam_torch_out_tokens", (ctypes.c_int, (ctypes.c_int, ctypes.c_int, _INTS, _INTS, ctypes.c_int))),
+        ("sgformer_iam_torch_launch", (ctypes.c_int, (
+            ctypes.c_int, _VP, _VP, _VP, _VP, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_int, _INTS, _INTS,
+            ctypes.c_int, _VP, _VP, _VP, ctypes.c_size_t, _VP, ctypes.c_int))),
+        ("sgformer_iam_torch_last_error", (ctypes.c_char_p, ())),
+    ),
+)
+
+
 def find_cuda_library() -> Path:
     """Path of libsgformer_iam_torch.so: ``$SGFORMER_IAM_TORCH_LIB``, else the default build location."""
-    from_env = os.environ.get(CUDA_LIBRARY_ENV_VAR)
-    if from_env:
-        path = Path(from_env)
-        if not path.is_file():
-            raise PluginLibraryError(f"{CUDA_LIBRARY_ENV_VAR}={from_env} does not name a file; {_BUILD_HINT}")
-        return path
-    path = DEFAULT_CUDA_BUILD_DIR / CUDA_LIBRARY_NAME
-    if not path.is_file():
-        raise PluginLibraryError(f"the CUDA library of sgformer::iam was not found at {path}; {_BUILD_HINT}")
-    return path
+    return find_library(CUDA_LIBRARY)
 
 
-@functools.lru_cache(maxsize=None)
 def _load_cuda(path: str) -> ctypes.CDLL:
-    problem = elf_problem(path)
-    if problem is not None:  # dlopen of a truncated library dies with SIGBUS instead of raising
-        raise PluginLibraryError(f"cannot load the sgformer::iam CUDA library {path}: {problem}; rebuild it with "
-                                 f"pipeline.iam_op.build_cuda_libraries() or `make gpu-check`")
-    try:
-        lib = ctypes.CDLL(path)
-    except OSError as exc:
-        raise PluginLibraryError(f"cannot load {path}: {exc}; {_BUILD_HINT}") from exc
-    try:
-        lib.sgformer_iam_torch_api_version.restype = ctypes.c_int
-        lib.sgformer_iam_torch_device_count.restype = ctypes.c_int
-        lib.sgformer_iam_torch_workspace_size.restype = ctypes.c_size_t
-        lib.sgformer_iam_torch_workspace_size.argtypes = [ctypes.c_int, ctypes.c_int]
-        ints = ctypes.POINTER(ctypes.c_int)
-        lib.sgformer_iam_torch_out_tokens.restype = ctypes.c_int
-        lib.sgformer_iam_torch_out_tokens.argtypes = [ctypes.c_int, ctypes.c_int, ints, ints, ctypes.c_int]
-        vp = ctypes.c_void_p
-        lib.sgformer_iam_torch_launch.restype = ctypes.c_int
-        lib.sgformer_iam_torch_launch.argtypes = [
-            ctypes.c_int, vp, vp, vp, vp, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_int, ints, ints,
-            ctypes.c_int, vp, vp, vp, ctypes.c_size_t, vp, ctypes.c_int]
-        lib.sgformer_iam_torch_last_error.restype = ctypes.c_char_p
-    except AttributeError as exc:
-        raise PluginLibraryError(f"{path} is not the sgformer::iam CUDA library ({exc}); {_BUILD_HINT}") from exc
-    version = lib.sgformer_iam_torch_api_version()
-    if version != _CUDA_API_VERSION:
-        raise PluginLibraryError(f"{path} has API version {version}, expected {_CUDA_API_VERSION}; rebuild it "
-                                 f"({_BUILD_HINT})")
-    return lib
+    """The CUDA library at ``path``, checked and bound (``pipeline.native.load_library``; cached)."""
+    return load_library(CUDA_LIBRARY, path)
 
 
 def _cuda_library() -> ctypes.CDLL:

@@ -13,8 +13,8 @@ import torch
 from iam_cases import (IamCase, all_cases, importance_map, layout_cases, order_probe_tokens,
                        random_merge_params, report_mismatch)
 from pipeline.errors import ConfigError, PluginLibraryError
-from pipeline.iam import iam_aggregate
-from pipeline.iam_host import LIBRARY_ENV_VAR, find_host_library, iam_host
+from pipeline.iam import check_layout, iam_aggregate
+from pipeline.iam_host import LIBRARY_ENV_VAR, find_host_library, host_layout, iam_host
 
 BATCH = 2
 
@@ -100,6 +100,32 @@ def test_invalid_layout_raises_config_error(host_ref_library) -> None:
     with pytest.raises(ConfigError, match="tier_sizes"):
         iam_host(tokens, importance, np.ones(3, np.float32), np.zeros(2, np.float32), 14, 14, (2, 1), (98, 97),
                  library=host_ref_library)
+
+
+#: (height, width, group_sizes, tier_sizes): each a rule of makeIamParams, plus layouts both must accept.
+LAYOUT_PROBES = [
+    (14, 14, (2, 1), (98, 98)), (56, 56, (196, 56, 28), (784, 1568, 784)), (7, 7, (2, 1), (48, 1)),
+    (0, 14, (2, 1), (0, 0)), (14, -1, (2, 1), (98, 98)), (32768, 32768, (2, 1), (1 << 29, 1 << 29)),
+    (14, 14, (2,), (196,)), (14, 14, (1, 1, 1, 1), (49, 49, 49, 49)), (14, 14, (2, 1), (98,)),
+    (14, 14, (0, 1), (98, 98)), (14, 14, (2, -1), (98, 98)), (14, 14, (2, 1), (97, 99)), (14, 14, (2, 1), (0, 196)),
+    (14, 14, (2, 1), (98, 97)), (14, 14, (2, 1), (100, 100)),
+]
+
+
+@pytest.mark.parametrize("probe", LAYOUT_PROBES, ids=lambda p: f"{p[0]}x{p[1]}-{p[2]}-{p[3]}")
+def test_python_layout_check_agrees_with_the_library(probe, host_ref_library) -> None:
+    """pipeline.iam.check_layout (what the torch op's fake implementation runs) restates makeIamParams' rules;
+    the C library is the authority. Both must accept the same layouts with the same T and refuse the same ones."""
+    height, width, groups, tiers = probe
+    try:
+        want = host_layout(height, width, groups, tiers, library=host_ref_library).out_tokens
+    except ConfigError:
+        want = None
+    try:
+        got = check_layout(height, width, groups, tiers).out_tokens
+    except ConfigError:
+        got = None
+    assert got == want
 
 
 def test_wrong_importance_dtype_raises(host_ref_library) -> None:
