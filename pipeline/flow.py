@@ -233,6 +233,15 @@ def run_pipeline(config: PipelineConfig, *, verify_images: Optional[Any] = None,
     ``dry_run``: validate and return the plan (``EngineDir.plan``: stage, inputs, output) without running anything.
     """
     check_config(config, plugin=not dry_run)
+    if dry_run:
+        return _run_stages(config, verify_images, dry_run=True)
+    from .locking import pipeline_run_lock
+
+    with pipeline_run_lock(config.engine_dir):
+        return _run_stages(config, verify_images, dry_run=False)
+
+
+def _run_stages(config: PipelineConfig, verify_images: Optional[Any], *, dry_run: bool) -> EngineDir:
     precision = Precision.parse(config.precision)
     spec = config.spec
     folder = config.engine_dir

@@ -25,11 +25,13 @@ import time
 from pathlib import Path
 from typing import Iterator
 
-__all__ = ["LOCK_NAME", "engine_dir_lock", "is_locked_folder", "held"]
+__all__ = ["LOCK_NAME", "RUN_LOCK_NAME", "engine_dir_lock", "pipeline_run_lock", "is_locked_folder", "held"]
 
 _logger = logging.getLogger("pipeline.locking")
 
 LOCK_NAME = ".lock"
+#: Held by ``run_pipeline`` (``make engine``) for its whole run, apart from the writers' ``.lock``.
+RUN_LOCK_NAME = ".run.lock"
 #: after this long waiting, say once who holds the lock (a build can take minutes)
 _WAIT_NOTICE_S = 2.0
 
@@ -106,7 +108,8 @@ def engine_dir_lock(folder: str | Path, shared: bool = False, create: bool = Tru
         os.close(fd)
 
 
-def _acquire(fd: int, mode: int, folder: Path) -> None:
+def _acquire(fd: int, mode: int, folder: Path,
+             waiting: str = "another sgformer-trt process is writing that engine folder") -> None:
     try:
         fcntl.flock(fd, mode | fcntl.LOCK_NB)
         return
@@ -121,7 +124,33 @@ def _acquire(fd: int, mode: int, folder: Path) -> None:
             break
         except BlockingIOError:
             if not told and time.monotonic() - start >= _WAIT_NOTICE_S:
-                _logger.warning("waiting for %s: another sgformer-trt process is writing that engine folder", folder)
+                _logger.warning("waiting for %s: %s", folder, waiting)
                 told = True
     if told:
         _logger.info("got the lock of %s after %.1f s", folder, time.monotonic() - start)
+
+
+@contextlib.contextmanager
+def pipeline_run_lock(folder: str | Path) -> Iterator[None]:
+    """Hold ``<folder>/.run.lock`` exclusively for a whole ``run_pipeline`` (every stage of one ``make engine``).
+
+    Two ``make engine`` runs for the same folder would otherwise both export, calibrate and build (each stage
+    publishes atomically, so neither corrupts the folder, but the work is done twice and ``.stages.json`` keeps
+    whichever run wrote last). With this lock the second run waits, says so, and then finds the stages the first
+    one made up to date. Separate from ``.lock`` (held only while a stage publishes), so ``verify`` and readers are
+    not blocked for the length of a build. Not re-entrant: run_pipeline does not call itself.
+    """
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    fd = _open_lock(folder / RUN_LOCK_NAME, create=True)
+    if fd is None:  # a read-only folder: nothing can be built there anyway, the stages will say so
+        yield
+        return
+    try:
+        _acquire(fd, fcntl.LOCK_EX, folder, "another `make engine` / `sgformer-trt engine` is running for that folder")
+        try:
+            yield
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -90,3 +91,20 @@ def dataclass_replace(config: PipelineConfig, **changes) -> PipelineConfig:
     import dataclasses
 
     return dataclasses.replace(config, **changes)
+
+
+def test_two_engine_runs_for_one_folder_take_turns(tmp_path):
+    """Two `sgformer-trt engine` runs for the same folder at once (two `make engine` in two terminals): the second
+    waits on the folder's run lock and then finds the export the first one made up to date, instead of both
+    exporting (before the lock both said "made")."""
+    argv = [sys.executable, "-m", "pipeline.cli", "engine", "--variant", "tiny-test", "--precision", "fp32",
+            "--until", "export", "--out-dir", str(tmp_path / "engines")]
+    runs = [subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            for _ in range(2)]
+    outputs = [run.communicate(timeout=600) for run in runs]
+    assert [run.returncode for run in runs] == [0, 0], [err[-2000:] for _, err in outputs]
+    export = sorted(line.split(None, 1)[1] for out, _ in outputs for line in out.splitlines()
+                    if line.split()[:1] == ["export"])
+    assert export == ["made", "up to date"], outputs
+    folder = tmp_path / "engines" / "tiny-test-fp32-224"
+    assert (folder / "model.onnx").is_file() and (folder / ".run.lock").is_file()
