@@ -80,17 +80,9 @@ def test_make_engine_fp32_skips_calibration(capsys):
 
 
 @pytest.mark.parametrize("precision", ["fp16", "int8"])
-def test_engine_built_by_tensorrt_rtx_and_verified(precision, exported, plugin_build, tmp_path):
-    src = exported("s", 224).onnx
-    calibrated = tmp_path / f"model.{precision}.onnx"
-    calib_args = ["--num-images", "4", "--cache-dir", str(tmp_path / "cache")] if precision == "int8" else []
-    assert main(["calibrate", "--onnx", str(src), "--precision", precision, *calib_args, "-o", str(calibrated)]) == 0
-    iam = tmp_path / f"model.iam.{precision}.onnx"
-    assert main(["rewrite", str(calibrated), "-o", str(iam)]) == 0
-    out = tmp_path / "engines"
-    assert main(["build", "--onnx", str(iam), "--out-dir", str(out), "--plugins", str(plugin_build.plugin_library),
-                 "--backend", "tensorrt-rtx", "--max-batch", "2"]) == 0
-    engine_dir = out / f"s-{precision}-224"
+def test_engine_built_by_tensorrt_rtx_and_verified(precision, built_engine_dir):
+    """calibrate -> rewrite -> build --max-batch 2 (conftest's ``built_engine_dir``, shared with test_package) -> verify."""
+    engine_dir = built_engine_dir(precision)
     manifest = json.loads((engine_dir / "manifest.json").read_text())
     assert manifest["precision"] == precision and manifest["variant"] == "s" and manifest["resolution"] == 224
     assert manifest["backend"]["flavour"] == "TensorRT-RTX"

@@ -76,7 +76,9 @@ private:
     //! Throws std::invalid_argument naming the tensor index if the shapes do not fit the fields.
     void checkShapes(nvinfer1::Dims const* inputs, nvinfer1::DataType const* types, int32_t nbInputs) const;
 
-    SgformerIamParams mParams;          //!< static layout (batch and channels set per enqueue)
+    SgformerIamParams mParams;          //!< static layout; batch = the profile's max batch once configurePlugin
+                                        //!< ran (0 in a deserialized plugin); enqueue copies it and sets the
+                                        //!< runtime batch and channels
     IamFieldValues mFields;             //!< the fields as given (serialized as they came in)
     std::vector<nvinfer1::PluginField> mSerialFields;
     nvinfer1::PluginFieldCollection mSerialCollection{};
