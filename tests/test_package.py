@@ -193,8 +193,11 @@ def test_triton_package_from_a_built_engine_dir(engine_dir, tmp_path) -> None:
     assert "TensorRT-RTX" in readme  # says that Triton needs a full-TensorRT engine
 
 
-def test_deepstream_package_from_a_built_engine_dir(engine_dir, tmp_path) -> None:
-    """The real engine, its manifest marked ``rgb-float01`` (what `export --input-format rgb-float01` records)."""
+def test_deepstream_package_from_a_built_engine_dir(engine_dir, tmp_path, capsys) -> None:
+    """The real engine, its manifest marked ``rgb-float01`` (what `export --input-format rgb-float01` records).
+
+    The engine's ONNX says "normalized", so with it in the folder the edited manifest fails the integrity check
+    (as it must); the deployable folder without the ONNX is what gets packaged."""
     src = tmp_path / "engine"
     shutil.copytree(engine_dir, src)
     data = json.loads((src / "manifest.json").read_text())
@@ -202,6 +205,9 @@ def test_deepstream_package_from_a_built_engine_dir(engine_dir, tmp_path) -> Non
     (src / "manifest.json").write_text(json.dumps(data))
     manifest = read_manifest(src)
     out = tmp_path / "ds"
+    assert main(["package", "--deepstream", str(out), str(src)]) == 2
+    assert "says input format 'rgb-float01'" in capsys.readouterr().err and not out.exists()
+    (src / manifest.onnx.file).unlink()
     assert main(["package", "--deepstream", str(out), str(src)]) == 0
     props = _parse_deepstream(out / DEEPSTREAM_CONFIG_NAME)
     assert sha256_file(out / props["model-engine-file"]) == manifest.engine.sha256
