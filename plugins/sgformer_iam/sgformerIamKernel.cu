@@ -9,6 +9,8 @@
 #include <cub/device/device_segmented_radix_sort.cuh>
 #include <cuda_fp16.h>
 
+#include <atomic>
+
 namespace sgformer
 {
 namespace iam
@@ -459,6 +461,33 @@ cudaError_t launchAggregate(SgformerIamParams const& params, void const* tokens,
     return cudaErrorInvalidValue;
 }
 
+//! Devices whose sortKernel shared-memory limit is remembered (others get the attribute call every launch).
+constexpr int kCACHED_DEVICES = 64;
+//! Per device: the opt-in shared-memory limit for which sortKernel's MaxDynamicSharedMemorySize was last set
+//! (0 = never). Keyed by the limit as well as the device so the value always matches the device it was set for.
+std::atomic<int> gSortSharedSetForOptin[kCACHED_DEVICES];
+
+//! Lets sortKernel take the dynamic shared memory of the largest N the fused path accepts on `device` (opt-in
+//! limit `optin`): one cudaFuncSetAttribute per device instead of one per enqueue, so the steady state makes no
+//! attribute call (host work per enqueue, and an enqueue captured into a CUDA graph). Threads that race here
+//! set the same value.
+cudaError_t allowSortShared(int device, int optin)
+{
+    bool const cached = device >= 0 && device < kCACHED_DEVICES;
+    if (cached && gSortSharedSetForOptin[device].load(std::memory_order_acquire) == optin)
+    {
+        return cudaSuccess;
+    }
+    size_t const limit = sortSharedBytes(sgformerIamFusedMaxTokens(static_cast<size_t>(optin)));
+    cudaError_t const status
+        = cudaFuncSetAttribute(sortKernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(limit));
+    if (status == cudaSuccess && cached)
+    {
+        gSortSharedSetForOptin[device].store(optin, std::memory_order_release);
+    }
+    return status;
+}
+
 } // namespace
 
 int32_t aggregateVectorWidth(int32_t batch, int32_t outTokens, int32_t channels, size_t elementBytes) noexcept
@@ -585,7 +614,7 @@ cudaError_t launchSgformerIamPath(IamPath path, SgformerIamParams const& params,
             return cudaErrorInvalidValue; // does not fit one CTA's shared memory on this GPU
         }
         size_t const smem = sortSharedBytes(params.numTokens);
-        status = cudaFuncSetAttribute(sortKernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem));
+        status = allowSortShared(device, optin);
         if (status != cudaSuccess)
         {
             cudaGetLastError();

@@ -31,6 +31,7 @@ and the emulator's controls (plugins/sgformer_iam/cudahost/cudahostCapi.cpp):
 
   void cudahost_set_device(int cc, int shared_optin, int multiprocessors)   e.g. (86, 0, 0): an RTX 30 GPU
   int cudahost_shared_optin(void); long long cudahost_launch_count(void); long long cudahost_library_call_count(void)
+  long long cudahost_func_attribute_call_count(void)
   char* cudahost_last_message(void)
 """
 from __future__ import annotations
@@ -86,6 +87,7 @@ def load_kernel_harness(path: Path) -> ctypes.CDLL:
         lib.cudahost_set_device.argtypes = [ctypes.c_int] * 3
         lib.cudahost_launch_count.restype = ctypes.c_longlong
         lib.cudahost_library_call_count.restype = ctypes.c_longlong
+        lib.cudahost_func_attribute_call_count.restype = ctypes.c_longlong
         lib.cudahost_last_message.restype = ctypes.c_char_p
     return lib
 

@@ -167,6 +167,24 @@ def test_fused_path_refuses_n_beyond_shared_memory(emu, device) -> None:
         run_op(emu, tokens, importance, weight, bias, layout)
 
 
+def test_shared_memory_attribute_is_set_once_per_device_limit(emu, device, host_ref_library) -> None:
+    """The fused path's cudaFuncSetAttribute runs once per (device, opt-in limit), not once per enqueue: no
+    attribute call in the steady state (nor in an enqueue captured into a CUDA graph). A device with another limit
+    (here the emulated sm_86 after sm_90) gets its own call, and the launches stay bit-exact."""
+    emu.sgformer_iam_cuda_set_path(PATH_FUSED)
+    layout = iam_layout(8, 28, 28)
+    _check(emu, host_ref_library, layout, 2, 16, "distinct", np.float32, seed=5)  # sets it if no test did before
+    calls = emu.cudahost_func_attribute_call_count()
+    for seed in (6, 7):
+        _check(emu, host_ref_library, layout, 2, 16, "few_values", np.float16, seed=seed)
+    assert emu.cudahost_func_attribute_call_count() == calls
+    device(86)
+    emu.sgformer_iam_cuda_set_path(PATH_FUSED)
+    for seed in (8, 9):
+        _check(emu, host_ref_library, layout, 1, 16, "distinct", np.float32, seed=seed)
+    assert emu.cudahost_func_attribute_call_count() == calls + 1
+
+
 def test_896_grid_multi_cta_path(emu, host_ref_library) -> None:
     """896 px stage 1: N = 50176 tokens exceeds every GPU's shared memory; the CUB path handles it."""
     layout = iam_layout(8, 224, 224)

@@ -307,6 +307,7 @@ struct State
     long long launches{0};
     long long libraryCalls{0};
     long long blocksRun{0};
+    long long funcAttributeCalls{0}; // successful cudaFuncSetAttribute calls
 
     // current launch / block
     dim3 gridDim{};
@@ -695,7 +696,7 @@ T* dynamicSharedMemory()
     return reinterpret_cast<T*>(detail::state().dynamicShared.data());
 }
 
-//! Counters for tests: kernel launches, CUB stand-in calls, blocks run.
+//! Counters for tests: kernel launches, CUB stand-in calls, blocks run, cudaFuncSetAttribute calls.
 inline long long launchCount()
 {
     return detail::state().launches;
@@ -707,6 +708,10 @@ inline long long libraryCallCount()
 inline long long blockCount()
 {
     return detail::state().blocksRun;
+}
+inline long long funcAttributeCallCount()
+{
+    return detail::state().funcAttributeCalls;
 }
 inline std::string const& lastMessage()
 {
@@ -1044,6 +1049,7 @@ cudaError_t cudaFuncSetAttribute(F* kernel, cudaFuncAttribute attr, int value)
     }
     std::lock_guard<std::mutex> lock(s.launchMutex);
     s.maxDynamicShared[reinterpret_cast<void const*>(kernel)] = value;
+    ++s.funcAttributeCalls;
     return cudaSuccess;
 }
 

@@ -36,6 +36,12 @@ __attribute__((visibility("default"))) long long cudahost_block_count(void)
     return cudahost::blockCount();
 }
 
+//! Successful cudaFuncSetAttribute calls since the library was loaded.
+__attribute__((visibility("default"))) long long cudahost_func_attribute_call_count(void)
+{
+    return cudahost::funcAttributeCallCount();
+}
+
 //! Message of the last launch-configuration error or kernel fault ("" if none).
 __attribute__((visibility("default"))) char const* cudahost_last_message(void)
 {
