@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import signal
 import subprocess
 import sys
 import textwrap
@@ -156,9 +157,16 @@ def child_env(**extra: str) -> dict:
     return env
 
 
+def _default_sigint() -> None:
+    # A shell without job control (`make test &` in a script, nohup) starts background jobs with SIGINT ignored,
+    # and an ignored SIGINT is inherited: Python then installs no KeyboardInterrupt handler and the Ctrl-C cases
+    # would time out. The child gets the disposition a terminal gives it.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def spawn(cmd: list[str], **extra_env: str) -> subprocess.Popen:
     return subprocess.Popen(cmd, cwd=ROOT, env=child_env(**extra_env), stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+                            stderr=subprocess.PIPE, text=True, preexec_fn=_default_sigint)
 
 
 def wait_for(path: Path, proc: subprocess.Popen, timeout: float = 120.0) -> None:
