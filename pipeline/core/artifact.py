@@ -46,7 +46,33 @@ def _choices(enum_cls: type[enum.Enum]) -> str:
     return ", ".join(m.value for m in enum_cls)
 
 
-class Precision(str, enum.Enum):
+class _ValueEnum(str, enum.Enum):
+    """A string enum parsed from user input (case and surrounding space ignored); str() is the value."""
+
+    @classmethod
+    def parse(cls, value: object, what: Optional[str] = None):
+        """The member for ``value``; else ConfigError naming ``what`` (default: the enum's ``_what()``)."""
+        if isinstance(value, cls):
+            return value
+        try:
+            return cls(str(value).strip().lower())
+        except ValueError:
+            raise ConfigError(f"{what or cls._what()} {value!r} is not supported; expected one of "
+                              f"{_choices(cls)}") from None
+
+    @classmethod
+    def values(cls) -> tuple[str, ...]:
+        return tuple(m.value for m in cls)
+
+    @classmethod
+    def _what(cls) -> str:
+        raise NotImplementedError
+
+    def __str__(self) -> str:
+        return self.value
+
+
+class Precision(_ValueEnum):
     """Numeric precision of a graph/engine. fp16/int8 come from the ONNX (casts, Q/DQ), not from builder flags."""
 
     FP32 = "fp32"
@@ -54,23 +80,11 @@ class Precision(str, enum.Enum):
     INT8 = "int8"
 
     @classmethod
-    def parse(cls, value: object, what: str = "precision") -> "Precision":
-        if isinstance(value, cls):
-            return value
-        try:
-            return cls(str(value).strip().lower())
-        except ValueError:
-            raise ConfigError(f"{what} {value!r} is not supported; expected one of {_choices(cls)}") from None
-
-    @classmethod
-    def values(cls) -> tuple[str, ...]:
-        return tuple(m.value for m in cls)
-
-    def __str__(self) -> str:
-        return self.value
+    def _what(cls) -> str:
+        return "precision"
 
 
-class InputFormat(str, enum.Enum):
+class InputFormat(_ValueEnum):
     """What the graph's ``images`` input holds (``export --input-format``).
 
     - ``normalized``: float32, ImageNet mean/std already applied (the default; unchanged behaviour).
@@ -85,20 +99,8 @@ class InputFormat(str, enum.Enum):
     RGB_UINT8 = "rgb-uint8"
 
     @classmethod
-    def parse(cls, value: object, what: str = "input format") -> "InputFormat":
-        if isinstance(value, cls):
-            return value
-        try:
-            return cls(str(value).strip().lower())
-        except ValueError:
-            raise ConfigError(f"{what} {value!r} is not supported; expected one of {_choices(cls)}") from None
-
-    @classmethod
-    def values(cls) -> tuple[str, ...]:
-        return tuple(m.value for m in cls)
-
-    def __str__(self) -> str:
-        return self.value
+    def _what(cls) -> str:
+        return "input format"
 
     @property
     def numpy_dtype(self) -> np.dtype:
