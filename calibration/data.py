@@ -5,7 +5,7 @@ images). Everything that changes the tensors the quantizer sees goes into ``Cali
 each item's name and content sha256, and the preprocessing parameters. The hash is part of the
 calibration-cache key (``calibration.int8``), so a cached range is reused only for the same data.
 
-Sources (listing, sampling and decoding are ``pipeline.images``'s, the one image source of every stage):
+Sources (listing, sampling and decoding are ``pipeline.data.images``'s, the one image source of every stage):
 
 - a folder (``images.list_images``): every ``images.IMAGE_SUFFIXES`` file below ``dir`` (recursive, sorted by
   relative path, so the order does not depend on the file system).
@@ -22,7 +22,7 @@ pixel limit); its errors come back as ``CalibrationError`` with the ``--skip-bad
 
 Preprocessing is the evaluation transform of the official checkpoints (``PRETRAINED_CFG``): resize the
 shorter side to ``floor(S / crop_pct)`` (bicubic), center crop ``S x S``, scale to [0, 1], normalize with
-the ImageNet mean/std, CHW float32, done by ``pipeline.images.preprocess`` (the one implementation).
+the ImageNet mean/std, CHW float32, done by ``pipeline.data.images.preprocess`` (the one implementation).
 """
 from __future__ import annotations
 
@@ -37,10 +37,11 @@ from typing import Callable, Iterator, Optional, Sequence
 import numpy as np
 from PIL import Image
 
-from pipeline import images
-from pipeline.errors import CalibrationError, ImageError, PipelineError
-from pipeline.io import sha256_file
-from pipeline.model import PRETRAINED_CFG, check_img_size
+from pipeline.data import images
+from pipeline.core.errors import CalibrationError, ImageError, PipelineError
+from pipeline.core.hashing import sha256_file
+from pipeline.model.sgformer import PRETRAINED_CFG, check_img_size
+from tqdm import tqdm
 
 __all__ = [
     "IMAGE_SUFFIXES",
@@ -102,7 +103,7 @@ class Preprocess:
 
 
 def preprocess(img: Image.Image, params: Preprocess) -> np.ndarray:
-    """PIL image -> float32 [3, S, S] with ``pipeline.images.preprocess`` (the one eval transform)."""
+    """PIL image -> float32 [3, S, S] with ``pipeline.data.images.preprocess`` (the one eval transform)."""
     return images.preprocess(img, params.img_size, crop_pct=params.crop_pct, interpolation=params.interpolation,
                              mean=params.mean, std=params.std)
 
@@ -185,7 +186,6 @@ class CalibrationSet:
         """Yield float32 [b, 3, S, S] batches (the last one may be smaller), with a tqdm progress bar."""
         if batch_size <= 0:
             raise CalibrationError(f"batch size must be positive, got {batch_size}")
-        from tqdm import tqdm
 
         buf: list[np.ndarray] = []
         with tqdm(total=len(self.sources), desc="images", unit="img", disable=not progress, leave=False) as bar:
@@ -226,7 +226,7 @@ def _params_dict(params: Preprocess) -> dict:
 
 
 def list_folder(folder: str | Path) -> list[Path]:
-    """Every image file below ``folder`` (``pipeline.images.list_images``: recursive, sorted by relative path)."""
+    """Every image file below ``folder`` (``pipeline.data.images.list_images``: recursive, sorted by relative path)."""
     try:
         return images.list_images(folder)
     except ImageError as exc:
@@ -261,7 +261,7 @@ def read_list(list_file: str | Path, skip_bad: bool = False) -> list[Path]:
 
 
 def sample_indices(total: int, num: Optional[int], seed: int, what: str) -> list[int]:
-    """Sorted indices of ``num`` of ``total`` items (``pipeline.images.sample_indices``; ``None``: all)."""
+    """Sorted indices of ``num`` of ``total`` items (``pipeline.data.images.sample_indices``; ``None``: all)."""
     try:
         return images.sample_indices(total, num, seed, what, option="--num-images (CALIB_N with make)")
     except PipelineError as exc:

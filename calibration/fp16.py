@@ -37,9 +37,9 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from pipeline.errors import CalibrationError
+from pipeline.core.errors import CalibrationError
 
-from .graph import (
+from calibration.graph import (
     GraphIndex,
     SensitiveRegions,
     _subgraph_implicit_inputs,

@@ -3,7 +3,7 @@
 Two regions must keep full precision in every reduced-precision graph:
 
 - **IAM regions** (one per significance-guided block): exactly what the IAM rewrite replaces by one
-  ``SGFormerIAM`` node, as ``pipeline.rewrite.find_iam_regions`` matches it (the one definition): both
+  ``SGFormerIAM`` node, as ``pipeline.stages.rewrite.find_iam_regions`` matches it (the one definition): both
   ``TopK(largest=0)`` sorts, the column-major relayouts in front of the second one, the index plumbing and
   ``GatherElements``, the ``f1/f2/f3`` merge ``MatMul`` nodes with their bias tails, and the ``Concat`` that
   joins the tiers. Q/DQ or casts inside it would break the match.
@@ -23,7 +23,9 @@ from typing import Iterable
 
 import onnx
 
-from pipeline.errors import CalibrationError
+from pipeline.core.errors import CalibrationError
+from pipeline.core.errors import RewriteError
+from pipeline.stages.rewrite import find_iam_regions
 
 __all__ = [
     "GraphIndex",
@@ -176,7 +178,7 @@ def _walk_importance(index: GraphIndex, topk: onnx.NodeProto) -> tuple[set[str],
 def find_sensitive_regions(model: onnx.ModelProto) -> SensitiveRegions:
     """IAM regions and importance paths of an exported SG-Former graph (empty if the graph has no sorts).
 
-    The IAM regions are exactly the nodes the rewrite replaces (``pipeline.rewrite.find_iam_regions``: one
+    The IAM regions are exactly the nodes the rewrite replaces (``pipeline.stages.rewrite.find_iam_regions``: one
     definition, so "no Q/DQ and no casts inside what the rewrite matches" holds by construction); the importance
     paths are this module's backward walk from each sort's input.
     """
@@ -190,8 +192,6 @@ def find_sensitive_regions(model: onnx.ModelProto) -> SensitiveRegions:
     softmaxes: set[str] = set()
     sorts = sort_nodes(index)
     if sorts:
-        from pipeline.errors import RewriteError
-        from pipeline.rewrite import find_iam_regions
 
         try:
             regions = find_iam_regions(model)

@@ -41,12 +41,12 @@ import numpy as np
 import onnx
 
 from pipeline.core.artifact import META_INPUT_FORMAT, InputFormat
-from pipeline.errors import CalibrationError
-from pipeline.io import sha256_bytes
-from pipeline.tempfiles import private_tempdir
+from pipeline.core.errors import CalibrationError
+from pipeline.core.hashing import sha256_bytes
+from pipeline.store.tempfiles import private_tempdir
 
-from .data import CalibrationSet
-from .graph import GraphIndex, SensitiveRegions, attention_matmuls, find_sensitive_regions, rename_in_subgraphs
+from calibration.data import CalibrationSet
+from calibration.graph import GraphIndex, SensitiveRegions, attention_matmuls, find_sensitive_regions, rename_in_subgraphs
 
 __all__ = ["METHODS", "QuantPolicy", "Int8Result", "quantize_int8", "plan_exclusions", "cache_key", "check_qdq"]
 
@@ -263,7 +263,7 @@ def quantize_int8(
             raise CalibrationError("no calibration images and no cached statistics for this graph; pass --images DIR")
         fmt = InputFormat.parse({p.key: p.value for p in model.metadata_props}.get(META_INPUT_FORMAT, "normalized"))
         reader = _Reader(data, _input_name(model), policy.batch_size, progress, fmt)
-    with private_tempdir("int8") as tmp:  # also onnxruntime's ort.quant.* folders (pipeline.tempfiles)
+    with private_tempdir("int8") as tmp:  # also onnxruntime's ort.quant.* folders (pipeline.store.tempfiles)
         out_path = Path(tmp) / "int8.onnx"
         root = logging.getLogger()
         level = root.level

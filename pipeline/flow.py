@@ -11,7 +11,7 @@ runs (it is the point of ``make engine``).
 
 ``PipelineConfig`` is validated before anything runs or any folder is made (variant, precision, size, checkpoint,
 calibration images and their count, batch), and its messages name both the CLI option and the make variable.
-Its fields are also the ``engine`` verb's options (``pipeline.options.add_dataclass_arguments``).
+Its fields are also the ``engine`` verb's options (``pipeline.cli.options.add_dataclass_arguments``).
 """
 from __future__ import annotations
 
@@ -23,11 +23,32 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-from .core.artifact import InputFormat, ModelSpec, Precision, WeightsRef, engine_dir_name, stage_onnx_name
-from .core.flavours import BACKEND_CHOICES
-from .errors import ConfigError
-from .io import sha256_file, write_json
-from .options import option
+from pipeline.core.artifact import InputFormat, ModelSpec, Precision, WeightsRef, engine_dir_name, stage_onnx_name
+from pipeline.core.flavours import BACKEND_CHOICES
+from pipeline.core.errors import ConfigError
+from pipeline.store.io import write_json
+from pipeline.core.hashing import sha256_file
+from pipeline.core.options import option
+from pipeline.core.variants import check_img_size, check_variant
+from calibration.data import list_folder
+from calibration.data import SMOKE_PHOTOS, SMOKE_VARIANTS
+from pipeline.store.locking import pipeline_run_lock
+from pipeline.core.artifact import engine_file_name
+from pipeline.data.images import sample_images
+from pipeline.stages.verify import verify_engine
+from pipeline.stages.export import export_onnx
+from pipeline.store.io import save_onnx
+from pipeline.model.sgformer import create_model
+from pipeline.store.io import load_onnx, save_onnx
+from pipeline.stages.rewrite import rewrite_iam
+from pipeline.stages import build as build_stage
+from pipeline.stages.build import BuildConfig, artifact_info_for_build, save_engine_dir
+from pipeline.store.io import load_onnx
+from pipeline.core.errors import PipelineError
+from pipeline.store.integrity import check_engine_dir
+from pipeline.store.integrity import check_engine_dir, is_verified
+from calibration.calibrate import CalibrateOptions, calibrate_file
+from pipeline.store.manifest import Calibration
 
 __all__ = ["PipelineConfig", "EngineDir", "run_pipeline", "STAGES", "check_config"]
 
@@ -38,12 +59,12 @@ STAGES = ("export", "calibrate", "rewrite", "build", "verify")
 _ROOT = Path(__file__).resolve().parents[1]
 #: Source files whose change makes a stage's output stale (the Makefile's old prerequisites, now in code).
 _STAGE_CODE = {
-    "export": ("pipeline/model.py", "pipeline/iam.py", "pipeline/export.py", "pipeline/core/artifact.py",
-               "pipeline/core/variants.py"),
+    "export": ("pipeline/model/sgformer.py", "pipeline/iam/reference.py", "pipeline/stages/export.py",
+               "pipeline/core/artifact.py", "pipeline/core/variants.py"),
     "calibrate": ("calibration/fp16.py", "calibration/int8.py", "calibration/graph.py", "calibration/data.py",
-                  "calibration/cli.py"),
-    "rewrite": ("pipeline/rewrite.py", "pipeline/plugin_spec.py"),
-    "build": ("pipeline/build.py", "pipeline/trt_backend.py"),
+                  "calibration/calibrate.py"),
+    "rewrite": ("pipeline/stages/rewrite.py", "pipeline/iam/spec.py"),
+    "build": ("pipeline/stages/build.py", "pipeline/backends/tensorrt.py"),
 }
 STAGES_FILE = ".stages.json"
 
@@ -105,7 +126,6 @@ def check_config(config: PipelineConfig, *, plugin: bool = True) -> None:
     """Validate every setting before any work or folder is made; messages name the option and the make variable.
 
     ``plugin=False``: skip the plugin-library check (``make engine`` validates before it builds the library)."""
-    from .core.variants import check_img_size, check_variant
 
     for name, check, value in (("variant", check_variant, config.variant), ("img_size", check_img_size, config.img_size)):
         try:
@@ -129,7 +149,6 @@ def check_config(config: PipelineConfig, *, plugin: bool = True) -> None:
         raise ConfigError(f"verify_images must be positive, got {config.verify_images}")
     if Precision.parse(config.precision) is Precision.INT8:
         if config.calib_images is not None:
-            from calibration.data import list_folder
 
             if not config.calib_images.is_dir():
                 raise ConfigError(f"calibration folder {config.calib_images} does not exist or is not a folder "
@@ -141,7 +160,6 @@ def check_config(config: PipelineConfig, *, plugin: bool = True) -> None:
                     f"asked for (--num-images, make: CALIB_N); add images or lower CALIB_N, e.g. CALIB_N={found}"
                 )
         else:
-            from calibration.data import SMOKE_PHOTOS, SMOKE_VARIANTS
 
             smoke = len(SMOKE_PHOTOS) * len(SMOKE_VARIANTS)
             if config.calib_num > smoke:
@@ -164,7 +182,7 @@ class EngineDir:
     path: Path
     config: PipelineConfig
     stages: dict[str, str]  # stage -> "made" | "up to date" | "skipped"
-    report: Any = None  # pipeline.compare.ParityReport of the verify stage (None with until < verify)
+    report: Any = None  # pipeline.stages.compare.ParityReport of the verify stage (None with until < verify)
     plan: Optional[list] = None  # dry run: [(stage, inputs, output)]
 
     @property
@@ -235,7 +253,6 @@ def run_pipeline(config: PipelineConfig, *, verify_images: Optional[Any] = None,
     check_config(config, plugin=not dry_run)
     if dry_run:
         return _run_stages(config, verify_images, dry_run=True)
-    from .locking import pipeline_run_lock
 
     with pipeline_run_lock(config.engine_dir):
         return _run_stages(config, verify_images, dry_run=False)
@@ -256,9 +273,6 @@ def _run_stages(config: PipelineConfig, verify_images: Optional[Any], *, dry_run
     exported = folder / stage_onnx_name("export")
 
     def export() -> None:
-        from .export import export_onnx
-        from .io import save_onnx
-        from .model import create_model
 
         model = create_model(spec.variant, img_size=spec.img_size, checkpoint=config.checkpoint, seed=config.seed,
                              trust_pickle=config.trust_checkpoint)
@@ -274,7 +288,6 @@ def _run_stages(config: PipelineConfig, verify_images: Optional[Any], *, dry_run
     calibrated = folder / stage_onnx_name("calibrate", precision)
     if precision is not Precision.FP32:
         def calibrate() -> None:
-            from calibration.cli import CalibrateOptions, calibrate_file
 
             options = CalibrateOptions(images=None if config.calib_images is None else str(config.calib_images),
                                        num_images=config.calib_num, method=config.calib_method)
@@ -297,8 +310,6 @@ def _run_stages(config: PipelineConfig, verify_images: Optional[Any], *, dry_run
     rewritten = folder / stage_onnx_name("rewrite", precision)
 
     def rewrite() -> None:
-        from .io import load_onnx, save_onnx
-        from .rewrite import rewrite_iam
 
         save_onnx(rewrite_iam(load_onnx(calibrated)).model, rewritten)
 
@@ -308,21 +319,17 @@ def _run_stages(config: PipelineConfig, verify_images: Optional[Any], *, dry_run
         return EngineDir(folder, config, done, plan=plan)
 
     # build: engine + plugin copy + manifest (the record is checked against the graph and copied into the manifest)
-    from .core.artifact import engine_file_name
 
     engine = folder / engine_file_name(spec.variant, precision)
     plugin = _plugin_library(config)
 
     def build() -> None:
-        from .build import BuildConfig, artifact_info_for_build, build_engine, save_engine_dir
-        from .io import load_onnx
 
         labels = artifact_info_for_build(load_onnx(rewritten), rewritten, precision=precision.value)
         build_config = BuildConfig(backend=config.backend, plugin_library=plugin, max_batch=config.max_batch)
-        data, built = build_engine(rewritten, build_config)
+        data, built = build_stage.build_engine(rewritten, build_config)  # looked up at call time (tests stand in)
         calibration = None
         if labels.record is not None and labels.record.calibration:
-            from .manifest import Calibration
 
             rec = labels.record.calibration
             calibration = Calibration(set_sha256=rec["data_hash"], method=rec["method"])
@@ -332,9 +339,7 @@ def _run_stages(config: PipelineConfig, verify_images: Optional[Any], *, dry_run
                         input_format=labels.input_format)
 
     def folder_sound() -> bool:
-        """The folder passes pipeline.integrity's check (engine, plugin, manifest and ONNX agree); else rebuild."""
-        from .errors import PipelineError
-        from .integrity import check_engine_dir
+        """The folder passes pipeline.store.integrity's check (engine, plugin, manifest and ONNX agree); else rebuild."""
 
         try:
             check_engine_dir(folder)
@@ -355,14 +360,11 @@ def _run_stages(config: PipelineConfig, verify_images: Optional[Any], *, dry_run
         return EngineDir(folder, config, done, plan=plan)
 
     # verify: the engine on a GPU, else its CPU stand-in, against PyTorch; the result goes into the manifest
-    from .images import sample_images
-    from .verify import verify_engine
 
     images = verify_images if verify_images is not None else sample_images(config.verify_images, spec.img_size)
     report = verify_engine(folder, images, checkpoint=None if config.checkpoint is None else str(config.checkpoint),
                            trust_pickle=config.trust_checkpoint)
     if report:  # "engine ready" only for a consistent folder whose manifest records a pass of exactly this engine
-        from .integrity import check_engine_dir, is_verified
 
         report_ok = is_verified(check_engine_dir(folder))
     else:
@@ -372,48 +374,3 @@ def _run_stages(config: PipelineConfig, verify_images: Optional[Any], *, dry_run
 
 
 # ---------------------------------------------------------------------------------------------- CLI
-
-
-def add_arguments(parser: Any) -> None:
-    from .options import add_dataclass_arguments
-
-    add_dataclass_arguments(parser, PipelineConfig)
-    parser.add_argument("--check", action="store_true",
-                        help="only validate the settings (what `make engine` does before building the plugin)")
-    parser.add_argument("--dry-run", action="store_true",
-                        help="validate and print the stages that would run, with their inputs and outputs")
-
-
-def run(args: Any) -> int:
-    import sys
-
-    from .options import dataclass_from_args
-
-    config = dataclass_from_args(PipelineConfig, args)
-    if args.check:
-        check_config(config, plugin=False)
-        print(f"settings ok: {config.spec}, {config.precision} -> {config.engine_dir}")
-        return 0
-    if args.dry_run:
-        result = run_pipeline(config, dry_run=True)
-        for stage, inputs, output in result.plan:
-            print(f"{stage}: {', '.join(inputs)} -> {output}")
-        return 0
-    if config.until in ("build", "verify") and config.backend != "tensorrt":  # TensorRT-RTX parser: maybe restart
-        from . import trt_backend
-
-        backend = trt_backend.load_backend(config.backend)
-        if backend.is_rtx:
-            check_config(config)  # fail on bad settings before restarting
-            trt_backend.reexec_with_rtx_library_path(getattr(sys, "orig_argv", [sys.executable, *sys.argv])[1:])
-    result = run_pipeline(config)
-    for stage, what in result.stages.items():
-        print(f"  {stage:<10} {what}")
-    if result.report is not None:
-        print(result.report.message)
-    if not result.passed:
-        print(f"engine FAILED verification: {result.path} (see {result.manifest_path})")
-        return 1
-    print(f"{'engine ready' if config.until == 'verify' else 'done'}: {result.path}"
-          + (f"  (see {result.manifest_path})" if config.until in ("build", "verify") else ""))
-    return 0

@@ -78,8 +78,8 @@ GPU_ONLY_STEPS = ("pytest-gpu", "memcheck", "racecheck")
 
 def iam_shapes(variants=("s", "m", "b"), resolutions=(224, 448)) -> list[dict]:
     """Every IAM op shape of the model (stage 1-3 significance blocks), merged where variants share it."""
-    from pipeline.iam import iam_layout
-    from pipeline.model import VARIANTS
+    from pipeline.iam.reference import iam_layout
+    from pipeline.model.sgformer import VARIANTS
 
     shapes: dict[tuple, dict] = {}
     for variant in variants:
@@ -126,8 +126,8 @@ def worker_op_parity(args) -> dict:
     """sgformer::iam on the device vs on the CPU (host reference): bit-exact; fp32 also vs the reference path."""
     import torch
 
-    from pipeline.iam import iam_aggregate
-    from pipeline.iam_op import fused_vs_reference_bound, iam_fused
+    from pipeline.iam.reference import iam_aggregate
+    from pipeline.iam.torch_op import fused_vs_reference_bound, iam_fused
 
     device = _device(args)
     rows, failures = [], 0
@@ -174,7 +174,7 @@ def _images(batch: int, img_size: int, seed: int):
     import torch
 
     try:
-        from pipeline.images import sample_images
+        from pipeline.data.images import sample_images
 
         pairs = sample_images(batch, img_size)
         return torch.from_numpy(np.stack([p[1] for p in pairs])), "bundled sample photos"
@@ -199,7 +199,7 @@ def worker_model_parity(args) -> dict:
     """Whole-model logits: device fused vs device reference vs CPU reference (and CPU fused vs CPU reference)."""
     import torch
 
-    from pipeline.model import create_model
+    from pipeline.model.sgformer import create_model
 
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False
@@ -260,8 +260,8 @@ def _time(fn, device: str, iters: int, repeats: int = 3) -> float:
 def worker_op_timing(args) -> dict:
     import torch
 
-    from pipeline.iam import iam_aggregate
-    from pipeline.iam_op import iam_fused
+    from pipeline.iam.reference import iam_aggregate
+    from pipeline.iam.torch_op import iam_fused
 
     device = _device(args)
     rows = []
@@ -284,7 +284,7 @@ def worker_op_timing(args) -> dict:
 def worker_model_timing(args) -> dict:
     import torch
 
-    from pipeline.iam_timing import compare_model_latency
+    from pipeline.apps.iam_timing import compare_model_latency
 
     device = _device(args)
     rows = []
@@ -306,7 +306,7 @@ SANITIZER_CASES = ((8, 28, 160, 2), (8, 56, 64, 1), (4, 14, 64, 2), (2, 14, 64, 
 
 def sanitizer_cases() -> list[dict]:
     """The cases with their layouts, computed in the parent (the worker under the sanitizer never imports torch)."""
-    from pipeline.iam import iam_layout
+    from pipeline.iam.reference import iam_layout
 
     cases = []
     for sr, side, channels, batch in SANITIZER_CASES:
@@ -323,7 +323,7 @@ def worker_sanitize_case(args) -> dict:
 
     import numpy as np
 
-    from pipeline.iam_host import iam_host
+    from pipeline.iam.host import iam_host
 
     lib = ctypes.CDLL(args.harness)
     f32, u16, i32 = (ctypes.POINTER(t) for t in (ctypes.c_float, ctypes.c_uint16, ctypes.c_int))
@@ -541,8 +541,8 @@ def local_arch(env: dict) -> Optional[str]:
 
 
 def step_build(run: Run, args, arch: str, timeout: float) -> dict:
-    from pipeline.iam_host import build_host_library
-    from pipeline.iam_op import _load_cuda, build_cuda_libraries
+    from pipeline.iam.host import build_host_library
+    from pipeline.iam.torch_op import _load_cuda, build_cuda_libraries
 
     build_dir = Path(args.build_dir) if args.build_dir else run.out / "build"
     t0 = time.monotonic()

@@ -14,7 +14,7 @@ import onnx
 import pytest
 import torch
 
-from pipeline.model import SGFormer, create_model
+from pipeline.model.sgformer import SGFormer, create_model
 
 
 def randomize_merge_weights_(model: SGFormer, seed: int = 0) -> SGFormer:
@@ -50,9 +50,9 @@ class Exported:
 @pytest.fixture(scope="session")
 def exported(tmp_path_factory):
     """``exported(variant, img_size, distinct_f=False)`` -> ``Exported``, each combination built once per session."""
-    from pipeline.export import export_onnx
-    from pipeline.io import save_onnx
-    from pipeline.rewrite import replace_iam_with_plugin
+    from pipeline.stages.export import export_onnx
+    from pipeline.store.io import save_onnx
+    from pipeline.stages.rewrite import replace_iam_with_plugin
 
     cache: dict[tuple, Exported] = {}
 
@@ -80,7 +80,7 @@ def exported(tmp_path_factory):
 @pytest.fixture(scope="session")
 def sample_batch():
     """``sample_batch(img_size, n=2)`` -> (names, float32 [n, 3, S, S]) from the bundled sample photos."""
-    from pipeline.images import sample_images
+    from pipeline.data.images import sample_images
 
     cache: dict[tuple, tuple[list[str], np.ndarray]] = {}
 

@@ -1,6 +1,6 @@
 """Shared pieces of the fault-injection tests (tests/test_reliability_*.py).
 
-The tests write engine folders with ``pipeline.build.save_engine_dir`` around a stand-in engine (random bytes: the
+The tests write engine folders with ``pipeline.stages.build.save_engine_dir`` around a stand-in engine (random bytes: the
 integrity checks hash files, they do not execute them, and no GPU is needed) and the real tiny-test ONNX, whose
 stand-in verify runs in onnxruntime. Faults are injected into child processes by small wrapper scripts
 (:func:`wrapped_cli`) that patch one library function (a slow or failing write) and then run ``pipeline.cli``;
@@ -25,8 +25,8 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from pipeline import trt_backend
-from pipeline.errors import BuildError
+from pipeline.backends import tensorrt as trt_backend
+from pipeline.core.errors import BuildError
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -68,8 +68,8 @@ def sha256(path: Path) -> str:
 
 def fake_info(onnx_path: Path, engine: bytes, resolution: int = 224, plugin: Optional[Path] = None):
     """A BuildInfo as the TensorRT-RTX builder would report it for the tiny-test export (batch 1..2)."""
-    from pipeline.build import BuildInfo
-    from pipeline.manifest import BatchProfile, Target, TensorSpec
+    from pipeline.stages.build import BuildInfo
+    from pipeline.store.manifest import BatchProfile, Target, TensorSpec
 
     return BuildInfo(
         backend_flavour="TensorRT-RTX", backend_version="1.7.1.116", cuda_version="12.9", strongly_typed=True,
@@ -85,7 +85,7 @@ def fake_info(onnx_path: Path, engine: bytes, resolution: int = 224, plugin: Opt
 def publish(out_root: Path, onnx_path: Path, *, precision: str = "fp32", engine: Optional[bytes] = None,
             name: str = "tiny", plugin: Optional[Path] = None, seed: int = 0) -> Path:
     """An engine folder ``out_root/name`` for ``onnx_path`` with a stand-in engine; returns the folder."""
-    from pipeline.build import BuildConfig, save_engine_dir
+    from pipeline.stages.build import BuildConfig, save_engine_dir
 
     if engine is None:
         engine = hashlib.sha256(f"engine {seed}".encode()).digest() * 2048  # 64 KiB, distinct per seed

@@ -6,10 +6,10 @@ import json
 import pytest
 from PIL import Image
 
-from pipeline import bench
-from pipeline.bench import BACKENDS, BenchConfig, run_benchmarks, write_report
+from pipeline.apps import bench
+from pipeline.apps.bench import BACKENDS, BenchConfig, run_benchmarks, write_report
 from pipeline.cli import main
-from pipeline.errors import ConfigError
+from pipeline.core.errors import ConfigError
 
 CPU_BACKENDS = ("pytorch-cpu", "ort-cpu", "ort-cpu-iam")
 
@@ -97,7 +97,7 @@ class _FakeClock:
 
 def _fake_runner(clock: _FakeClock, name: str, seconds, log: list):
     """A Runner whose calls take ``seconds(call index)`` on the fake clock and are logged by name."""
-    from pipeline.bench.backends import Runner
+    from pipeline.apps.bench.backends import Runner
 
     calls = [0]
 
@@ -114,7 +114,7 @@ def test_interleaved_timing_alternates_and_divides_sums():
     """time_pair: warmup of both, then rounds in alternating order; the ratio is sum(reference) / sum(candidate)."""
     import numpy as np
 
-    from pipeline.bench.measurement import time_pair
+    from pipeline.apps.bench.measurement import time_pair
 
     clock, log = _FakeClock(), []
     candidate = _fake_runner(clock, "c", lambda i: 1.0, log)
@@ -132,7 +132,7 @@ def test_interleaved_timing_alternates_and_divides_sums():
 def test_interleaved_timing_stops_at_twice_the_row_budget():
     import numpy as np
 
-    from pipeline.bench.measurement import time_pair
+    from pipeline.apps.bench.measurement import time_pair
 
     clock, log = _FakeClock(), []
     config = BenchConfig(variant="tiny-test", iters=50, warmup=0, max_seconds_per_row=10.0)
@@ -155,7 +155,7 @@ def test_no_interleave_keeps_the_sequential_ratio():
 
 
 def test_op_profile_summary_splits_calls_and_skips_warmup():
-    from pipeline.bench.op_profile import summarize_events
+    from pipeline.apps.bench.op_profile import summarize_events
 
     def run(ts, dur):
         return {"cat": "Session", "name": "model_run", "ts": ts, "dur": dur}

@@ -18,10 +18,11 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from pipeline import trt_backend
-from pipeline.build import BuildConfig, build_engine, detect_precision, save_engine_dir
-from pipeline.errors import BuildError, ConfigError, PluginLibraryError
-from pipeline.manifest import read_manifest
+from pipeline.backends import tensorrt as trt_backend
+from pipeline.graph import detect_precision
+from pipeline.stages.build import BuildConfig, build_engine, save_engine_dir
+from pipeline.core.errors import BuildError, ConfigError, PluginLibraryError
+from pipeline.store.manifest import read_manifest
 
 ROOT = Path(__file__).resolve().parents[1]
 TRT_HEADERS = ROOT / "third_party" / "tensorrt" / "include"
@@ -81,7 +82,7 @@ def tiny_onnx(tmp_path_factory) -> Path:
     """Seeded tiny-test SG-Former at 224 with a dynamic batch, exported to opset 17 (standard ops)."""
     import torch
 
-    from pipeline.model import create_model
+    from pipeline.model.sgformer import create_model
 
     torch.manual_seed(0)
     model = create_model("tiny-test", 224).eval()
@@ -402,7 +403,7 @@ def test_rtx_builds_graph_with_plugin(probe_plugin, tmp_path):
                                  weights="none", onnx_file="probe.onnx", config=config)
     manifest = read_manifest(engine_dir)
     assert manifest.plugin is not None and (engine_dir / manifest.plugin.file).is_file()
-    from pipeline.io import sha256_file
+    from pipeline.core.hashing import sha256_file
 
     assert manifest.plugin.sha256 == sha256_file(probe_plugin)
 
@@ -474,9 +475,9 @@ def test_rtx_builds_rewritten_tiny_sgformer_at_448_with_the_iam_plugin(tmp_path,
     library = plugin_build.plugin_library
     import torch
 
-    from pipeline.export import export_onnx
-    from pipeline.model import create_model
-    from pipeline.rewrite import replace_iam_with_plugin
+    from pipeline.stages.export import export_onnx
+    from pipeline.model.sgformer import create_model
+    from pipeline.stages.rewrite import replace_iam_with_plugin
 
     torch.manual_seed(0)
     exported = export_onnx(create_model("tiny-test", 448), batch=None, variant="tiny-test",

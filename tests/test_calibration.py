@@ -11,7 +11,7 @@ from PIL import Image
 from calibration.data import SMOKE_PHOTOS, SMOKE_VARIANTS, load_calibration_set, smoke_test_set, Preprocess
 from calibration.graph import GraphIndex, attention_matmuls, find_sensitive_regions, weighted_nodes
 from calibration.int8 import QuantPolicy, quantize_int8
-from pipeline.errors import CalibrationError
+from pipeline.core.errors import CalibrationError
 
 
 def _write_images(folder, n, size=(40, 30), sub=None):
@@ -193,8 +193,8 @@ def test_custom_op_graph_is_refused(exported, calib):
 
 
 def test_rewrite_applies_to_quantized_graph(tiny, int8):
-    from pipeline.ort_runner import run_model
-    from pipeline.rewrite import replace_iam_with_plugin
+    from pipeline.backends.onnxruntime import run_model
+    from pipeline.stages.rewrite import replace_iam_with_plugin
 
     rewritten = replace_iam_with_plugin(int8.model)
     assert sum(n.op_type == "SGFormerIAM" for n in rewritten.graph.node) == 3

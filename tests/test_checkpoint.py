@@ -8,9 +8,9 @@ import pickle
 import pytest
 import torch
 
-from pipeline.checkpoint import guess_variant, load_weights
-from pipeline.errors import CheckpointError
-from pipeline.model import create_model
+from pipeline.model.checkpoint import guess_variant, load_weights
+from pipeline.core.errors import CheckpointError
+from pipeline.model.sgformer import create_model
 
 
 class NotAllowed:  # a class a safe unpickler must refuse
@@ -56,7 +56,7 @@ def test_official_format_round_trip_prefers_ema(tmp_path, source, caplog):
     path = tmp_path / "model_best.pth.tar"
     ckpt = official_checkpoint(source)
     torch.save(ckpt, path)
-    with caplog.at_level(logging.INFO, logger="pipeline.checkpoint"):
+    with caplog.at_level(logging.INFO, logger="pipeline.model.checkpoint"):
         model = create_model("tiny-test", checkpoint=path)
     assert _same(model.state_dict(), ckpt["state_dict_ema"])
     assert "state_dict_ema" in caplog.text

@@ -9,10 +9,11 @@ import pytest
 import torch
 from onnx import TensorProto, helper
 
+from pipeline.graph import record as graph_record
 from pipeline.core import ArtifactInfo, InputFormat, ModelSpec, Precision, WeightsRef, engine_dir_name, parity_rule
 from pipeline.core.artifact import ArtifactInfoError, WeightsMismatchError, normalize, stage_onnx_name
-from pipeline.errors import ConfigError
-from pipeline.io import sha256_file
+from pipeline.core.errors import ConfigError
+from pipeline.core.hashing import sha256_file
 
 HEX = "ab" * 32
 
@@ -36,7 +37,7 @@ def test_weights_ref_parses_every_written_form(text, kind, name, sha, seed):
 
 @pytest.fixture(scope="module")
 def checkpoints(tmp_path_factory):
-    from pipeline.model import create_model
+    from pipeline.model.sgformer import create_model
 
     folder = tmp_path_factory.mktemp("ckpt")
     good, other = folder / "tiny.pth", folder / "other.pth"
@@ -53,7 +54,7 @@ def _manifest(weights: str):
 
 def test_weights_check_in_verify_works_for_every_manifest_form(checkpoints):
     """verify rebuilds the reference from the manifest: the checkpoint must be the recorded one in every format."""
-    from pipeline.verify import reference_for_manifest
+    from pipeline.stages.verify import reference_for_manifest
 
     good, other = checkpoints
     digest = sha256_file(good)
@@ -95,13 +96,13 @@ def test_artifact_info_round_trips_through_metadata_and_manifest():
     model = info.apply_to(_graph({"opset": "17", "precision": "fp32"}, int8=True))
     meta = {p.key: p.value for p in model.metadata_props}
     assert meta["opset"] == "17" and meta["precision"] == "int8" and meta["input_format"] == "rgb-uint8"
-    assert ArtifactInfo.from_onnx(model) == info
+    assert graph_record(model) == info
     fields = info.to_manifest_fields()
     assert fields == {"variant": "s", "resolution": 448, "precision": "int8", "weights": f"x.pth sha256:{HEX}",
                       "input_format": "rgb-uint8"}
     manifest = dataclasses.replace(_manifest(fields["weights"]), variant="s", resolution=448, precision="int8",
                                    input_format="rgb-uint8")
-    from pipeline.manifest import Manifest
+    from pipeline.store.manifest import Manifest
 
     again = Manifest.from_dict(manifest.to_dict())
     assert again.info.replace(calibration=None) == info.replace(calibration=None)
@@ -113,13 +114,13 @@ def test_artifact_info_round_trips_through_metadata_and_manifest():
 def test_artifact_info_refuses_a_record_that_disagrees_with_the_graph():
     meta = {"variant": "s", "img_size": "224", "weights": "random-init, seed 0", "precision": "fp16"}
     with pytest.raises(ArtifactInfoError, match="precision fp16 .* graph is int8"):
-        ArtifactInfo.from_onnx(_graph(meta, int8=True))
+        graph_record(_graph(meta, int8=True))
     del meta["precision"]  # graphs from before the key: the graph decides
-    assert ArtifactInfo.from_onnx(_graph(meta, int8=True)).precision is Precision.INT8
+    assert graph_record(_graph(meta, int8=True)).precision is Precision.INT8
     with pytest.raises(ArtifactInfoError, match="does not record its variant"):
-        ArtifactInfo.from_onnx(_graph({"img_size": "224"}))
+        graph_record(_graph({"img_size": "224"}))
     with pytest.raises(ArtifactInfoError, match="not supported"):
-        ArtifactInfo.from_onnx(_graph({**meta, "img_size": "225"}))
+        graph_record(_graph({**meta, "img_size": "225"}))
 
 
 def test_enums_and_specs_name_the_valid_values():
@@ -142,7 +143,7 @@ def test_one_naming_rule():
         "model.onnx", "model.onnx", "model.iam.onnx"]
     assert [stage_onnx_name(s, "int8") for s in ("export", "calibrate", "rewrite")] == [
         "model.onnx", "model.int8.onnx", "model.iam.int8.onnx"]
-    from pipeline.build import engine_dir_name as build_rule
+    from pipeline.stages.build import engine_dir_name as build_rule
 
     assert build_rule("s", "fp16", 224) == engine_dir_name("s", "fp16", 224)
 

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from calibration.data import load_calibration_set
-from calibration.evaluate import compare_logits, evaluate, format_table
+from pipeline.apps.evaluate import compare_logits, evaluate, format_table
 from calibration.fp16 import convert_fp16
 from calibration.int8 import QuantPolicy, quantize_int8
 
@@ -100,7 +100,7 @@ def _image_tree(root, files):
 
 def test_labels_from_wordnet_folders_keep_imagenet_indices(tmp_path, caplog):
     """A subset of ImageNet class folders must map to the model's indices, not to 0..k-1 in folder order."""
-    from calibration.evaluate import _labels
+    from pipeline.apps.evaluate import _labels
 
     _image_tree(tmp_path, ["n01484850/a.png", "n01443537/b.png", "n01443537/c.png"])  # indices 2 and 1
     data = load_calibration_set(224, images=tmp_path, min_images=1)
@@ -109,7 +109,7 @@ def test_labels_from_wordnet_folders_keep_imagenet_indices(tmp_path, caplog):
 
 
 def test_labels_from_official_val_file_names(tmp_path):
-    from calibration.evaluate import _labels
+    from pipeline.apps.evaluate import _labels
 
     _image_tree(tmp_path, ["ILSVRC2012_val_00015416.JPEG", "other.png"])
     data = load_calibration_set(224, images=tmp_path, min_images=1)
@@ -118,7 +118,7 @@ def test_labels_from_official_val_file_names(tmp_path):
 
 
 def test_labels_from_other_folder_names_are_sorted_and_warned(tmp_path, caplog):
-    from calibration.evaluate import _labels
+    from pipeline.apps.evaluate import _labels
 
     _image_tree(tmp_path, ["zebra/a.png", "ant/b.png"])
     data = load_calibration_set(224, images=tmp_path, min_images=1)
@@ -129,8 +129,8 @@ def test_labels_from_other_folder_names_are_sorted_and_warned(tmp_path, caplog):
 
 def test_evaluate_reads_variant_and_size_from_the_graphs(exported):
     """No --variant / --img-size: the graphs' records decide; an explicit value that disagrees is an error."""
-    from calibration.evaluate import _graphs_spec
-    from pipeline.errors import ConfigError
+    from pipeline.apps.evaluate import graphs_spec as _graphs_spec
+    from pipeline.core.errors import ConfigError
 
     graphs = {"fp32": exported("tiny-test", 224).load()}
     assert _graphs_spec(graphs, None, None) == ("tiny-test", 224)

@@ -6,8 +6,8 @@ import pytest
 from PIL import Image
 
 from pipeline.cli import main
-from pipeline.errors import ConfigError, PipelineError
-from pipeline.explain import OUTSIDE_DIM, crop_box, explain, reduce_stage_maps
+from pipeline.core.errors import ConfigError, PipelineError
+from pipeline.apps.explain import OUTSIDE_DIM, crop_box, explain, reduce_stage_maps
 
 
 @pytest.fixture(scope="module")
@@ -68,10 +68,10 @@ def _tiny_graphs(request, tmp_path):
         made = request.getfixturevalue("exported")("tiny-test")
         return made.onnx, made.iam
     except pytest.FixtureLookupError:
-        from pipeline.export import export_onnx
-        from pipeline.io import save_onnx
-        from pipeline.model import create_model
-        from pipeline.rewrite import replace_iam_with_plugin
+        from pipeline.stages.export import export_onnx
+        from pipeline.store.io import save_onnx
+        from pipeline.model.sgformer import create_model
+        from pipeline.stages.rewrite import replace_iam_with_plugin
 
         exported = export_onnx(create_model("tiny-test", seed=0), variant="tiny-test")
         return (save_onnx(exported, tmp_path / "m.onnx"),
@@ -112,7 +112,7 @@ def test_cli(wide_image, tmp_path, capsys):
 
 def test_onnx_record_gives_variant_and_size(wide_image, tmp_path, request):
     """With --onnx, variant and size come from the graph's record; a contradicting option or a folder as -o is refused."""
-    from pipeline.errors import ConfigError
+    from pipeline.core.errors import ConfigError
 
     _, rewritten = _tiny_graphs(request, tmp_path)
     got = explain(wide_image, out_png=tmp_path / "meta.png", onnx=rewritten)

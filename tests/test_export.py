@@ -7,14 +7,15 @@ import numpy as np
 import onnx
 import pytest
 
-from pipeline.errors import StorageError
+from pipeline.core.errors import StorageError
 import torch
 
-from pipeline import export as export_mod
-from pipeline.errors import ExportError
-from pipeline.export import export_onnx, op_histogram, read_metadata
-from pipeline.model import create_model
-from pipeline.ort_runner import run_model
+from pipeline.stages import export as export_mod
+from pipeline.core.errors import ExportError
+from pipeline.graph import metadata as read_metadata, op_histogram
+from pipeline.stages.export import export_onnx
+from pipeline.model.sgformer import create_model
+from pipeline.backends.onnxruntime import run_model
 
 
 def _dims(value_info: onnx.ValueInfoProto) -> list:

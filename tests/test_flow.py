@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from pipeline.cli import main
-from pipeline.errors import ConfigError
+from pipeline.core.errors import ConfigError
 from pipeline.flow import PipelineConfig, check_config, run_pipeline
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -61,7 +61,7 @@ def test_engine_verb_check_lists_valid_values(capsys):
 
 def test_run_pipeline_builds_verifies_and_reuses(plugin_build, tmp_path):
     """tiny-test fp32 through every stage into one folder; a second run reuses every artifact and only verifies."""
-    from pipeline.images import sample_images
+    from pipeline.data.images import sample_images
 
     config = PipelineConfig(variant="tiny-test", precision="fp32", img_size=224, plugin_library=plugin_build.plugin_library,
                             backend="tensorrt-rtx", max_batch=2, out_dir=tmp_path / "engines")

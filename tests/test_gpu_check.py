@@ -24,7 +24,7 @@ def _load_script():
 
 
 def test_without_a_gpu_it_falls_back_to_the_dry_run_and_builds_for_sm90(tmp_path):
-    from pipeline.iam_op import _find_nvcc
+    from pipeline.iam.torch_op import _find_nvcc
 
     if _find_nvcc() is None:
         if os.environ.get("SGFORMER_REQUIRE_NVCC") == "1":
@@ -137,7 +137,7 @@ def test_sanitizer_worker_runs_every_case_through_a_harness(tmp_path):
     names), so its case loop and comparison run in CI; under the real sanitizer it gets the CUDA harness."""
     import shutil
 
-    from pipeline.iam_host import build_host_library
+    from pipeline.iam.host import build_host_library
 
     cc = shutil.which("gcc") or shutil.which("cc")
     if cc is None:

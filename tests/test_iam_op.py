@@ -19,11 +19,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from pipeline.errors import ConfigError
-from pipeline.iam import iam_aggregate, iam_layout
-from pipeline.iam_host import build_host_library
-from pipeline.iam_op import FUSED_VS_REFERENCE_OP_BOUND, fused_vs_reference_bound, iam_fused
-from pipeline.model import create_model
+from pipeline.core.errors import ConfigError
+from pipeline.iam.reference import iam_aggregate, iam_layout
+from pipeline.iam.host import build_host_library
+from pipeline.iam.torch_op import FUSED_VS_REFERENCE_OP_BOUND, fused_vs_reference_bound, iam_fused
+from pipeline.model.sgformer import create_model
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -194,7 +194,7 @@ def test_fused_model_under_torch_export_has_one_op_per_significance_block():
 
 def test_fused_model_exports_to_onnx_as_the_reference_graph(tmp_path):
     """The ONNX exporter traces the reference path of a fused model, so export + rewrite work unchanged."""
-    from pipeline.export import export_onnx
+    from pipeline.stages.export import export_onnx
 
     proto = export_onnx(create_model("tiny-test", iam="fused"), variant="tiny-test", weights="random-init, seed 0")
     ops = {node.op_type for node in proto.graph.node}
@@ -211,7 +211,7 @@ def test_create_model_refuses_an_unknown_iam():
 
 def test_cuda_shim_builds_and_has_the_abi_iam_op_expects(plugin_build):
     """The CMake target sgformer_iam_torch: loads without a GPU, exports only its C entry points, static cudart."""
-    from pipeline.iam_op import _load_cuda
+    from pipeline.iam.torch_op import _load_cuda
 
     path = plugin_build.torch_library
     assert path is not None and path.is_file()
@@ -240,7 +240,7 @@ def test_cuda_shim_builds_and_has_the_abi_iam_op_expects(plugin_build):
 
 def test_cmake_configures_without_tensorrt(tmp_path):
     """-DSGFORMER_WITH_TRT_PLUGIN=OFF: no TensorRT headers needed; the shim and harness targets exist, the plugin not."""
-    from pipeline.iam_op import _find_nvcc
+    from pipeline.iam.torch_op import _find_nvcc
 
     nvcc, cmake = _find_nvcc(), shutil.which("cmake")
     if nvcc is None or cmake is None:

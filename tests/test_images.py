@@ -1,4 +1,4 @@
-"""The one image source (pipeline.images): every PIL mode to 8-bit RGB, EXIF, pixel limit, bad paths, one listing.
+"""The one image source (pipeline.data.images): every PIL mode to 8-bit RGB, EXIF, pixel limit, bad paths, one listing.
 
 Every image is generated here, in the mode under test, and written in a lossless format (PNG / TIFF), so each
 expected array is exact: no tolerance anywhere in this file. The expected values follow the conversion rules
@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipeline import images
-from pipeline.errors import ConfigError, PipelineError
+from pipeline.data import images
+from pipeline.core.errors import ConfigError, PipelineError
 
 
 def _rgb(path) -> np.ndarray:
@@ -235,7 +235,7 @@ def test_directory_missing_unreadable_and_corrupt_files_are_named(tmp_path, monk
 
 
 def test_img_size_has_an_upper_bound():
-    from pipeline.model import MAX_IMG_SIZE, check_img_size
+    from pipeline.model.sgformer import MAX_IMG_SIZE, check_img_size
 
     check_img_size(MAX_IMG_SIZE)
     for size in (MAX_IMG_SIZE + 224, 2240000):
@@ -298,7 +298,7 @@ def test_subsets_are_seeded_and_the_same_in_every_stage(tmp_path):
 def test_every_stage_decodes_a_16_bit_image_the_same_way(tmp_path):
     """verify (load_folder), calibrate/evaluate (load_calibration_set), run (classify._load_batch): one loader."""
     from calibration.data import load_calibration_set
-    from pipeline.classify import _load_batch
+    from pipeline.apps.classify import load_batch as _load_batch
 
     _tree(tmp_path)
     path = tmp_path / "b" / "z.png"
@@ -314,7 +314,7 @@ def test_every_stage_decodes_a_16_bit_image_the_same_way(tmp_path):
 
 def test_too_few_images_names_the_make_variable_too(tmp_path):
     from calibration.data import load_calibration_set
-    from pipeline.errors import CalibrationError
+    from pipeline.core.errors import CalibrationError
 
     _tree(tmp_path)
     with pytest.raises(CalibrationError, match=r"asked for 9 images but .* has only 5; add images or lower "

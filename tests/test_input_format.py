@@ -14,9 +14,11 @@ import numpy as np
 import onnx
 import pytest
 
+from pipeline.graph import read_record, record as graph_record
+from pipeline.store.io import load_onnx
 from pipeline.cli import main
 from pipeline.core.artifact import ArtifactInfo, InputFormat, normalize
-from pipeline.errors import ConfigError
+from pipeline.core.errors import ConfigError
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "cpp"
 
@@ -24,8 +26,8 @@ EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "cpp"
 @pytest.fixture(scope="module")
 def pixel_graphs(exported, tmp_path_factory):
     """tiny-test exported once per pixel format (the normalized one comes from the session fixture)."""
-    from pipeline.export import export_onnx
-    from pipeline.io import save_onnx
+    from pipeline.stages.export import export_onnx
+    from pipeline.store.io import save_onnx
 
     ex = exported("tiny-test", 224)
     folder = tmp_path_factory.mktemp("formats")
@@ -42,10 +44,10 @@ def _pixels(n: int = 2) -> np.ndarray:
 
 @pytest.mark.parametrize("fmt", [InputFormat.RGB_UINT8, InputFormat.RGB_FLOAT01])
 def test_pixel_input_graph_is_bit_identical_to_host_normalization(pixel_graphs, fmt):
-    from pipeline.ort_runner import create_session
+    from pipeline.backends.onnxruntime import create_session
 
     model = onnx.load(str(pixel_graphs[fmt]))
-    info = ArtifactInfo.from_onnx(model)
+    info = graph_record(model)
     assert info.input_format is fmt and info.precision.value == "fp32" and info.variant == "tiny-test"
     elem = model.graph.input[0].type.tensor_type.elem_type
     assert elem == (onnx.TensorProto.UINT8 if fmt is InputFormat.RGB_UINT8 else onnx.TensorProto.FLOAT)
@@ -58,12 +60,12 @@ def test_pixel_input_graph_is_bit_identical_to_host_normalization(pixel_graphs, 
 
 def test_rewrite_keeps_the_format_and_verify_feeds_it(pixel_graphs, tmp_path, capsys):
     """rewrite carries the record; verify --onnx reads variant, size, precision and format from it (no options)."""
-    from pipeline.build import artifact_info_for_build
-    from pipeline.io import load_onnx
+    from pipeline.stages.build import artifact_info_for_build
+    from pipeline.store.io import load_onnx
 
     iam = tmp_path / "model.iam.onnx"
     assert main(["rewrite", str(pixel_graphs[InputFormat.RGB_UINT8]), "-o", str(iam)]) == 0
-    info = ArtifactInfo.read(iam)
+    info = read_record(load_onnx(iam), str(iam))
     assert info.input_format is InputFormat.RGB_UINT8
     labels = artifact_info_for_build(load_onnx(iam), iam)
     assert (labels.variant, labels.resolution, labels.precision, labels.input_format) == (
@@ -75,8 +77,8 @@ def test_rewrite_keeps_the_format_and_verify_feeds_it(pixel_graphs, tmp_path, ca
 
 
 def test_build_refuses_a_precision_the_graph_does_not_hold(pixel_graphs):
-    from pipeline.build import artifact_info_for_build
-    from pipeline.io import load_onnx
+    from pipeline.stages.build import artifact_info_for_build
+    from pipeline.store.io import load_onnx
 
     header = load_onnx(pixel_graphs[InputFormat.NORMALIZED])
     with pytest.raises(ConfigError, match="--precision int8 does not match .* the graph is fp32"):

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from pipeline.manifest import (
+from pipeline.store.manifest import (
     BatchProfile,
     BuildRecord,
     Calibration,

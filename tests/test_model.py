@@ -6,9 +6,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from pipeline.errors import ConfigError
-from pipeline.iam import iam_aggregate, iam_layout, sort_importance
-from pipeline.model import VARIANTS, SGFormer, check_img_size, create_model
+from pipeline.core.errors import ConfigError
+from pipeline.iam.reference import iam_aggregate, iam_layout, sort_importance
+from pipeline.model.sgformer import VARIANTS, SGFormer, check_img_size, create_model
 
 # Copies of shared/sgformer/keys_*.txt (the official key lists with shapes), kept in the repo so CI never skips.
 KEYS_DIR = Path(__file__).resolve().parent / "data"

@@ -1,4 +1,4 @@
-"""The onnxruntime SGFormerIAM op (pipeline.ort_runner) against the C++ host reference, bit for bit.
+"""The onnxruntime SGFormerIAM op (pipeline.backends.onnxruntime) against the C++ host reference, bit for bit.
 
 The op must run exactly the host reference's algorithm: every output bit of a one-node graph equals
 ``iam_host(..., plain=True)`` (the single-threaded specification) for fp32 graphs (no adapter nodes) and fp16
@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 from onnx import TensorProto, helper
 
-from pipeline import ort_runner
-from pipeline import plugin_spec as spec
-from pipeline.iam import iam_layout
-from pipeline.iam_host import iam_host
+from pipeline.backends import onnxruntime as ort_runner
+from pipeline.iam import spec
+from pipeline.iam.reference import iam_layout
+from pipeline.iam.host import iam_host
 
 #: (sr, side, channels) of S's three significance-guided stages at 224 and at 448.
 STAGES = [(8, 56, 64), (4, 28, 128), (2, 14, 256), (8, 112, 64), (4, 56, 128), (2, 28, 256)]
@@ -146,6 +146,6 @@ def test_session_settings_are_applied():
     assert options.intra_op_num_threads == 2 and options.inter_op_num_threads == 1
     assert options.get_session_config_entry("session.intra_op.allow_spinning") == \
         ort_runner.SESSION_SETTINGS["session.intra_op.allow_spinning"] == "0"
-    from pipeline.iam_host import host_threads
+    from pipeline.iam.host import host_threads
 
     assert host_threads(ort_runner._host_library()) == 2, "the host reference's pool follows the intra-op threads"

@@ -17,11 +17,11 @@ from pathlib import Path
 import pytest
 
 from pipeline.cli import main
-from pipeline.io import sha256_file
-from pipeline.manifest import (BatchProfile, BuildRecord, FileRef, Manifest, Target, TensorSpec, read_manifest,
+from pipeline.core.hashing import sha256_file
+from pipeline.store.manifest import (BatchProfile, BuildRecord, FileRef, Manifest, Target, TensorSpec, read_manifest,
                                write_manifest)
-from pipeline.errors import IntegrityError
-from pipeline.package import DEEPSTREAM_CONFIG_NAME, PackageError, package_deepstream, package_triton
+from pipeline.core.errors import IntegrityError
+from pipeline.apps.package import DEEPSTREAM_CONFIG_NAME, PackageError, package_deepstream, package_triton
 
 TRITON_DTYPE = {"float32": "TYPE_FP32", "float16": "TYPE_FP16", "uint8": "TYPE_UINT8"}
 

@@ -14,11 +14,11 @@ import pytest
 import torch
 from onnx import TensorProto, helper
 
-from pipeline import plugin_spec as spec
-from pipeline.iam import iam_aggregate, iam_layout
-from pipeline.ort_runner import create_session, iam_importance_names, run_model
+from pipeline.iam import spec
+from pipeline.iam.reference import iam_aggregate, iam_layout
+from pipeline.backends.onnxruntime import create_session, iam_importance_names, run_model
 from pipeline.core.tolerances import GRAPH_VS_GRAPH, parity_rule
-from pipeline.verify import compare_logits, reference_logits, verify_onnx
+from pipeline.stages.verify import compare_logits, reference_logits, verify_onnx
 
 # The bounds come from the one tolerance table (pipeline/core/tolerances.py); the reasons are restated here.
 ATOL_TORCH = parity_rule("fp32", "onnxruntime", variant="s", img_size=224).atol
@@ -96,7 +96,7 @@ def test_op_tie_order_is_exactly_the_reference(sr, side, dtype):
 
 
 def test_op_tie_rule_lower_index_first():
-    """Anchor the rule itself (independent of pipeline.iam): the first token of the all-tied row is token 0 for
+    """Anchor the rule itself (independent of pipeline.iam.reference): the first token of the all-tied row is token 0 for
     the row-major sequence and, for the column-major one, column-major position 0, 1, ... i.e. tokens 0, W, 2W."""
     layout = iam_layout(2, 14, 14)
     n = layout.num_tokens

@@ -9,7 +9,7 @@ from onnx import TensorProto
 from calibration.data import load_calibration_set
 from calibration.fp16 import convert_fp16
 from calibration.graph import GraphIndex
-from pipeline.errors import CalibrationError
+from pipeline.core.errors import CalibrationError
 
 
 @pytest.fixture(scope="module")
@@ -70,8 +70,8 @@ def test_keep_list_is_overridable(tiny):
 
 
 def test_rewrite_and_accuracy_on_fp16_graph(tiny, fp16):
-    from pipeline.ort_runner import run_model
-    from pipeline.rewrite import replace_iam_with_plugin
+    from pipeline.backends.onnxruntime import run_model
+    from pipeline.stages.rewrite import replace_iam_with_plugin
 
     rewritten = replace_iam_with_plugin(fp16.model)
     iam = [n for n in rewritten.graph.node if n.op_type == "SGFormerIAM"]

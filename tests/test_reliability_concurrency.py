@@ -15,7 +15,7 @@ from reliability_helpers import (MM_LABELS, folder_consistent, manifest, mm_onnx
 
 _HOLD_MANIFEST = """
     import os, time
-    import pipeline.build as build
+    import pipeline.stages.build as build
     _orig = build.write_manifest
     def write_manifest(folder, manifest):  # build 1: engine written, manifest not yet
         open({mark_in!r}, "w").close()
@@ -30,7 +30,7 @@ _HOLD_MANIFEST = """
 """
 
 _SIGNAL_AROUND_PUBLISH = """
-    import pipeline.build as build
+    import pipeline.stages.build as build
     _orig, _orig_save = build.write_manifest, build.save_engine_dir
     def save_engine_dir(*args, **kwargs):  # build 2: built, publishing starts
         open({started!r}, "w").close()
@@ -69,7 +69,7 @@ def test_two_concurrent_builds_end_consistent(tmp_path):
 
 _HOLD_STAND_IN = """
     import os, time
-    import pipeline.runners as runners
+    import pipeline.backends.runners as runners
     _orig = runners.OrtRunner.infer
     def infer(self, *args, **kwargs):  # verify: engine checked, result not recorded yet (the CPU stand-in runs)
         open({mark_in!r}, "w").close()
@@ -108,12 +108,12 @@ def test_lock_makes_a_second_writer_wait(tmp_path):
     import subprocess
     import sys
 
-    from pipeline.locking import engine_dir_lock
+    from pipeline.store.locking import engine_dir_lock
     from reliability_helpers import ROOT, child_env
 
     folder, ready = tmp_path / "engine", tmp_path / "ready"
-    # the child writes an artifact into the folder (any stage's write goes through pipeline.io.atomic_path)
-    code = ("from pipeline.io import write_json\n"
+    # the child writes an artifact into the folder (any stage's write goes through pipeline.store.io.atomic_path)
+    code = ("from pipeline.store.io import write_json\n"
             f"open({str(ready)!r}, 'w').close()\nwrite_json({str(folder / 'x.json')!r}, 1)")
     with engine_dir_lock(folder):
         child = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, env=child_env())

@@ -1,7 +1,7 @@
 """Integrity faults of an engine folder: verify, run and the runtime refuse before doing anything else.
 
 Each case: the consumer exits 2 with one line naming the mismatch, writes nothing (the manifest keeps its bytes, no
-"passed"), and once the folder is rebuilt the same command succeeds. On main (before pipeline.integrity) the flipped
+"passed"), and once the folder is rebuilt the same command succeeds. On main (before pipeline.cli.check_engine) the flipped
 engine, the edited sha256, the missing engine and the fp16 -> int8 edit all gave PASS and "passed": true, and the
 224 -> 448 edit an onnxruntime traceback.
 """
@@ -129,8 +129,8 @@ def test_changed_plugin_copy(tiny_onnx, tmp_path, capsys):
 
 def test_runtime_checks_before_looking_for_a_gpu(tiny_onnx, tmp_path):
     """The Python runtime (used by run and bench) refuses a corrupted folder with the integrity error itself."""
-    from pipeline.errors import IntegrityError
-    from pipeline.runtime import EngineRunner
+    from pipeline.core.errors import IntegrityError
+    from pipeline.backends.engine import EngineRunner
 
     folder = publish(tmp_path, tiny_onnx)
     edit_manifest(folder, engine__sha256="f" * 64)
@@ -149,10 +149,10 @@ def test_stand_in_says_it_checked_integrity_not_behaviour(tiny_onnx, tmp_path, c
 
 
 def test_integrity_command_for_make(tiny_onnx, tmp_path):
-    """`python -m pipeline.integrity DIR --stamp S`: S gets a fresh mtime (make rebuilds) only for a bad folder."""
+    """`python -m pipeline.cli.check_engine DIR --stamp S`: S gets a fresh mtime (make rebuilds) only for a bad folder."""
     import os
 
-    from pipeline.integrity import main as integrity_main
+    from pipeline.cli.check_engine import main as integrity_main
 
     folder = publish(tmp_path, tiny_onnx)
     stamp = folder / ".engine-check"

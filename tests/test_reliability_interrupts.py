@@ -135,7 +135,7 @@ def test_sigkill_during_int8_calibration_is_cleaned_by_the_next_run(tiny_onnx, t
 
 
 _MARK_BUILD_START = """
-    import pipeline.trt_backend as trt_backend
+    import pipeline.backends.tensorrt as trt_backend
     _orig = trt_backend.build_serialized
     def build_serialized(*args, **kwargs):  # the TensorRT builder starts now
         open({mark!r}, "w").close()

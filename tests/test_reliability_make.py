@@ -2,7 +2,7 @@
 engine folder, and "engine ready" comes only after a verified, consistent folder.
 
 The stage order and the reuse decisions live in ``run_pipeline`` (the Makefile only passes settings on), so these tests
-drive it directly. The TensorRT build is replaced by a stand-in (``pipeline.build.build_engine`` patched to return
+drive it directly. The TensorRT build is replaced by a stand-in (``pipeline.stages.build.build_engine`` patched to return
 random bytes with the BuildInfo the TensorRT-RTX builder reports), so no plugin and no TensorRT build is needed;
 export, rewrite, the integrity checks and verify's CPU stand-in are the real ones. On main a corrupted engine with
 fresh timestamps was not rebuilt, verify's CPU stand-in passed it and make printed "engine ready".
@@ -15,8 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import build as build_module
-from pipeline.flow import PipelineConfig, run
+from pipeline.stages import build as build_module
+from pipeline.cli.engine import run
+from pipeline.flow import PipelineConfig
 from reliability_helpers import edit_manifest, fake_info, folder_consistent, manifest, sha256
 
 ENGINE = "tiny-test-fp32.engine"
@@ -42,7 +43,7 @@ def setup(tmp_path, monkeypatch):
 
 
 def _engine(config: PipelineConfig, capsys) -> tuple[int, str]:
-    from pipeline.flow import add_arguments
+    from pipeline.cli.engine import add_arguments
     import argparse
 
     parser = argparse.ArgumentParser()

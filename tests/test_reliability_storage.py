@@ -50,7 +50,7 @@ def test_build_whose_onnx_copy_does_not_fit(tmp_path, monkeypatch, capsys, previ
         (tmp_path / "old").mkdir()
         old = mm_onnx(tmp_path / "old" / "mm.onnx", 1)
         from reliability_helpers import fake_info
-        from pipeline.build import BuildConfig, save_engine_dir
+        from pipeline.stages.build import BuildConfig, save_engine_dir
 
         engine = b"previous engine" * 1000
         save_engine_dir(out, engine, fake_info(old, engine), variant="mm", precision="fp32", resolution=8,

@@ -7,10 +7,10 @@ import pytest
 import torch
 from onnx import TensorProto, helper, numpy_helper
 
-from pipeline import plugin_spec as spec
-from pipeline.errors import RewriteError
-from pipeline.ort_runner import run_model
-from pipeline.rewrite import (
+from pipeline.iam import spec
+from pipeline.core.errors import RewriteError
+from pipeline.backends.onnxruntime import run_model
+from pipeline.stages.rewrite import (
     FORBIDDEN_OPS,
     expected_layouts,
     find_iam_regions,

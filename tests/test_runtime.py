@@ -13,8 +13,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline import runtime, trt_backend
-from pipeline.manifest import (
+from pipeline.backends import engine as runtime
+
+from pipeline.backends import tensorrt as trt_backend
+from pipeline.store.manifest import (
     BatchProfile,
     BuildRecord,
     EngineCompatibilityError,
@@ -25,7 +27,7 @@ from pipeline.manifest import (
     TensorSpec,
     write_manifest,
 )
-from pipeline.runtime import EngineRunner, EngineRuntimeError, imagenet_class_names, top_k
+from pipeline.backends.engine import EngineRunner, EngineRuntimeError, imagenet_class_names, top_k
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "examples" / "cpp"
@@ -52,7 +54,7 @@ def fake_engine_dir(tmp_path: Path, flavour: str = "TensorRT-RTX", version: str 
     tmp_path.mkdir(parents=True, exist_ok=True)
     engine = tmp_path / "tiny-test-fp32.engine"
     engine.write_bytes(b"not an engine")
-    from pipeline.io import sha256_file
+    from pipeline.core.hashing import sha256_file
 
     manifest = Manifest(
         variant="tiny-test", resolution=224, precision="fp32", weights="random-init, seed 0",
@@ -77,7 +79,7 @@ def test_runtime_imports_without_pycuda_or_tensorrt():
         "import sys\n"
         "for m in ('pycuda', 'pycuda.driver', 'tensorrt', 'tensorrt_rtx', 'tensorrt_rtx_bindings'):\n"
         "    sys.modules[m] = None\n"
-        "import pipeline.runtime as r\n"
+        "import pipeline.backends.engine as r\n"
         "assert callable(r.EngineRunner) and callable(r.load_runner)\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
@@ -155,8 +157,8 @@ def test_engine_matches_onnxruntime_on_gpu(tmp_path):
     import onnxruntime as ort
     import torch
 
-    from pipeline.build import BuildConfig, build_engine, save_engine_dir
-    from pipeline.model import create_model
+    from pipeline.stages.build import BuildConfig, build_engine, save_engine_dir
+    from pipeline.model.sgformer import create_model
 
     try:
         backend = trt_backend.load_backend("auto")
@@ -256,7 +258,7 @@ def test_cpp_preprocessing_matches_python(tmp_path, size):
         pytest.skip("needs g++")
     from PIL import Image
 
-    from pipeline.images import preprocess
+    from pipeline.data.images import preprocess
 
     driver = tmp_path / "driver.cpp"
     driver.write_text(PREPROCESS_DRIVER)

@@ -10,7 +10,7 @@ Nothing in here imports a stage, the CLI or ``calibration``; stages import the c
 """
 from __future__ import annotations
 
-from .artifact import (
+from pipeline.core.artifact import (
     ArtifactInfo,
     InputFormat,
     ModelSpec,
@@ -20,8 +20,8 @@ from .artifact import (
     engine_file_name,
     stage_onnx_name,
 )
-from .tolerances import ParityRule, parity_rule
-from .variants import VARIANTS, check_img_size, valid_img_sizes
+from pipeline.core.tolerances import ParityRule, parity_rule
+from pipeline.core.variants import VARIANTS, check_img_size, valid_img_sizes
 
 __all__ = [
     "ArtifactInfo", "InputFormat", "ModelSpec", "Precision", "WeightsRef", "engine_dir_name", "engine_file_name",

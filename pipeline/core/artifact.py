@@ -26,8 +26,9 @@ from typing import Any, Mapping, Optional
 
 import numpy as np
 
-from ..errors import ConfigError, PipelineError
-from .variants import IMAGENET_MEAN, IMAGENET_STD, check_img_size, check_variant
+from pipeline.core.hashing import sha256_file
+from pipeline.core.errors import ConfigError, PipelineError
+from pipeline.core.variants import IMAGENET_MEAN, IMAGENET_STD, check_img_size, check_variant
 
 __all__ = ["Precision", "InputFormat", "ModelSpec", "WeightsRef", "WeightsMismatchError", "ArtifactInfo",
            "engine_dir_name", "engine_file_name", "stage_onnx_name", "META_KEYS"]
@@ -204,8 +205,6 @@ class WeightsRef:
 
     @classmethod
     def from_checkpoint(cls, path: str | Path) -> "WeightsRef":
-        from ..io import sha256_file
-
         path = Path(path)
         if not path.is_file():
             raise ConfigError(f"checkpoint {path} does not exist (or is not a file); check the path")
@@ -268,8 +267,6 @@ class WeightsRef:
         if self.kind == "unknown":
             return False
         if self.sha256 is not None:
-            from ..io import sha256_file
-
             found = sha256_file(checkpoint)
             if found != self.sha256:
                 raise WeightsMismatchError(
@@ -389,37 +386,6 @@ class ArtifactInfo:
             calibration=calibration,
         )
 
-    @classmethod
-    def from_onnx(cls, model: Any, *, source: str = "the ONNX", check_graph: bool = True) -> "ArtifactInfo":
-        """Read the record from an ``onnx.ModelProto``; with ``check_graph`` the graph's precision must match."""
-        meta = {p.key: p.value for p in model.metadata_props}
-        return cls.from_metadata(meta, source=source, graph_precision=detect_precision(model) if check_graph else None)
-
-    @classmethod
-    def read(cls, path: str | Path, *, variant: Optional[str] = None, img_size: Optional[int] = None) -> "ArtifactInfo":
-        """The record of the ONNX file ``path``, checked against its graph. Explicit ``variant`` / ``img_size`` must
-        agree with a recorded one, and fill in for graphs that were not made by ``export`` (no record)."""
-        from ..io import load_onnx
-
-        model = load_onnx(path)
-        meta = {p.key: p.value for p in model.metadata_props}
-        if not meta.get(META_VARIANT) or meta.get(META_VARIANT) == "unknown":
-            if not variant:
-                raise ArtifactInfoError(f"{path} does not record its variant (not made by `sgformer-trt export`); "
-                                        f"pass --variant")
-            dims = model.graph.input[0].type.tensor_type.shape.dim if model.graph.input else []
-            side = int(dims[-1].dim_value) if len(dims) == 4 and dims[-1].dim_value > 0 else None
-            if img_size is not None and side is not None and img_size != side:
-                raise ConfigError(f"--img-size {img_size} does not match {path}, which takes {side} px images")
-            return cls(ModelSpec(variant, img_size or side or 224), WeightsRef.parse(meta.get(META_WEIGHTS)),
-                       detect_precision(model),
-                       InputFormat.parse(meta.get(META_INPUT_FORMAT, InputFormat.NORMALIZED.value)))
-        info = cls.from_onnx(model, source=str(path))
-        for option, given, recorded in (("--variant", variant, info.variant), ("--img-size", img_size, info.img_size)):
-            if given is not None and given != recorded:
-                raise ConfigError(f"{option} {given} does not match {path}, which records {info.spec}; drop {option}")
-        return info
-
     def apply_to(self, model: Any) -> Any:
         """Write the record into ``model.metadata_props`` (in place; other keys kept, ours replaced); returns it."""
         ours = self.to_metadata()
@@ -432,13 +398,13 @@ class ArtifactInfo:
     # ---------------------------------------------------------------- manifest
 
     def to_manifest_fields(self) -> dict[str, Any]:
-        """The manifest's keys for this record (``pipeline.manifest`` stores them)."""
+        """The manifest's keys for this record (``pipeline.store.manifest`` stores them)."""
         return {"variant": self.spec.variant, "resolution": self.spec.img_size, "precision": self.precision.value,
                 "weights": self.weights.to_text(), "input_format": self.input_format.value}
 
     @classmethod
     def from_manifest(cls, manifest: Any) -> "ArtifactInfo":
-        """From a ``pipeline.manifest.Manifest`` (duck-typed: variant, resolution, precision, weights, input_format)."""
+        """From a ``pipeline.store.manifest.Manifest`` (duck-typed: variant, resolution, precision, weights, input_format)."""
         calibration = None
         if getattr(manifest, "calibration", None) is not None:
             calibration = {"method": manifest.calibration.method, "data_hash": manifest.calibration.set_sha256}
@@ -466,15 +432,3 @@ def graph_evidence(precision: Precision) -> str:
             Precision.FP32: "no Q/DQ and no float16"}[precision]
 
 
-def detect_precision(model: Any) -> Precision:
-    """INT8 if the graph holds Q/DQ pairs, FP16 if it casts to or stores float16, else FP32."""
-    ops = {n.op_type for n in model.graph.node}
-    if ops & {"QuantizeLinear", "DequantizeLinear"}:
-        return Precision.INT8
-    fp16 = 10  # onnx.TensorProto.FLOAT16
-    for node in model.graph.node:
-        if node.op_type == "Cast" and any(a.name == "to" and a.i == fp16 for a in node.attribute):
-            return Precision.FP16
-    if any(t.data_type == fp16 for t in model.graph.initializer):
-        return Precision.FP16
-    return Precision.FP32

@@ -1,6 +1,6 @@
 """TensorRT flavours as data: names, Python modules, the oldest supported version, targets, install hints.
 
-Kept apart from ``pipeline.trt_backend`` (which imports TensorRT, probes the GPU and adapts the API), so the
+Kept apart from ``pipeline.backends.tensorrt`` (which imports TensorRT, probes the GPU and adapts the API), so the
 manifest, the build config and the CLI can validate flavour names and targets without importing TensorRT.
 """
 from __future__ import annotations

@@ -19,7 +19,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any, Optional
 
-from .artifact import Precision
+from pipeline.core.artifact import Precision
+from pipeline.core.errors import ConfigError
 
 __all__ = ["ParityRule", "parity_rule", "GRAPH_VS_GRAPH", "BACKEND_KINDS"]
 
@@ -75,7 +76,6 @@ GRAPH_VS_GRAPH = ParityRule(atol=1e-5, require_top5=True)
 def parity_rule(precision: Precision | str, backend: str = "onnxruntime", *, variant: str = "s",
                 img_size: int = 224) -> ParityRule:
     """The rule an artifact of ``precision`` run on ``backend`` ("onnxruntime" | "tensorrt") must pass."""
-    from ..errors import ConfigError
 
     if backend not in BACKEND_KINDS:
         raise ConfigError(f"backend kind {backend!r}: expected one of {', '.join(BACKEND_KINDS)}")

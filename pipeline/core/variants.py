@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..errors import ConfigError
+from pipeline.core.errors import ConfigError
 
 __all__ = ["VARIANTS", "BASE_IMG_SIZE", "MAX_IMG_SIZE", "IMAGENET_MEAN", "IMAGENET_STD", "valid_img_sizes",
            "check_img_size", "check_variant", "StageGrid", "stage_grids"]

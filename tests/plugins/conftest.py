@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.iam_host import LIBRARY_ENV_VAR, build_host_library
+from pipeline.iam.host import LIBRARY_ENV_VAR, build_host_library
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 PLUGIN_DIR = REPO_ROOT / "plugins" / "sgformer_iam"

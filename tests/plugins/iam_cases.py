@@ -5,8 +5,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pipeline.iam import IamLayout, iam_layout
-from pipeline.model import VARIANTS
+from pipeline.iam.reference import IamLayout, iam_layout
+from pipeline.model.sgformer import VARIANTS
 
 #: Reduction ratio of the significance-guided blocks of stages 1-3 (stage 4 has none).
 SR_RATIOS = (8, 4, 2)

@@ -51,7 +51,7 @@ PATH_AUTO, PATH_FUSED, PATH_CUB = -1, 0, 1
 
 @dataclass(frozen=True)
 class Layout:
-    """The static part of an IAM op (pipeline.iam.IamLayout has the same fields)."""
+    """The static part of an IAM op (pipeline.iam.reference.IamLayout has the same fields)."""
     height: int
     width: int
     group_sizes: tuple[int, ...]

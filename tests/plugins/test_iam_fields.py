@@ -4,7 +4,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from pipeline import plugin_spec
+from pipeline.iam import spec as plugin_spec
 
 HEADER = Path(__file__).resolve().parents[2] / "plugins" / "sgformer_iam" / "sgformerIamFields.h"
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.elf import elf_problem
+from pipeline.iam.elf import elf_problem
 
 ROOT = Path(__file__).resolve().parents[2]
 LOAD = "import sys; from pipeline import iam_host; iam_host._load(sys.argv[1]); print('loaded')"

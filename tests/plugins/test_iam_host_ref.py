@@ -1,4 +1,4 @@
-"""SGFormerIAM host reference (C++ via ctypes) vs the PyTorch definition ``pipeline.iam.iam_aggregate``.
+"""SGFormerIAM host reference (C++ via ctypes) vs the PyTorch definition ``pipeline.iam.reference.iam_aggregate``.
 
 For every (variant, stage, resolution) of the model at 224 and 448, batch 2, on importance maps with many
 ties: token ORDER is checked with zero tolerance (order probe), values in fp32 and fp16 with the tolerances
@@ -12,9 +12,9 @@ import torch
 
 from iam_cases import (IamCase, all_cases, importance_map, layout_cases, order_probe_tokens,
                        random_merge_params, report_mismatch)
-from pipeline.errors import ConfigError, PluginLibraryError
-from pipeline.iam import check_layout, iam_aggregate
-from pipeline.iam_host import LIBRARY_ENV_VAR, find_host_library, host_layout, iam_host
+from pipeline.core.errors import ConfigError, PluginLibraryError
+from pipeline.iam.reference import check_layout, iam_aggregate
+from pipeline.iam.host import LIBRARY_ENV_VAR, find_host_library, host_layout, iam_host
 
 BATCH = 2
 
@@ -114,7 +114,7 @@ LAYOUT_PROBES = [
 
 @pytest.mark.parametrize("probe", LAYOUT_PROBES, ids=lambda p: f"{p[0]}x{p[1]}-{p[2]}-{p[3]}")
 def test_python_layout_check_agrees_with_the_library(probe, host_ref_library) -> None:
-    """pipeline.iam.check_layout (what the torch op's fake implementation runs) restates makeIamParams' rules;
+    """pipeline.iam.reference.check_layout (what the torch op's fake implementation runs) restates makeIamParams' rules;
     the C library is the authority. Both must accept the same layouts with the same T and refuse the same ones."""
     height, width, groups, tiers = probe
     try:
@@ -156,7 +156,7 @@ def _bits(a: np.ndarray) -> np.ndarray:
 
 @pytest.fixture()
 def restore_threads(host_ref_library):
-    from pipeline.iam_host import host_threads, set_host_threads
+    from pipeline.iam.host import host_threads, set_host_threads
 
     before = host_threads(host_ref_library)
     yield set_host_threads
@@ -205,14 +205,14 @@ def test_concurrent_callers_get_their_own_results(host_ref_library, restore_thre
 
 
 def test_thread_count_is_validated(host_ref_library) -> None:
-    from pipeline.iam_host import set_host_threads
+    from pipeline.iam.host import set_host_threads
 
     with pytest.raises(ConfigError, match="at least 1"):
         set_host_threads(0, host_ref_library)
 
 
 def test_out_buffers_are_written_in_place(host_ref_library) -> None:
-    from pipeline.iam_host import host_layout, run_layout
+    from pipeline.iam.host import host_layout, run_layout
 
     layout = host_layout(14, 14, (2, 1), (98, 98), host_ref_library)
     rng = np.random.default_rng(1)

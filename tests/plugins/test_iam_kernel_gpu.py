@@ -13,8 +13,8 @@ import pytest
 
 from iam_cases import IamCase, all_cases, importance_map, random_merge_params, report_mismatch
 from iam_kernel_api import PATH_AUTO, PATH_CUB, PATH_FUSED, Layout, bits, load_kernel_harness, run_op
-from pipeline.iam import iam_layout
-from pipeline.iam_host import iam_host
+from pipeline.iam.reference import iam_layout
+from pipeline.iam.host import iam_host
 
 pytestmark = pytest.mark.gpu
 

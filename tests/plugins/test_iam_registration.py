@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import plugin_spec
+from pipeline.iam import spec as plugin_spec
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 TRT_HEADERS = REPO_ROOT / "third_party" / "tensorrt" / "include"

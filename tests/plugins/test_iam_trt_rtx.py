@@ -19,9 +19,9 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from pipeline import plugin_spec
-from pipeline.iam import iam_layout
-from pipeline.trt_backend import ensure_rtx_parser_library
+from pipeline.iam import spec as plugin_spec
+from pipeline.iam.reference import iam_layout
+from pipeline.backends.tensorrt import ensure_rtx_parser_library
 
 PROBE = Path(__file__).with_name("trt_rtx_build_probe.py")
 MAX_BATCH = 4

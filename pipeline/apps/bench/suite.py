@@ -1,0 +1,134 @@
+"""``run_benchmarks(config) -> BenchReport``: every selected backend, each in its own worker, into one report."""
+from __future__ import annotations
+
+import datetime as _dt
+import logging
+import tempfile
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+
+from pipeline.core.errors import PipelineError
+from pipeline.apps.bench import report as report_mod
+from pipeline.apps.bench.backends import BACKENDS, Artifacts
+from pipeline.apps.bench.config import BenchConfig, load_average
+from pipeline.apps.bench.measurement import Job, PairJob, run_inline, run_isolated
+from pipeline.apps.bench.report import BenchReport
+
+__all__ = ["run_benchmarks"]
+
+_logger = logging.getLogger("pipeline.apps.bench")
+
+
+def run_benchmarks(config: BenchConfig, command: str = "") -> BenchReport:
+    """Measure every selected backend (see module docstring). Raises ``PipelineError`` if nothing ran."""
+    start = time.perf_counter()
+    environment = report_mod.environment(config)
+    _logger.info("bench start: %s @ %d, batches %s, %d warmup + %d calls, backends %s", config.variant,
+                 config.img_size, list(config.batches), config.warmup, config.iters, ", ".join(config.selected_backends))
+    rows: list[dict] = []
+    backends: list[dict] = []
+    skipped: list[dict] = []
+    failed: list[dict] = []
+    memory_kinds: dict[str, str] = {}
+    op_profiles: list[dict] = []
+    reference: Optional[np.ndarray] = None
+    prepared: dict[str, dict] = {}
+    interleaved: list[dict] = []
+    with tempfile.TemporaryDirectory(prefix="sgformer-bench-") as tmp:
+        artifacts = Artifacts(config, Path(tmp))
+        for name in config.selected_backends:
+            spec = BACKENDS[name]
+            reason = spec.unavailable(config)
+            if reason:
+                _logger.info("%s: skipped (%s)", name, reason)
+                skipped.append({"backend": name, "description": spec.description, "reason": reason})
+                continue
+            try:
+                files = spec.prepare(config, artifacts) if spec.prepare else {}
+            except PipelineError as exc:
+                failed.append({"backend": name, "stage": "prepare", "error": str(exc)})
+                _logger.error("%s: could not prepare its input (%s)", name, exc)
+                continue
+            job = Job(config, name, files, _logger.getEffectiveLevel())
+            _logger.info("%s: measuring (%s)", name, "own process" if config.isolate else "this process")
+            result = run_isolated(job) if config.isolate else run_inline(job)
+            if "error" in result:
+                failed.append({"backend": name, "stage": "measure", "error": result["error"]})
+                _logger.error("%s: failed: %s", name, result["error"])
+                _logger.debug("%s", result.get("traceback", ""))
+                continue
+            measured = result["ok"]
+            prepared[name] = files
+            logits = np.asarray(measured.pop("first_logits"))
+            if name == "pytorch-cpu" or reference is None and name == "pytorch-cuda":
+                reference = logits
+            diff = None if reference is None else float(np.abs(logits - reference).max())
+            memory_kinds[name] = measured["memory_kind"]
+            backends.append({
+                "backend": name,
+                "description": spec.description,
+                "device": measured["device"],
+                "details": measured["details"],
+                "load_s": measured["load_s"],
+                "load_peak_bytes": measured["load_peak_bytes"],
+                "memory_kind": measured["memory_kind"],
+                "max_abs_logit_diff_vs_pytorch": diff,
+            })
+            for row in measured["rows"]:
+                rows.append({"backend": name, "device": measured["device"], **row})
+            op_profiles += [{"backend": name, **p} for p in measured.get("op_profile", [])]
+        if config.interleave:
+            interleaved = _interleaved_pairs(config, prepared, failed)
+    if not rows:
+        raise PipelineError(
+            "no backend could be measured: "
+            + "; ".join(f"{s['backend']}: {s['reason']}" for s in skipped)
+            + "".join(f"; {f['backend']}: {f['error']}" for f in failed)
+        )
+    chosen = report_mod.pick_baseline(config, rows)
+    base_row = chosen.pop("row")
+    chosen.update({"median_ms": base_row["latency_ms"]["median"], "throughput_ips": base_row["throughput_ips"],
+                   "peak_memory_bytes": base_row["peak_memory_bytes"]})
+    report_mod.attach_ratios(rows, base_row)
+    config_dict = asdict(config)
+    config_dict["engines"] = dict(config.engines)
+    report = BenchReport(
+        config=config_dict,
+        environment={**environment, "loadavg_1min_at_end": load_average()},
+        baseline=chosen,
+        rows=rows,
+        backends=backends,
+        skipped=skipped,
+        failed=failed,
+        created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        memory_note="; ".join(f"{k}: {v}" for k, v in memory_kinds.items()),
+        command=command,
+        op_profiles=op_profiles,
+        comparisons=report_mod.compare_rows(rows, interleaved),
+    )
+    _logger.info("bench finish: %d rows, %d skipped, %d failed in %.1f s", len(rows), len(skipped), len(failed),
+                 time.perf_counter() - start)
+    return report
+
+
+def _interleaved_pairs(config: BenchConfig, prepared: dict[str, dict], failed: list[dict]) -> list[dict]:
+    """Each ``COMPARISONS`` pair whose two backends were measured: both in one worker, calls interleaved."""
+    out: list[dict] = []
+    for candidate, reference, _ in report_mod.COMPARISONS:
+        if candidate not in prepared or reference not in prepared:
+            continue
+        job = PairJob(config, candidate, reference, {candidate: prepared[candidate], reference: prepared[reference]},
+                      _logger.getEffectiveLevel())
+        _logger.info("%s vs %s: interleaved calls in one %s", candidate, reference,
+                     "process" if config.isolate else "process (this one)")
+        result = run_isolated(job) if config.isolate else run_inline(job)
+        if "error" in result:
+            failed.append({"backend": f"{candidate} vs {reference}", "stage": "interleaved", "error": result["error"]})
+            _logger.error("%s vs %s: interleaved measurement failed: %s", candidate, reference, result["error"])
+            continue
+        out += [{"candidate": candidate, "reference": reference, **row} for row in result["ok"]["rows"]]
+    return out

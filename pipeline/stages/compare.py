@@ -1,0 +1,196 @@
+"""The one logit comparison of the pipeline: explicitly named metrics, and a pass/fail report on top.
+
+``logit_stats(candidate, reference)`` computes every metric once; ``verify`` wraps it in a ``ParityReport`` (pass
+rule from ``pipeline.core.tolerances``), ``evaluate`` in its accuracy table. Metric names mean one thing each:
+
+- ``max_abs_diff`` / ``where`` / ``mean_abs_diff``: element-wise |candidate - reference| (non-finite = inf);
+- ``cosine_min`` / ``cosine_mean``: per-sample cosine similarity of the logit vectors;
+- ``top1_agreement``: fraction of samples with the same arg-max;
+- ``top5_exact``: fraction of samples whose ordered top-5 classes are identical;
+- ``top1_in_top5``: fraction of samples whose reference top-1 is among the candidate's top-5;
+- ``top1_accuracy`` / ``top5_accuracy``: against labels (``-1`` = unknown), when given.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Optional, Sequence
+
+import numpy as np
+
+from pipeline.core.tolerances import ParityRule
+from pipeline.core.errors import ParityError
+
+__all__ = ["LogitStats", "logit_stats", "ParityReport", "compare_logits", "DEFAULT_ATOL"]
+
+#: fp32 onnxruntime vs PyTorch at 224 (``pipeline.core.tolerances``).
+DEFAULT_ATOL = 1e-4
+
+
+@dataclass
+class LogitStats:
+    num_samples: int
+    max_abs_diff: float
+    where: tuple[int, int]  # (sample index, class index) of the largest difference
+    mean_abs_diff: float
+    cosine_min: float
+    cosine_mean: float
+    top1_agreement: float
+    top5_exact: float
+    top1_in_top5: float
+    top1_accuracy: Optional[float] = None
+    top5_accuracy: Optional[float] = None
+
+
+def _topk(x: np.ndarray, k: int) -> np.ndarray:
+    return np.argsort(-x, axis=1, kind="stable")[:, :k]
+
+
+def logit_stats(candidate: np.ndarray, reference: np.ndarray, labels: Optional[np.ndarray] = None,
+                *, what: str = "candidate") -> LogitStats:
+    """Every metric of ``candidate`` against ``reference`` (both ``[N, classes]``); see the module docstring."""
+    cand = np.asarray(candidate, dtype=np.float64)
+    ref = np.asarray(reference, dtype=np.float64)
+    if cand.shape != ref.shape or cand.ndim != 2:
+        raise ParityError(f"{what}: logits shape {cand.shape} differs from the reference {ref.shape}")
+    diff = np.abs(cand - ref)
+    if not np.isfinite(cand).all():
+        diff = np.where(np.isfinite(cand), diff, np.inf)
+    sample, cls = np.unravel_index(int(np.argmax(diff)), diff.shape)
+    k = min(5, cand.shape[1])
+    top_c, top_r = _topk(cand, k), _topk(ref, k)
+    norms = np.linalg.norm(cand, axis=1) * np.linalg.norm(ref, axis=1)
+    with np.errstate(invalid="ignore", over="ignore"):
+        cosine = np.sum(cand * ref, axis=1) / np.maximum(norms, 1e-30)
+    cosine = np.where(np.isfinite(cosine), cosine, -1.0)
+    stats = LogitStats(
+        num_samples=int(len(cand)),
+        max_abs_diff=float(diff.max()),
+        where=(int(sample), int(cls)),
+        mean_abs_diff=float(diff.mean()),
+        cosine_min=float(cosine.min()),
+        cosine_mean=float(cosine.mean()),
+        top1_agreement=float(np.mean(top_c[:, 0] == top_r[:, 0])),
+        top5_exact=float(np.mean((top_c == top_r).all(axis=1))),
+        top1_in_top5=float(np.mean((top_c == top_r[:, :1]).any(axis=1))),
+    )
+    if labels is not None and (np.asarray(labels) >= 0).any():
+        labels = np.asarray(labels)
+        keep = labels >= 0
+        stats.top1_accuracy = float((top_c[keep, 0] == labels[keep]).mean())
+        stats.top5_accuracy = float((top_c[keep] == labels[keep][:, None]).any(axis=1).mean())
+    return stats
+
+
+@dataclass
+class ParityReport:
+    """Candidate logits vs reference logits of the same images, judged by one ``ParityRule``."""
+
+    backend: str
+    max_abs_diff: float
+    where: tuple[int, int]
+    sample_name: str
+    top1_agreement: float
+    top5_exact: float  # fraction of samples with the identical ordered top-5
+    atol: float
+    require_top5: bool
+    num_samples: int
+    batch: int
+    mean_abs_diff: float = 0.0
+    seconds: float = 0.0
+    names: list[str] = field(default_factory=list)
+    cosine_min: float = 1.0
+    #: Agreement rule (fp16 / int8): pass on cosine and top-1 agreement instead of atol / identical top-5.
+    min_cosine: Optional[float] = None
+    min_top1: float = 1.0
+    top1_in_top5: float = 1.0
+
+    @property
+    def rule(self) -> ParityRule:
+        return ParityRule(atol=self.atol, require_top5=self.require_top5, min_cosine=self.min_cosine,
+                          min_top1=self.min_top1)
+
+    @property
+    def passed(self) -> bool:
+        if self.min_cosine is not None:
+            return (bool(np.isfinite(self.max_abs_diff)) and self.cosine_min >= self.min_cosine
+                    and self.top1_agreement >= self.min_top1)
+        ok = self.max_abs_diff <= self.atol and self.top1_agreement == 1.0
+        return ok and (self.top5_exact == 1.0 or not self.require_top5)
+
+    def __bool__(self) -> bool:
+        return self.passed
+
+    @property
+    def message(self) -> str:
+        sample, cls = self.where
+        head = (
+            f"{self.backend} vs PyTorch on {self.num_samples} images (batch {self.batch}): max |dlogit| "
+            f"{self.max_abs_diff:.3g} at sample {sample} ('{self.sample_name}'), class {cls}; mean "
+            f"{self.mean_abs_diff:.3g}; top-1 agreement {self.top1_agreement:.1%}, identical top-5 "
+            f"{self.top5_exact:.1%}; min cosine {self.cosine_min:.6f}"
+        )
+        if self.min_cosine is not None:
+            rule = f"cosine >= {self.min_cosine:g}, top-1 agreement >= {self.min_top1:.1%}"
+            if self.passed:
+                return f"PASS: {head} ({rule})"
+            return f"FAIL: {head}: needs {rule}"
+        if self.passed:
+            return f"PASS: {head} (atol {self.atol:g})"
+        reasons = []
+        if self.max_abs_diff > self.atol:
+            reasons.append(f"atol {self.atol:g} exceeded; atol >= {self.max_abs_diff:.3g} would have passed")
+        if self.top1_agreement < 1.0:
+            reasons.append("top-1 differs")
+        if self.require_top5 and self.top5_exact < 1.0:
+            reasons.append("top-5 differs")
+        return f"FAIL: {head}: {'; '.join(reasons)}"
+
+    def __str__(self) -> str:
+        return self.message
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d.update(passed=self.passed, message=self.message)
+        return d
+
+
+def compare_logits(
+    candidate: np.ndarray,
+    reference: np.ndarray,
+    *,
+    backend: str,
+    atol: float = DEFAULT_ATOL,
+    require_top5: bool = True,
+    names: Optional[Sequence[str]] = None,
+    batch: int = 0,
+    min_cosine: Optional[float] = None,
+    min_top1: float = 1.0,
+    rule: Optional[ParityRule] = None,
+) -> ParityReport:
+    """Judge two ``[num_samples, classes]`` logit arrays by a rule (``rule``, or the keyword arguments).
+
+    With ``min_cosine`` the report passes on per-sample cosine similarity and top-1 agreement (the fp16 / int8
+    rule); otherwise on ``atol``, identical top-1 and (``require_top5``) identical ordered top-5.
+    """
+    if rule is not None:
+        atol, require_top5, min_cosine, min_top1 = rule.atol, rule.require_top5, rule.min_cosine, rule.min_top1
+    stats = logit_stats(candidate, reference, what=backend)
+    names = list(names) if names else [str(i) for i in range(stats.num_samples)]
+    return ParityReport(
+        backend=backend,
+        max_abs_diff=stats.max_abs_diff,
+        where=stats.where,
+        sample_name=names[stats.where[0]],
+        top1_agreement=stats.top1_agreement,
+        top5_exact=stats.top5_exact,
+        atol=float(atol),
+        require_top5=require_top5,
+        num_samples=stats.num_samples,
+        batch=batch,
+        mean_abs_diff=stats.mean_abs_diff,
+        names=names,
+        cosine_min=stats.cosine_min,
+        min_cosine=min_cosine,
+        min_top1=min_top1,
+        top1_in_top5=stats.top1_in_top5,
+    )
