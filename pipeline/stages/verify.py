@@ -191,13 +191,16 @@ def verify(artifact: Union[str, Path, onnx.ModelProto], images: Images, *, refer
            checkpoint: Optional[str] = None, batch: int = 2, **kwargs: Any) -> ParityReport:
     """Parity of an artifact against PyTorch: an engine folder -> :func:`verify_engine` (the reference is rebuilt
     from its manifest); an ONNX file or ModelProto -> :func:`verify_onnx` against ``reference`` (default: the model
-    its artifact record names, with the rule of its precision)."""
+    its artifact record names); the pass rule is that of the graph's recorded precision unless ``rule`` / ``atol``
+    is given."""
     if isinstance(artifact, (str, Path)) and Path(artifact).is_dir():
         return verify_engine(artifact, images, checkpoint=checkpoint, batch=batch, **kwargs)
+    model = load_onnx(artifact) if isinstance(artifact, (str, Path)) else artifact
+    info = graph_record(model, source=str(artifact) if isinstance(artifact, (str, Path)) else "the ONNX")
     if reference is None:
-        model = load_onnx(artifact) if isinstance(artifact, (str, Path)) else artifact
-        info = graph_record(model, source=str(artifact) if isinstance(artifact, (str, Path)) else "the ONNX")
         reference = reference_for_record(info, checkpoint)
+    if "atol" not in kwargs:
         kwargs.setdefault("rule", parity_rule(info.precision, "onnxruntime", variant=info.variant,
                                               img_size=info.img_size))
+    artifact = model
     return verify_onnx(artifact, reference, images, batch=batch, **kwargs)
