@@ -157,17 +157,6 @@ __device__ __forceinline__ int32_t counterSlot(int32_t d, int32_t t)
     return (i / kSCAN_PER_THREAD) * kCOUNTER_ROW + (i % kSCAN_PER_THREAD);
 }
 
-//! Sequence position of row-major token `token` (inverse of sequenceToToken).
-__device__ __forceinline__ int32_t tokenToSequence(int32_t token, bool isColumn, int32_t height, int32_t width)
-{
-    if (!isColumn)
-    {
-        return token;
-    }
-    int32_t const h = token / width;
-    return (token - h * width) * height + h;
-}
-
 //! V consecutive channels, loaded and stored as one aligned vector access.
 template <typename T, int32_t V>
 struct alignas(sizeof(T) * V) TokenVector
@@ -219,9 +208,8 @@ __device__ __forceinline__ uint32_t blockExclusiveScan(uint32_t value, uint32_t*
  * Stability: thread t owns the contiguous slice [t*ipt, (t+1)*ipt) of the current order and the
  * exclusive scan runs over (digit, thread) in digit-major order, so equal digits keep their order.
  * Banks: ipt is odd (ceil(N/512) rounded up to odd; fewer threads get work), so a warp's slice reads
- * (stride ipt) hit 32 distinct banks; counters in padded rows (kCOUNTER_ROW). Both CTAs read the
- * importance row-major (coalesced) and place each key at its sequence position. The position and
- * key accesses that follow the data (scatter slots, keys by position) conflict as the data falls.
+ * (stride ipt) hit 32 distinct banks; counters in padded rows (kCOUNTER_ROW). The position and key
+ * accesses that follow the data (scatter slots, keys by position) conflict as the data falls.
  */
 __global__ void __launch_bounds__(kSORT_THREADS) sortKernel(
     SgformerIamParams const params, float const* __restrict__ importance, int32_t* __restrict__ sortedTokens)
@@ -244,16 +232,17 @@ __global__ void __launch_bounds__(kSORT_THREADS) sortKernel(
     auto sSrc = reinterpret_cast<uint16_t*>(sDynamic + kSORT_COUNTER_BYTES + alignUp16(n * sizeof(uint32_t)));
     auto sDst = sSrc + alignUp16(n * sizeof(uint16_t)) / sizeof(uint16_t);
 
-    // Keys by sequence position (read row-major: coalesced in both CTAs); the identity order; AND/OR of
-    // all keys (constant digits are skipped).
+    // Keys by sequence position; the identity order; AND/OR of all keys (constant digits are skipped).
+    // The column CTA reads the importance row with stride W (uncoalesced, README "cost": a coalesced read
+    // would write the keys with stride H instead, measured 16-32-way bank conflicts at H = 112..224).
     float const* rowImportance = importance + b * n;
     uint32_t keyAnd = 0xffffffffu;
     uint32_t keyOr = 0u;
-    for (int32_t token = tid; token < n; token += kSORT_THREADS)
+    for (int32_t p = tid; p < n; p += kSORT_THREADS)
     {
-        uint32_t const key = importanceSortKey(rowImportance[token]);
-        sKey[tokenToSequence(token, isColumn, params.height, params.width)] = key;
-        sSrc[token] = static_cast<uint16_t>(token);
+        uint32_t const key = importanceSortKey(rowImportance[sequenceToToken(p, isColumn, params.height, params.width)]);
+        sKey[p] = key;
+        sSrc[p] = static_cast<uint16_t>(p);
         keyAnd &= key;
         keyOr |= key;
     }

@@ -20,8 +20,8 @@ messages point at the original file and line.
 ``--mutate drop-sync:K`` deletes the K-th ``__syncthreads();`` (1-based, in file order) of the
 translated source: the negative control of tests/plugins/test_iam_kernel_emu.py (a broken kernel
 must fail the bit-exact comparison). ``--mutate 'replace:OLD=>NEW'`` (Python API: the same string)
-replaces the one occurrence of OLD in the kernel source by NEW before translation: the planted bugs of
-the tests (each must be caught).
+replaces the one occurrence of OLD in the kernel source by NEW before translation (several pairs joined
+by REPLACE_SEPARATOR): the planted bugs of the tests (each must be caught).
 
 Command line:
   cu2host.py translate IN.cu OUT.cpp [--mutate drop-sync:K]
@@ -56,6 +56,10 @@ CXXFLAGS = ["-std=c++17", "-O2", "-fPIC", "-pthread", "-ffp-contract=off", "-fno
             "-Wall", "-Wno-unused-function"]
 
 
+#: Between the OLD=>NEW pairs of one ``replace:`` mutation (several planted bugs in one build).
+REPLACE_SEPARATOR = "\n&&&\n"
+
+
 class TranslateError(ValueError):
     pass
 
@@ -75,11 +79,12 @@ def translate(source: str, filename: str, mutate: str | None = None) -> str:
         return f"auto const {m.group('name')} = ::cudahost::dynamicSharedMemory<{t}>();"
 
     if mutate and mutate.startswith("replace:"):
-        old, sep, new = mutate[len("replace:"):].partition("=>")
-        if not sep or source.count(old) != 1:
-            raise TranslateError(f"mutation {mutate[:80]!r}: OLD must occur exactly once in {filename} "
-                                 f"(found {source.count(old) if sep else 'no =>'})")
-        source = source.replace(old, new)
+        for pair in mutate[len("replace:"):].split(REPLACE_SEPARATOR):
+            old, sep, new = pair.partition("=>")
+            if not sep or source.count(old) != 1:
+                raise TranslateError(f"mutation {pair[:80]!r}: OLD must occur exactly once in {filename} "
+                                     f"(found {source.count(old) if sep else 'no =>'})")
+            source = source.replace(old, new)
         mutate = None
     out = _EXTERN_SHARED.sub(shared, source)
     out = _rewrite_casts(out, filename)
