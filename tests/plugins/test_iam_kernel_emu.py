@@ -388,7 +388,7 @@ def test_an_error_pending_before_the_op_stays_for_its_owner(emu) -> None:
 
 #: Bound on the sort's shared-memory cycles per warp request (wavefronts / requests) and on its worst request.
 #: Measured with the fixed layout (odd slices, padded counter rows), 'distinct' importance: 1.05 (N = 196),
-#: 1.23 (784), 1.62 (3136), 1.64 (4096), 1.94 (12544), 1.90 (16384), 2.18 (50176); worst request 9-way. What
+#: 1.23 (784), 1.60 (3136), 1.64 (4096), 1.94 (12544), 1.90 (16384), 2.18 (50176); worst request 9-way. What
 #: remains is data-dependent (keys looked up by position, scatter slots: a random permutation puts ~3.5 lanes
 #: on the busiest bank), so the bound leaves ~15 % over the largest figure. The former layout (even slices,
 #: unpadded counters) measured 3.1-7.3 per request and 32-way at N = 16384 (test_planted_bugs_are_caught).
