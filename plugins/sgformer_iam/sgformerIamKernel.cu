@@ -27,7 +27,13 @@ constexpr int32_t kSORT_WARPS = kSORT_THREADS / kWARP;
 constexpr int32_t kRADIX_BITS = 4;
 constexpr int32_t kRADIX = 1 << kRADIX_BITS;
 constexpr int32_t kSCAN_PER_THREAD = kRADIX; // counters per thread in the flat scan (kRADIX * kSORT_THREADS total)
-constexpr size_t kSORT_COUNTER_BYTES = size_t{kRADIX} * kSORT_THREADS * sizeof(uint16_t);
+//! The counters are stored in rows of kSCAN_PER_THREAD (one scan run each) padded to an odd number of 4-byte
+//! words (16 uint16 + 2 = 9 words): the scan's run reads (thread u: row u) then fall in 32 distinct banks,
+//! where unpadded rows of 8 words put 8 lanes on each bank. The counting step's d*512+tid stays <= 2-way.
+constexpr int32_t kCOUNTER_ROW = kSCAN_PER_THREAD + 2;
+constexpr size_t kSORT_COUNTER_BYTES
+    = size_t{kRADIX} * kSORT_THREADS / kSCAN_PER_THREAD * kCOUNTER_ROW * sizeof(uint16_t);
+static_assert((kCOUNTER_ROW * sizeof(uint16_t) / 4) % 2 == 1, "an odd number of words per counter row");
 static_assert(kSORT_THREADS % kWARP == 0, "whole warps: blockExclusiveScan shuffles with a full mask");
 static_assert(32 % kRADIX_BITS == 0, "the digit passes cover the 32-bit key exactly");
 
@@ -40,6 +46,9 @@ constexpr int64_t kAGG_TARGET_WARPS = 2048; // below this many warps a narrower 
 // ---- multi-CTA path (N beyond one CTA's shared memory): CUB segmented radix sort ------------------
 constexpr int32_t kPREPARE_THREADS = 256;
 constexpr int32_t kPREPARE_MAX_BLOCKS = 4096;
+
+//! Dynamic shared memory a kernel may take without cudaFuncAttributeMaxDynamicSharedMemorySize.
+constexpr size_t kDEFAULT_DYNAMIC_SHARED_BYTES = size_t{48} << 10;
 
 constexpr size_t alignUp(size_t bytes)
 {
@@ -81,6 +90,34 @@ __host__ __device__ __forceinline__ size_t alignUp16(size_t bytes)
     return (bytes + 15) / 16 * 16;
 }
 
+//! Errors after which the context is unusable (sticky): every later call returns them, so they are reported
+//! even when they were already pending before our launches.
+bool isContextLost(cudaError_t e)
+{
+    return e == cudaErrorIllegalAddress || e == cudaErrorMisalignedAddress || e == cudaErrorLaunchFailure;
+}
+
+/*!
+ * The status of the CUDA call or launch just made on this thread. CUDA keeps one "last error" per thread;
+ * `pending` is what it held before our first call. An error that was already pending belongs to someone
+ * else (TensorRT, another plugin) and stays pending for them; an error that appeared with our call is ours:
+ * it is cleared (cudaGetLastError) and returned. (cudaGetLastError alone would also clear and report
+ * theirs as ours.) A pending sticky error is returned: the context is lost for us too.
+ */
+cudaError_t ownStatus(cudaError_t pending)
+{
+    cudaError_t const now = cudaPeekAtLastError();
+    if (now == cudaSuccess || (now == pending && !isContextLost(now)))
+    {
+        return cudaSuccess;
+    }
+    if (now != pending)
+    {
+        cudaGetLastError();
+    }
+    return now;
+}
+
 //! Dynamic shared memory of sortKernel: counters, keys by position, two position buffers (uint16).
 size_t sortSharedBytes(int32_t numTokens)
 {
@@ -111,6 +148,13 @@ template <>
 __device__ __forceinline__ __half storeToken<__half>(float x)
 {
     return __float2half_rn(x);
+}
+
+//! Slot of counter (digit d, thread t) in the padded counter rows (kCOUNTER_ROW).
+__device__ __forceinline__ int32_t counterSlot(int32_t d, int32_t t)
+{
+    int32_t const i = d * kSORT_THREADS + t;
+    return (i / kSCAN_PER_THREAD) * kCOUNTER_ROW + (i % kSCAN_PER_THREAD);
 }
 
 //! V consecutive channels, loaded and stored as one aligned vector access.
@@ -163,6 +207,9 @@ __device__ __forceinline__ uint32_t blockExclusiveScan(uint32_t value, uint32_t*
  * two uint16 position buffers (N <= 65535 is guaranteed by the launcher's shared-memory limit).
  * Stability: thread t owns the contiguous slice [t*ipt, (t+1)*ipt) of the current order and the
  * exclusive scan runs over (digit, thread) in digit-major order, so equal digits keep their order.
+ * Banks: ipt is odd (ceil(N/512) rounded up to odd; fewer threads get work), so a warp's slice reads
+ * (stride ipt) hit 32 distinct banks; counters in padded rows (kCOUNTER_ROW). The position and key
+ * accesses that follow the data (scatter slots, keys by position) conflict as the data falls.
  */
 __global__ void __launch_bounds__(kSORT_THREADS) sortKernel(
     SgformerIamParams const params, float const* __restrict__ importance, int32_t* __restrict__ sortedTokens)
@@ -179,12 +226,15 @@ __global__ void __launch_bounds__(kSORT_THREADS) sortKernel(
     int32_t const lane = tid & (kWARP - 1);
     int32_t const warp = tid / kWARP;
 
-    uint16_t* const sCount = reinterpret_cast<uint16_t*>(sDynamic);
-    uint32_t* const sKey = reinterpret_cast<uint32_t*>(sDynamic + kSORT_COUNTER_BYTES);
-    uint16_t* sSrc = reinterpret_cast<uint16_t*>(sDynamic + kSORT_COUNTER_BYTES + alignUp16(n * sizeof(uint32_t)));
-    uint16_t* sDst = sSrc + alignUp16(n * sizeof(uint16_t)) / sizeof(uint16_t);
+    // `auto`: uint16_t* / uint32_t* here; tracked shared-memory pointers under cudahost.
+    auto const sCount = reinterpret_cast<uint16_t*>(sDynamic);
+    auto const sKey = reinterpret_cast<uint32_t*>(sDynamic + kSORT_COUNTER_BYTES);
+    auto sSrc = reinterpret_cast<uint16_t*>(sDynamic + kSORT_COUNTER_BYTES + alignUp16(n * sizeof(uint32_t)));
+    auto sDst = sSrc + alignUp16(n * sizeof(uint16_t)) / sizeof(uint16_t);
 
     // Keys by sequence position; the identity order; AND/OR of all keys (constant digits are skipped).
+    // The column CTA reads the importance row with stride W (uncoalesced, README "cost": a coalesced read
+    // would write the keys with stride H instead, measured 16-32-way bank conflicts at H = 112..224).
     float const* rowImportance = importance + b * n;
     uint32_t keyAnd = 0xffffffffu;
     uint32_t keyOr = 0u;
@@ -213,7 +263,7 @@ __global__ void __launch_bounds__(kSORT_THREADS) sortKernel(
         varying |= sWarpAnd[w] ^ sWarpOr[w];
     }
 
-    int32_t const perThread = (n + kSORT_THREADS - 1) / kSORT_THREADS;
+    int32_t const perThread = ((n + kSORT_THREADS - 1) / kSORT_THREADS) | 1; // odd: conflict-free slice reads
     int32_t const begin = min(tid * perThread, n);
     int32_t const end = min(begin + perThread, n);
     for (int32_t shift = 0; shift < 32; shift += kRADIX_BITS)
@@ -225,16 +275,16 @@ __global__ void __launch_bounds__(kSORT_THREADS) sortKernel(
         // 1. count the digits of this thread's slice (own column of the counter matrix: no races)
         for (int32_t d = 0; d < kRADIX; ++d)
         {
-            sCount[d * kSORT_THREADS + tid] = 0;
+            sCount[counterSlot(d, tid)] = 0;
         }
         for (int32_t i = begin; i < end; ++i)
         {
-            uint32_t const d = (sKey[sSrc[i]] >> shift) & (kRADIX - 1);
-            sCount[d * kSORT_THREADS + tid] = static_cast<uint16_t>(sCount[d * kSORT_THREADS + tid] + 1);
+            int32_t const slot = counterSlot(static_cast<int32_t>((sKey[sSrc[i]] >> shift) & (kRADIX - 1)), tid);
+            sCount[slot] = static_cast<uint16_t>(sCount[slot] + 1);
         }
         __syncthreads();
         // 2. exclusive scan of the counters in (digit, thread) order: thread u owns a run of kSCAN_PER_THREAD
-        uint16_t* const run = sCount + tid * kSCAN_PER_THREAD;
+        auto const run = sCount + tid * kCOUNTER_ROW;
         uint32_t runSum = 0;
         for (int32_t r = 0; r < kSCAN_PER_THREAD; ++r)
         {
@@ -253,13 +303,13 @@ __global__ void __launch_bounds__(kSORT_THREADS) sortKernel(
         for (int32_t i = begin; i < end; ++i)
         {
             uint16_t const pos = sSrc[i];
-            uint32_t const d = (sKey[pos] >> shift) & (kRADIX - 1);
-            uint16_t const slot = sCount[d * kSORT_THREADS + tid];
+            int32_t const counter = counterSlot(static_cast<int32_t>((sKey[pos] >> shift) & (kRADIX - 1)), tid);
+            uint16_t const slot = sCount[counter];
             sDst[slot] = pos;
-            sCount[d * kSORT_THREADS + tid] = static_cast<uint16_t>(slot + 1);
+            sCount[counter] = static_cast<uint16_t>(slot + 1);
         }
         __syncthreads();
-        uint16_t* const tmp = sSrc;
+        auto const tmp = sSrc;
         sSrc = sDst;
         sDst = tmp;
     }
@@ -384,7 +434,7 @@ __global__ void __launch_bounds__(kAGG_THREADS) aggregateKernel(SgformerIamParam
 }
 
 cudaError_t sortWithCub(SgformerIamParams const& params, float const* importance, char* ws, WorkspaceLayout const& l,
-    size_t workspaceBytes, int32_t const** sortedTokens, cudaStream_t stream)
+    size_t workspaceBytes, int32_t const** sortedTokens, cudaError_t pending, cudaStream_t stream)
 {
     if (workspaceBytes < l.cubTotal)
     {
@@ -397,7 +447,7 @@ cudaError_t sortWithCub(SgformerIamParams const& params, float const* importance
     int32_t* const offsets = reinterpret_cast<int32_t*>(ws + l.offsets);
     prepareSortKernel<<<blocks, kPREPARE_THREADS, 0, stream>>>(params, importance,
         reinterpret_cast<uint32_t*>(ws + l.keys0), reinterpret_cast<int32_t*>(ws + l.sorted), offsets);
-    cudaError_t status = cudaGetLastError();
+    cudaError_t status = ownStatus(pending);
     if (status != cudaSuccess)
     {
         return status;
@@ -422,70 +472,77 @@ cudaError_t sortWithCub(SgformerIamParams const& params, float const* importance
     {
         return status;
     }
+    // CUB makes one pass per radix digit and flips the buffers each pass: the result is in the buffer the
+    // selector names (the original one for an even pass count), never assumed.
     *sortedTokens = values.Current();
-    return cudaGetLastError();
+    return ownStatus(pending);
 }
 
 template <typename T, int32_t V>
 cudaError_t launchAggregateV(SgformerIamParams const& params, void const* tokens, int32_t const* sortedTokens,
     float const* weight, float const* bias, void* seqRow, void* seqCol, int32_t slices, int64_t items,
-    cudaStream_t stream)
+    cudaError_t pending, cudaStream_t stream)
 {
     int64_t const wanted = (items + kAGG_WARPS - 1) / kAGG_WARPS;
     uint32_t const blocks = static_cast<uint32_t>(wanted < kAGG_MAX_BLOCKS ? wanted : kAGG_MAX_BLOCKS);
     aggregateKernel<T, V><<<blocks, kAGG_THREADS, 0, stream>>>(params, static_cast<T const*>(tokens), sortedTokens,
         weight, bias, static_cast<T*>(seqRow), static_cast<T*>(seqCol), slices, items);
-    return cudaGetLastError();
+    return ownStatus(pending);
 }
 
 template <typename T>
 cudaError_t launchAggregate(SgformerIamParams const& params, void const* tokens, int32_t const* sortedTokens,
-    float const* weight, float const* bias, void* seqRow, void* seqCol, cudaStream_t stream)
+    float const* weight, float const* bias, void* seqRow, void* seqCol, cudaError_t pending, cudaStream_t stream)
 {
-    int32_t const v = aggregateVectorWidth(params.batch, params.outTokens, params.channels, sizeof(T));
+    int32_t const v = aggregateVectorWidthFor(params.batch, params.outTokens, params.channels, sizeof(T), tokens,
+        seqRow, seqCol);
     int32_t const slices = (params.channels / v + kWARP - 1) / kWARP;
     int64_t const items = int64_t{2} * params.batch * params.outTokens * slices;
+#define SGFORMER_IAM_AGGREGATE(V)                                                                                      \
+    launchAggregateV<T, V>(params, tokens, sortedTokens, weight, bias, seqRow, seqCol, slices, items, pending, stream)
     switch (v)
     {
-    case 1: return launchAggregateV<T, 1>(params, tokens, sortedTokens, weight, bias, seqRow, seqCol, slices, items, stream);
-    case 2: return launchAggregateV<T, 2>(params, tokens, sortedTokens, weight, bias, seqRow, seqCol, slices, items, stream);
-    case 4: return launchAggregateV<T, 4>(params, tokens, sortedTokens, weight, bias, seqRow, seqCol, slices, items, stream);
+    case 1: return SGFORMER_IAM_AGGREGATE(1);
+    case 2: return SGFORMER_IAM_AGGREGATE(2);
+    case 4: return SGFORMER_IAM_AGGREGATE(4);
     case 8:
         if constexpr (sizeof(T) == 2)
         {
-            return launchAggregateV<T, 8>(params, tokens, sortedTokens, weight, bias, seqRow, seqCol, slices, items, stream);
+            return SGFORMER_IAM_AGGREGATE(8);
         }
         break;
     default: break;
     }
+#undef SGFORMER_IAM_AGGREGATE
     return cudaErrorInvalidValue;
 }
 
-//! Devices whose sortKernel shared-memory limit is remembered (others get the attribute call every launch).
-constexpr int kCACHED_DEVICES = 64;
-//! Per device: the opt-in shared-memory limit for which sortKernel's MaxDynamicSharedMemorySize was last set
-//! (0 = never). Keyed by the limit as well as the device so the value always matches the device it was set for.
-std::atomic<int> gSortSharedSetForOptin[kCACHED_DEVICES];
-
-//! Lets sortKernel take the dynamic shared memory of the largest N the fused path accepts on `device` (opt-in
-//! limit `optin`): one cudaFuncSetAttribute per device instead of one per enqueue, so the steady state makes no
-//! attribute call (host work per enqueue, and an enqueue captured into a CUDA graph). Threads that race here
-//! set the same value.
-cudaError_t allowSortShared(int device, int optin)
+/*!
+ * Lets sortKernel take `smem` bytes of dynamic shared memory in the current context. A function attribute
+ * belongs to the kernel in one context: after cudaDeviceReset, or in a second context on the device
+ * (pycuda's make_context), the kernel is back at 48 KB. So every launch that needs more than 48 KB reads
+ * the value back from the current context (cudaFuncGetAttributes: host-only, legal during stream capture)
+ * and sets it only when it is lower, to the largest N of the device: one set per context, no set in the
+ * steady state.
+ */
+cudaError_t allowSortShared(size_t smem, int optin)
 {
-    bool const cached = device >= 0 && device < kCACHED_DEVICES;
-    if (cached && gSortSharedSetForOptin[device].load(std::memory_order_acquire) == optin)
+    if (smem <= kDEFAULT_DYNAMIC_SHARED_BYTES)
+    {
+        return cudaSuccess;
+    }
+    cudaFuncAttributes attr{};
+    cudaError_t const status = cudaFuncGetAttributes(&attr, sortKernel);
+    if (status != cudaSuccess)
+    {
+        return status;
+    }
+    if (attr.maxDynamicSharedSizeBytes >= 0 && static_cast<size_t>(attr.maxDynamicSharedSizeBytes) >= smem)
     {
         return cudaSuccess;
     }
     size_t const limit = sortSharedBytes(sgformerIamFusedMaxTokens(static_cast<size_t>(optin)));
-    cudaError_t const status
-        = cudaFuncSetAttribute(sortKernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(limit));
-    if (status == cudaSuccess && cached)
-    {
-        gSortSharedSetForOptin[device].store(optin, std::memory_order_release);
-    }
-    return status;
+    return cudaFuncSetAttribute(sortKernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(limit));
 }
 
 } // namespace
@@ -502,6 +559,22 @@ int32_t aggregateVectorWidth(int32_t batch, int32_t outTokens, int32_t channels,
         return int64_t{2} * batch * outTokens * ((channels / width + kWARP - 1) / kWARP);
     };
     while (v > 1 && warps(v) < kAGG_TARGET_WARPS)
+    {
+        v /= 2;
+    }
+    return v;
+}
+
+int32_t aggregateVectorWidthFor(int32_t batch, int32_t outTokens, int32_t channels, size_t elementBytes,
+    void const* tokens, void const* seqRow, void const* seqCol) noexcept
+{
+    int32_t v = aggregateVectorWidth(batch, outTokens, channels, elementBytes);
+    // A vector access traps (cudaErrorMisalignedAddress, sticky) unless its address is a multiple of its
+    // width: a contiguous tensor with a storage offset is aligned to its element only.
+    auto aligned = [&](void const* p, int32_t width) {
+        return reinterpret_cast<uintptr_t>(p) % (static_cast<size_t>(width) * elementBytes) == 0;
+    };
+    while (v > 1 && !(aligned(tokens, v) && aligned(seqRow, v) && aligned(seqCol, v)))
     {
         v /= 2;
     }
@@ -550,6 +623,7 @@ cudaError_t sgformerIamSelectPath(int32_t numTokens, IamPath* path) noexcept
 {
     int device = 0;
     int optin = 0;
+    cudaError_t const pending = cudaPeekAtLastError();
     cudaError_t status = cudaGetDevice(&device);
     if (status == cudaSuccess)
     {
@@ -557,7 +631,7 @@ cudaError_t sgformerIamSelectPath(int32_t numTokens, IamPath* path) noexcept
     }
     if (status != cudaSuccess)
     {
-        cudaGetLastError(); // consume the error this call caused
+        ownStatus(pending); // clear the error this call caused, not an earlier one
         return status;
     }
     *path = numTokens <= sgformerIamFusedMaxTokens(static_cast<size_t>(optin)) ? IamPath::kFUSED : IamPath::kCUB;
@@ -587,6 +661,20 @@ cudaError_t launchSgformerIamPath(IamPath path, SgformerIamParams const& params,
     {
         return cudaErrorInvalidValue;
     }
+    // Every pointer aligned to its element (the vector width adapts beyond that, aggregateVectorWidthFor).
+    size_t const tokenBytes = tokenType == IamTokenType::kFLOAT32 ? sizeof(float) : sizeof(__half);
+    auto misaligned = [](void const* p, size_t bytes) { return reinterpret_cast<uintptr_t>(p) % bytes != 0; };
+    if (misaligned(tokens, tokenBytes) || misaligned(seqRow, tokenBytes) || misaligned(seqCol, tokenBytes)
+        || misaligned(importance, sizeof(float)) || misaligned(weight, sizeof(float)) || misaligned(bias, sizeof(float))
+        || misaligned(workspace, sizeof(uint32_t)))
+    {
+        return cudaErrorInvalidValue;
+    }
+    cudaError_t const pending = cudaPeekAtLastError();
+    if (isContextLost(pending))
+    {
+        return pending;
+    }
     WorkspaceLayout const l = workspaceLayout(params.batch, params.numTokens);
     char* ws = static_cast<char*>(workspace);
     int32_t const* sortedTokens = reinterpret_cast<int32_t const*>(ws + l.sorted);
@@ -606,7 +694,7 @@ cudaError_t launchSgformerIamPath(IamPath path, SgformerIamParams const& params,
         }
         if (status != cudaSuccess)
         {
-            cudaGetLastError(); // consume the error this call caused, so later launches do not report it
+            ownStatus(pending); // clear the error this call caused, so later launches do not report it
             return status;
         }
         if (params.numTokens > sgformerIamFusedMaxTokens(static_cast<size_t>(optin)))
@@ -614,19 +702,19 @@ cudaError_t launchSgformerIamPath(IamPath path, SgformerIamParams const& params,
             return cudaErrorInvalidValue; // does not fit one CTA's shared memory on this GPU
         }
         size_t const smem = sortSharedBytes(params.numTokens);
-        status = allowSortShared(device, optin);
+        status = allowSortShared(smem, optin);
         if (status != cudaSuccess)
         {
-            cudaGetLastError();
+            ownStatus(pending);
             return status;
         }
         dim3 const grid(2u, static_cast<uint32_t>(params.batch), 1u);
         sortKernel<<<grid, kSORT_THREADS, smem, stream>>>(params, importance, reinterpret_cast<int32_t*>(ws + l.sorted));
-        status = cudaGetLastError();
+        status = ownStatus(pending);
     }
     else if (path == IamPath::kCUB)
     {
-        status = sortWithCub(params, importance, ws, l, workspaceBytes, &sortedTokens, stream);
+        status = sortWithCub(params, importance, ws, l, workspaceBytes, &sortedTokens, pending, stream);
     }
     else
     {
@@ -638,9 +726,9 @@ cudaError_t launchSgformerIamPath(IamPath path, SgformerIamParams const& params,
     }
     if (tokenType == IamTokenType::kFLOAT32)
     {
-        return launchAggregate<float>(params, tokens, sortedTokens, weight, bias, seqRow, seqCol, stream);
+        return launchAggregate<float>(params, tokens, sortedTokens, weight, bias, seqRow, seqCol, pending, stream);
     }
-    return launchAggregate<__half>(params, tokens, sortedTokens, weight, bias, seqRow, seqCol, stream);
+    return launchAggregate<__half>(params, tokens, sortedTokens, weight, bias, seqRow, seqCol, pending, stream);
 }
 
 cudaError_t launchSgformerIam(SgformerIamParams const& params, IamTokenType tokenType, void const* tokens,

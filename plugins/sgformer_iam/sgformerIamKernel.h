@@ -84,6 +84,11 @@ int32_t sgformerIamFusedMaxTokens(size_t sharedBytesPerBlockOptin) noexcept;
 //! Channels per lane (1, 2, 4, or 8 for fp16) the aggregation kernel uses for this shape.
 int32_t aggregateVectorWidth(int32_t batch, int32_t outTokens, int32_t channels, size_t elementBytes) noexcept;
 
+//! aggregateVectorWidth narrowed until tokens, seqRow and seqCol are all aligned to V elements (a tensor
+//! with a storage offset is only element-aligned): the width launchSgformerIam really uses.
+int32_t aggregateVectorWidthFor(int32_t batch, int32_t outTokens, int32_t channels, size_t elementBytes,
+    void const* tokens, void const* seqRow, void const* seqCol) noexcept;
+
 //! The path launchSgformerIam takes for N tokens on the current device (queries its shared memory).
 cudaError_t sgformerIamSelectPath(int32_t numTokens, IamPath* path) noexcept;
 
@@ -99,8 +104,10 @@ cudaError_t launchSgformerIamPath(IamPath path, SgformerIamParams const& params,
  * Run the op on `stream`. `params` must come from makeIamParams with batch and channels set.
  * tokens/seqRow/seqCol hold float or __half according to `tokenType`; importance, weight and bias
  * are float. Picks the path with sgformerIamSelectPath. Returns cudaErrorInvalidValue for bad
- * arguments or a workspace smaller than the chosen path uses, otherwise the status of the launches
- * (cudaGetLastError after each). Two launches on the fused path, four on the CUB path.
+ * arguments (a pointer not aligned to its element, a workspace smaller than the chosen path uses),
+ * otherwise the status of our launches: an error pending on the thread before the call is left
+ * pending for its owner (cudaPeekAtLastError; only an error our launch caused is cleared), except a
+ * sticky one, which is returned. Two launches on the fused path, four on the CUB path.
  */
 cudaError_t launchSgformerIam(SgformerIamParams const& params, IamTokenType tokenType, void const* tokens,
     float const* importance, float const* weight, float const* bias, void* seqRow, void* seqCol, void* workspace,

@@ -5,7 +5,9 @@ may also write shared memory out of bounds, which on the CPU corrupts the proces
 CUDA error, so it must not run inside the pytest process. Imports only numpy (the parent computed the
 host-reference outputs and saved them with the inputs).
 
-  python iam_emu_mutant_check.py EMU_LIB CASES.npz
+  python iam_emu_mutant_check.py EMU_LIB CASES.npz [PATH [CUB_RADIX_BITS]]
+
+PATH: -1 automatic (default), 0 fused, 1 CUB; CUB_RADIX_BITS: bits per pass of the CUB stand-in (default 6).
 """
 from __future__ import annotations
 
@@ -23,6 +25,10 @@ from iam_kernel_api import Layout, bits, load_kernel_harness, run_op  # noqa: E4
 def main(argv: list[str]) -> int:
     lib = load_kernel_harness(Path(argv[0]))
     lib.cudahost_set_device(90, 0, 132)
+    if len(argv) > 2:
+        lib.sgformer_iam_cuda_set_path(int(argv[2]))
+    if len(argv) > 3:
+        lib.cudahost_set_cub_radix_bits(int(argv[3]))
     data = np.load(argv[1])
     results = []
     for i in range(int(data["count"])):

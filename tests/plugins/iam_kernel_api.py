@@ -12,6 +12,8 @@ export the kernel harness (plugins/sgformer_iam/test/sgformerIamKernelHarness.cu
       host buffers in, host buffers out (the harness copies to and from the device); 0 = ok, else
       sgformer_iam_cuda_last_error() says why
   int sgformer_iam_cuda_set_path(int path)        -1 automatic (default), 0 fused, 1 CUB
+  int sgformer_iam_cuda_set_offsets(int tokens, int outputs)   offset views (elements past the allocation)
+  int sgformer_iam_cuda_vector_width(batch, out_tokens, channels, element_bytes, token_offset, output_offset)
   int sgformer_iam_cuda_auto_path(int num_tokens) the automatic choice on the current device
   int sgformer_iam_cuda_fused_max_tokens(size_t shared_optin)
   size_t sgformer_iam_cuda_workspace_size(int batch, int num_tokens)
@@ -31,8 +33,14 @@ and the emulator's controls (plugins/sgformer_iam/cudahost/cudahostCapi.cpp):
 
   void cudahost_set_device(int cc, int shared_optin, int multiprocessors)   e.g. (86, 0, 0): an RTX 30 GPU
   int cudahost_shared_optin(void); long long cudahost_launch_count(void); long long cudahost_library_call_count(void)
-  long long cudahost_func_attribute_call_count(void)
+  long long cudahost_func_attribute_call_count(void); long long cudahost_func_attribute_query_count(void)
   char* cudahost_last_message(void)
+  int cudahost_create_context(void); int cudahost_set_context(int); int cudahost_current_context(void)
+  int cudahost_device_reset(void)                 cudaDeviceReset: new context, sticky errors cleared
+  void cudahost_set_last_error(int); int cudahost_peek_last_error(void); int cudahost_get_last_error(void)
+  int cudahost_set_cub_radix_bits(int bits)       passes of the CUB stand-in = ceil(32 / bits)
+  int cudahost_bank_stats(char* kernel, long long* requests, long long* wavefronts, int* max_ways)
+  void cudahost_reset_bank_stats(void)
 """
 from __future__ import annotations
 
@@ -81,6 +89,8 @@ def load_kernel_harness(path: Path) -> ctypes.CDLL:
     lib.sgformer_iam_cuda_fused_max_tokens.argtypes = [ctypes.c_size_t]
     lib.sgformer_iam_cuda_workspace_size.argtypes = [ctypes.c_int, ctypes.c_int]
     lib.sgformer_iam_cuda_workspace_size.restype = ctypes.c_size_t
+    lib.sgformer_iam_cuda_set_offsets.argtypes = [ctypes.c_int, ctypes.c_int]
+    lib.sgformer_iam_cuda_vector_width.argtypes = [ctypes.c_int] * 6
     if hasattr(lib, "sgformer_iam_plugin_fp32"):
         _declare_plugin_harness(lib, common)
     if hasattr(lib, "cudahost_set_device"):
@@ -89,7 +99,20 @@ def load_kernel_harness(path: Path) -> ctypes.CDLL:
         lib.cudahost_library_call_count.restype = ctypes.c_longlong
         lib.cudahost_func_attribute_call_count.restype = ctypes.c_longlong
         lib.cudahost_last_message.restype = ctypes.c_char_p
+        lib.cudahost_func_attribute_query_count.restype = ctypes.c_longlong
+        lib.cudahost_set_context.argtypes = [ctypes.c_int]
+        lib.cudahost_set_last_error.argtypes = [ctypes.c_int]
+        lib.cudahost_set_cub_radix_bits.argtypes = [ctypes.c_int]
+        lib.cudahost_bank_stats.argtypes = [ctypes.c_char_p, ctypes.POINTER(ctypes.c_longlong),
+                                            ctypes.POINTER(ctypes.c_longlong), ctypes.POINTER(ctypes.c_int)]
     return lib
+
+
+def bank_stats(lib: ctypes.CDLL, kernel: str) -> tuple[int, int, int]:
+    """(warp requests to dynamic shared memory, wavefronts they took, worst request) of `kernel` (cudahost)."""
+    requests, wavefronts, ways = ctypes.c_longlong(0), ctypes.c_longlong(0), ctypes.c_int(0)
+    lib.cudahost_bank_stats(kernel.encode(), ctypes.byref(requests), ctypes.byref(wavefronts), ctypes.byref(ways))
+    return requests.value, wavefronts.value, ways.value
 
 
 def _declare_plugin_harness(lib: ctypes.CDLL, common: list) -> None:
@@ -132,3 +155,12 @@ def run_op(lib: ctypes.CDLL, tokens: np.ndarray, importance: np.ndarray, weight:
 def bits(a: np.ndarray) -> np.ndarray:
     """The raw bits of an fp32/fp16 array (bit-exact comparison; NaN payloads and -0 count)."""
     return a.view(np.uint16 if a.dtype == np.float16 else np.uint32)
+
+
+def same_bits_nan_as_nan(got: np.ndarray, want: np.ndarray) -> bool:
+    """Bit for bit, except that a NaN matches any NaN: a GPU returns its canonical NaN (0x7fffffff / 0x7fff)
+    where x86 keeps the payload and sign of an input NaN, so NaN bits are not part of the contract."""
+    got_nan, want_nan = np.isnan(got), np.isnan(want)
+    if not np.array_equal(got_nan, want_nan):
+        return False
+    return bool(np.array_equal(bits(got)[~got_nan], bits(want)[~want_nan]))

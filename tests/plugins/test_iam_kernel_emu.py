@@ -25,7 +25,9 @@ import numpy as np
 import pytest
 
 from iam_cases import IamCase, all_cases, importance_map, random_merge_params, report_mismatch
-from iam_kernel_api import PATH_AUTO, PATH_CUB, PATH_FUSED, Layout, bits, load_kernel_harness, run_op
+from iam_cases import layout_cases
+from iam_kernel_api import (PATH_AUTO, PATH_CUB, PATH_FUSED, Layout, bank_stats, load_kernel_harness, run_op,
+                            same_bits_nan_as_nan)
 from pipeline.iam.reference import iam_layout
 from pipeline.iam.host import iam_host
 
@@ -34,6 +36,9 @@ CUDAHOST_DIR = REPO_ROOT / "plugins" / "sgformer_iam" / "cudahost"
 BUILD_DIR = REPO_ROOT / "build" / "pytest-cudahost"
 
 KINDS = ("few_values", "signed_zeros", "all_equal", "distinct")
+#: Grids the backbone produces at other input sizes (N = 4096, 16384): not multiples of 224, so a 2-tier layout.
+N4096 = Layout(64, 64, (4, 2), (2048, 2048))
+N16384 = Layout(128, 128, (4, 2), (8192, 8192))
 MODEL_CASES = [c for c in all_cases() if c.variant in ("s", "m", "b")]
 
 
@@ -66,6 +71,8 @@ def device(emu):
     yield set_device
     emu.cudahost_set_device(90, 0, 132)
     emu.sgformer_iam_cuda_set_path(PATH_AUTO)
+    emu.sgformer_iam_cuda_set_offsets(0, 0)
+    emu.cudahost_set_cub_radix_bits(6)
 
 
 def test_cudahost_selftest(emu) -> None:
@@ -92,7 +99,7 @@ def _check(lib, host_ref_library, layout, batch, channels, kind, dtype, seed, **
                     layout.tier_sizes, library=host_ref_library)
     got = run_op(lib, tokens, importance, weight, bias, layout, **kw)
     for name, g, w in zip(("seq_row", "seq_col"), got, want):
-        assert np.array_equal(bits(g), bits(w)), f"{name}: {report_mismatch(g, w, 0, 0)}"
+        assert same_bits_nan_as_nan(g, w), f"{name}: {report_mismatch(g, w, 0, 0)}"
 
 
 def _model_case_params():
@@ -167,22 +174,32 @@ def test_fused_path_refuses_n_beyond_shared_memory(emu, device) -> None:
         run_op(emu, tokens, importance, weight, bias, layout)
 
 
-def test_shared_memory_attribute_is_set_once_per_device_limit(emu, device, host_ref_library) -> None:
-    """The fused path's cudaFuncSetAttribute runs once per (device, opt-in limit), not once per enqueue: no
-    attribute call in the steady state (nor in an enqueue captured into a CUDA graph). A device with another limit
-    (here the emulated sm_86 after sm_90) gets its own call, and the launches stay bit-exact."""
+def test_shared_memory_attribute_is_set_once_per_context(emu, device, host_ref_library) -> None:
+    """sortKernel's MaxDynamicSharedMemorySize belongs to the kernel in one context: the launcher reads it back
+    (cudaFuncGetAttributes) and sets it once per context, never in the steady state (nor in an enqueue captured
+    into a CUDA graph); after cudaDeviceReset and in a second context it sets it again, and the launches above
+    48 KB stay bit-exact (the device-keyed cache of before failed here: test_planted_bugs_are_caught)."""
     emu.sgformer_iam_cuda_set_path(PATH_FUSED)
-    layout = iam_layout(8, 28, 28)
-    _check(emu, host_ref_library, layout, 2, 16, "distinct", np.float32, seed=5)  # sets it if no test did before
+    layout = N4096  # 51200 bytes of dynamic shared memory: above the 48 KB default
+    _check(emu, host_ref_library, layout, 1, 16, "distinct", np.float32, seed=5)  # sets it if no test did before
     calls = emu.cudahost_func_attribute_call_count()
     for seed in (6, 7):
         _check(emu, host_ref_library, layout, 2, 16, "few_values", np.float16, seed=seed)
     assert emu.cudahost_func_attribute_call_count() == calls
-    device(86)
-    emu.sgformer_iam_cuda_set_path(PATH_FUSED)
-    for seed in (8, 9):
-        _check(emu, host_ref_library, layout, 1, 16, "distinct", np.float32, seed=seed)
+    first = emu.cudahost_current_context()
+    second = emu.cudahost_create_context()
+    assert second != first
+    _check(emu, host_ref_library, layout, 1, 16, "distinct", np.float32, seed=8)
     assert emu.cudahost_func_attribute_call_count() == calls + 1
+    assert emu.cudahost_set_context(first) == 0
+    _check(emu, host_ref_library, layout, 1, 16, "distinct", np.float32, seed=9)  # the first context kept it
+    assert emu.cudahost_func_attribute_call_count() == calls + 1
+    assert emu.cudahost_device_reset() == 0
+    _check(emu, host_ref_library, layout, 1, 16, "distinct", np.float32, seed=10)
+    assert emu.cudahost_func_attribute_call_count() == calls + 2
+    small = iam_layout(8, 28, 28)  # 25 KB: no attribute needed, none set
+    _check(emu, host_ref_library, small, 1, 16, "distinct", np.float32, seed=11)
+    assert emu.cudahost_func_attribute_call_count() == calls + 2
 
 
 def test_896_grid_multi_cta_path(emu, host_ref_library) -> None:
@@ -275,10 +292,10 @@ def control_cases(tmp_path_factory, host_ref_library) -> Path:
     return path
 
 
-def _mutant_check(lib: Path, cases: Path) -> tuple[int, list[str] | None]:
+def _mutant_check(lib: Path, cases: Path, *extra: int) -> tuple[int, list[str] | None]:
     script = Path(__file__).resolve().parent / "iam_emu_mutant_check.py"
-    result = subprocess.run([sys.executable, str(script), str(lib), str(cases)], capture_output=True, text=True,
-                            timeout=300, check=False)
+    result = subprocess.run([sys.executable, str(script), str(lib), str(cases), *map(str, extra)],
+                            capture_output=True, text=True, timeout=300, check=False)
     if result.returncode != 0:
         return result.returncode, None
     return 0, json.loads(result.stdout.strip().splitlines()[-1])
@@ -307,3 +324,187 @@ def test_unmutated_kernel_passes_the_mutant_check(emu, control_cases) -> None:
     """The control of the control: the same check on the real kernel reports every case as matching."""
     returncode, outcomes = _mutant_check(BUILD_DIR / "base" / "libsgformer_iam_emu.so", control_cases)
     assert returncode == 0 and outcomes == ["match"] * len(CONTROL_CASES), outcomes
+
+
+# ---- the bug classes a CPU hides (issue 25): alignment, banks, contexts, CUB buffers, NaN, the thread's error ----
+
+@pytest.mark.parametrize("dtype,token_offset,output_offset", [
+    (np.float32, 1, 0), (np.float32, 3, 5), (np.float16, 0, 1), (np.float16, 2, 2)])
+def test_offset_views_are_bit_exact(emu, device, host_ref_library, dtype, token_offset, output_offset) -> None:
+    """Tokens and outputs that start a few elements into their allocation (a tensor view with a storage offset:
+    aligned to the element only). The launcher narrows the vector width until every pointer is aligned; the
+    emulator traps any misaligned vector access (test_planted_bugs_are_caught shows it)."""
+    layout = iam_layout(2, 28, 28)  # 588 output tokens: at B = 4, C = 256 enough warps for 16-byte vectors
+    assert emu.sgformer_iam_cuda_set_offsets(token_offset, output_offset) == 0
+    element = 4 if dtype == np.float32 else 2
+    aligned = emu.sgformer_iam_cuda_vector_width(4, layout.out_tokens, 256, element, 0, 0)
+    narrowed = emu.sgformer_iam_cuda_vector_width(4, layout.out_tokens, 256, element, token_offset, output_offset)
+    assert aligned == 16 // element and narrowed < aligned  # the shape wants 16-byte vectors; the view cannot have them
+    _check(emu, host_ref_library, layout, 4, 256, "distinct", dtype, seed=token_offset + 7 * output_offset)
+
+
+def test_nan_and_inf_inputs_compare_nan_as_nan(emu, host_ref_library) -> None:
+    """NaN/inf tokens and NaN importance: finite outputs bit for bit, NaN where the reference has NaN (a GPU
+    returns its canonical NaN, x86 keeps the payload: same_bits_nan_as_nan)."""
+    layout = iam_layout(4, 14, 14)
+    tokens, importance, weight, bias = _inputs(layout, 2, 32, "few_values", np.float32, seed=13)
+    tokens[0, 5, :4] = np.nan
+    tokens[1, 17, 3] = -np.inf
+    tokens[1, 40, :] = np.float32(np.nan) * -1
+    importance[0, 9] = np.nan
+    importance[1, 3] = -np.nan
+    want = iam_host(tokens, importance, weight, bias, layout.height, layout.width, layout.group_sizes,
+                    layout.tier_sizes, library=host_ref_library)
+    got = run_op(emu, tokens, importance, weight, bias, layout)
+    for g, w in zip(got, want):
+        assert np.isnan(w).any() and np.isfinite(w).any()
+        assert same_bits_nan_as_nan(g, w)
+    flipped = want[0].copy()
+    flipped[np.isnan(flipped)] = 0.0  # the comparison is not blind: a NaN that became a number is a mismatch
+    assert not same_bits_nan_as_nan(got[0], flipped)
+
+
+@pytest.mark.parametrize("radix_bits,passes", [(6, 6), (5, 7)])
+def test_cub_result_buffer_follows_the_pass_count(emu, device, host_ref_library, radix_bits, passes) -> None:
+    """Real CUB sorts 32-bit keys in 6 passes of 6 bits: the result ends in the original buffer (even count);
+    with 5-bit passes (7, odd) in the other. The stand-in does the same and poisons the buffer not chosen, so
+    both branches of `values.Current()` run and a launcher that assumed one buffer fails."""
+    assert emu.cudahost_set_cub_radix_bits(radix_bits) == 0
+    assert -(-32 // radix_bits) == passes
+    emu.sgformer_iam_cuda_set_path(PATH_CUB)
+    _check(emu, host_ref_library, iam_layout(8, 28, 28), 2, 24, "distinct", np.float32, seed=radix_bits)
+
+
+def test_an_error_pending_before_the_op_stays_for_its_owner(emu) -> None:
+    """An earlier failed call of another library (TensorRT, another plugin) left an error pending on the thread:
+    the op neither reports it as its own nor clears it (cudaPeekAtLastError; only its own error is cleared)."""
+    layout = iam_layout(4, 14, 14)
+    tokens, importance, weight, bias = _inputs(layout, 1, 16, "distinct", np.float32, seed=3)
+    emu.cudahost_set_last_error(1)  # cudaErrorInvalidValue
+    run_op(emu, tokens, importance, weight, bias, layout)  # asserts status 0
+    assert emu.cudahost_peek_last_error() == 1
+    assert emu.cudahost_get_last_error() == 1 and emu.cudahost_peek_last_error() == 0
+
+
+#: Bound on the sort's shared-memory cycles per warp request (wavefronts / requests) and on its worst request.
+#: Measured with the fixed layout (odd slices, padded counter rows), 'distinct' importance: 1.05 (N = 196),
+#: 1.23 (784), 1.60 (3136), 1.64 (4096), 1.94 (12544), 1.90 (16384), 2.18 (50176); worst request 9-way. What
+#: remains is data-dependent (keys looked up by position, scatter slots: a random permutation puts ~3.5 lanes
+#: on the busiest bank), so the bound leaves ~15 % over the largest figure. The former layout (even slices,
+#: unpadded counters) measured 3.1-7.3 per request and 32-way at N = 16384 (test_planted_bugs_are_caught).
+MAX_WAVEFRONTS_PER_REQUEST = 2.5
+MAX_WAYS = 16
+BANK_LAYOUTS = [pytest.param(c.layout, id=f"model-N{c.layout.num_tokens}-sr{c.layout.group_sizes}")
+                for c in layout_cases()] + [
+    pytest.param(N4096, id="N4096"), pytest.param(iam_layout(8, 112, 112), id="N12544"),
+    pytest.param(N16384, id="N16384"), pytest.param(iam_layout(8, 224, 224), id="N50176")]
+
+
+def _sort_bank_figures(lib, layout, kind: str = "distinct") -> tuple[int, int, int]:
+    """Run the fused sort once (B = 1) on an emulated device with room for N = 50176 in one CTA; its bank figures."""
+    lib.cudahost_set_device(90, 460 * 1024, 0)
+    lib.sgformer_iam_cuda_set_path(PATH_FUSED)
+    tokens, importance, weight, bias = _inputs(layout, 1, 8, kind, np.float32, seed=layout.num_tokens)
+    lib.cudahost_reset_bank_stats()
+    run_op(lib, tokens, importance, weight, bias, layout)
+    return bank_stats(lib, "sortKernel")
+
+
+@pytest.mark.parametrize("layout", BANK_LAYOUTS)
+def test_sort_bank_conflicts_are_bounded(emu, device, layout) -> None:
+    requests, wavefronts, worst = _sort_bank_figures(emu, layout)
+    assert requests > 0
+    assert wavefronts / requests <= MAX_WAVEFRONTS_PER_REQUEST and worst <= MAX_WAYS, (requests, wavefronts, worst)
+
+
+def test_bank_accounting_counts_the_hardware_rule(emu) -> None:
+    """The emulator's own bank rule on known patterns (cudahost self-test kernels): stride-1 words are one
+    wavefront, a stride of 32 words is 32-way, 32 lanes on one word are a broadcast (one wavefront)."""
+    assert emu.cudahost_bank_selftest() == 0, emu.cudahost_last_message().decode()
+
+
+# ---- planted bugs: the former kernel's faults, put back one by one; each must be caught --------------------------
+
+#: (name, OLD => NEW in sgformerIamKernel.cu): the faults issue 25 names, as the kernel had them.
+PLANTED = (
+    ("attribute-cached-per-process",  # the per-device cache of before: forgets nothing on reset / a new context
+     "    if (smem <= kDEFAULT_DYNAMIC_SHARED_BYTES)\n    {\n        return cudaSuccess;\n    }",
+     "    static bool sSet = false;\n    if (smem <= kDEFAULT_DYNAMIC_SHARED_BYTES || sSet)\n    {\n"
+     "        return cudaSuccess;\n    }\n    sSet = true;"),
+    ("vector-width-ignores-pointers",
+     "    int32_t const v = aggregateVectorWidthFor(params.batch, params.outTokens, params.channels, sizeof(T), tokens,\n"
+     "        seqRow, seqCol);",
+     "    int32_t const v = aggregateVectorWidth(params.batch, params.outTokens, params.channels, sizeof(T));"),
+    ("get-last-error-clears-theirs",
+     "    cudaError_t const now = cudaPeekAtLastError();\n    if (now == cudaSuccess",
+     "    cudaError_t const now = cudaGetLastError();\n    if (now == cudaSuccess"),
+    ("cub-result-assumed-flipped",
+     "    *sortedTokens = values.Current();",
+     "    *sortedTokens = reinterpret_cast<int32_t const*>(ws + l.values1);"),
+    ("even-slices-unpadded-counters",
+     "((n + kSORT_THREADS - 1) / kSORT_THREADS) | 1;",
+     "((n + kSORT_THREADS - 1) / kSORT_THREADS);"),
+    ("even-slices-unpadded-counters",
+     "constexpr int32_t kCOUNTER_ROW = kSCAN_PER_THREAD + 2;",
+     "constexpr int32_t kCOUNTER_ROW = kSCAN_PER_THREAD;"),
+    ("even-slices-unpadded-counters",
+     'static_assert((kCOUNTER_ROW * sizeof(uint16_t) / 4) % 2 == 1, "an odd number of words per counter row");',
+     ""),
+)
+
+
+@pytest.fixture(scope="module")
+def planted(emu, trt_include_dir):
+    """One emulated library with every planted bug (they touch disjoint code, so each test sees its own)."""
+    cu2host = _cu2host()
+    mutation = "replace:" + cu2host.REPLACE_SEPARATOR.join(f"{old}=>{new}" for _, old, new in PLANTED)
+    path = cu2host.build(BUILD_DIR / "planted", trt_include_dir, mutate=mutation, jobs=os.cpu_count() or 2,
+                         reuse_from=BUILD_DIR / "base")
+    lib = load_kernel_harness(path)
+    lib.cudahost_set_device(90, 0, 132)
+    return lib, path
+
+
+def _op_status(lib, layout, dtype=np.float32, seed=1, batch=1, channels=128) -> str:
+    tokens, importance, weight, bias = _inputs(layout, batch, channels, "distinct", dtype, seed)
+    try:
+        run_op(lib, tokens, importance, weight, bias, layout)
+    except AssertionError as e:
+        return str(e)
+    return "ok"
+
+
+def test_planted_bugs_are_caught(planted, control_cases) -> None:
+    lib, planted_path = planted
+    # 5. even slices and unpadded counters: over the bound (N = 16384: 32-way slice reads). Its launch also
+    #    sets the shared-memory attribute, in the context of that emulated device ...
+    requests, wavefronts, worst = _sort_bank_figures(lib, N16384)
+    assert wavefronts / requests > MAX_WAVEFRONTS_PER_REQUEST and worst > MAX_WAYS, (requests, wavefronts, worst)
+    # 1. ... and the attribute cached per process believes it set for good: on another device (its own context)
+    #    and after a device reset, the launch above 48 KB is refused
+    lib.cudahost_set_device(90, 0, 132)
+    lib.sgformer_iam_cuda_set_path(PATH_FUSED)
+    for _ in range(2):
+        failure = _op_status(lib, N16384, channels=8)
+        assert "cudaErrorInvalidValue" in failure and "cudaFuncSetAttribute in this context" in failure, failure
+        assert lib.cudahost_device_reset() == 0
+    lib.sgformer_iam_cuda_set_path(PATH_AUTO)
+    # 2. vector width from C alone: an offset view traps, naming the kernel and the pointer, and kills the context
+    lib.sgformer_iam_cuda_set_offsets(1, 0)
+    failure = _op_status(lib, iam_layout(2, 28, 28), batch=4, channels=256)
+    assert "cudaErrorMisalignedAddress" in failure and "aggregateKernel" in failure and "`x + " in failure, failure
+    lib.sgformer_iam_cuda_set_offsets(0, 0)
+    assert "cudaErrorMisalignedAddress" in _op_status(lib, iam_layout(4, 14, 14))  # sticky ...
+    assert lib.cudahost_device_reset() == 0
+    assert _op_status(lib, iam_layout(4, 14, 14)) == "ok"  # ... until the device is reset
+    # 3. cudaGetLastError: the error another library left pending is gone after the op
+    lib.cudahost_set_last_error(1)
+    assert _op_status(lib, iam_layout(4, 14, 14)) == "ok"
+    assert lib.cudahost_peek_last_error() == 0
+    # 4. CUB result assumed in the other buffer: wrong with CUB's 6 passes (the old always-flipping stand-in, like
+    #    an odd pass count, hides it). In a subprocess: the poisoned buffer's indices read out of bounds.
+    returncode, outcomes = _mutant_check(planted_path, control_cases, PATH_CUB, 5)
+    assert returncode == 0 and outcomes == ["match"] * len(CONTROL_CASES), outcomes
+    returncode, outcomes = _mutant_check(planted_path, control_cases, PATH_CUB, 6)
+    assert returncode != 0 or "match" not in outcomes, outcomes
+    lib.cudahost_set_device(90, 0, 132)

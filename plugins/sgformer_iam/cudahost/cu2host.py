@@ -1,20 +1,27 @@
 #!/usr/bin/env python3
 """cudahost: translate CUDA sources for g++ and build the emulated SGFormerIAM libraries (no GPU, no nvcc).
 
-Two constructs of CUDA C++ are not C++ and are rewritten mechanically; everything else is compiled
-as written, with ``-include cudahost.h`` and the stand-in headers of ``cudahost/include``:
+Two constructs of CUDA C++ are not C++ and are rewritten mechanically, and one is rewritten so the
+emulator can check it; everything else is compiled as written, with ``-include cudahost.h`` and the
+stand-in headers of ``cudahost/include``:
 
   ``NAME<<<grid, block[, smem[, stream]]>>>(args)``
-      -> ``::cudahost::launchKernel(::cudahost::LaunchConfig(grid, block, smem, stream), NAME, args)``
+      -> ``::cudahost::launchKernel(::cudahost::LaunchConfig(grid, block, smem, stream), "NAME", NAME, args)``
   ``extern __shared__ [__align__(n)] TYPE NAME[];``
-      -> ``TYPE* const NAME = ::cudahost::dynamicSharedMemory<TYPE>();``
+      -> ``auto const NAME = ::cudahost::dynamicSharedMemory<TYPE>();`` (a tracked pointer: bank conflicts,
+         out-of-bounds accesses; kernels declare pointers derived from it with ``auto``)
+  ``reinterpret_cast<TYPE>(EXPR)``
+      -> ``::cudahost::pointerCast<TYPE>(EXPR, "EXPR", __func__)`` (in device code: alignment of the pointed-to
+         type, a misaligned vector access traps as cudaErrorMisalignedAddress naming the kernel and EXPR)
 
 Each rewrite stays on its line and the output starts with ``#line 1 "<original>"``, so compiler
 messages point at the original file and line.
 
 ``--mutate drop-sync:K`` deletes the K-th ``__syncthreads();`` (1-based, in file order) of the
 translated source: the negative control of tests/plugins/test_iam_kernel_emu.py (a broken kernel
-must fail the bit-exact comparison).
+must fail the bit-exact comparison). ``--mutate 'replace:OLD=>NEW'`` (Python API: the same string)
+replaces the one occurrence of OLD in the kernel source by NEW before translation (several pairs joined
+by REPLACE_SEPARATOR): the planted bugs of the tests (each must be caught).
 
 Command line:
   cu2host.py translate IN.cu OUT.cpp [--mutate drop-sync:K]
@@ -41,11 +48,16 @@ _LAUNCH = re.compile(r"(?P<name>[A-Za-z_][\w:]*(?:\s*<[^<>;{}()]*>)?)\s*<<<(?P<c
 _EXTERN_SHARED = re.compile(r"extern\s+__shared__\s+(?:__align__\s*\(\s*\d+\s*\)\s+)?(?P<type>[\w:]+(?:\s+[\w:]+)*?)"
                             r"\s+(?:__align__\s*\(\s*\d+\s*\)\s+)?(?P<name>\w+)\s*\[\s*\]\s*;")
 _SYNC = re.compile(r"__syncthreads\(\)\s*;")
+_CAST = re.compile(r"\breinterpret_cast\s*<(?P<type>[^<>;{}()]*(?:<[^<>;{}()]*>[^<>;{}()]*)?)>\s*\(")
 
 #: g++ flags: same rounding contract as nvcc --fmad=false (no contraction), no aliasing assumptions
 #: (the kernels load vectors through reinterpret_cast, which is fine in CUDA).
 CXXFLAGS = ["-std=c++17", "-O2", "-fPIC", "-pthread", "-ffp-contract=off", "-fno-fast-math", "-fno-strict-aliasing",
             "-Wall", "-Wno-unused-function"]
+
+
+#: Between the OLD=>NEW pairs of one ``replace:`` mutation (several planted bugs in one build).
+REPLACE_SEPARATOR = "\n&&&\n"
 
 
 class TranslateError(ValueError):
@@ -57,14 +69,25 @@ def translate(source: str, filename: str, mutate: str | None = None) -> str:
 
     def launch(m: re.Match) -> str:
         cfg = " ".join(m.group("cfg").split())
-        head = f"::cudahost::launchKernel(::cudahost::LaunchConfig({cfg}), {m.group('name').strip()}"
+        name = m.group("name").strip()
+        label = name.split("<")[0].strip()
+        head = f"::cudahost::launchKernel(::cudahost::LaunchConfig({cfg}), \"{label}\", {name}"
         return head + ")" if m.group("empty") else head + ", "
 
     def shared(m: re.Match) -> str:
         t = " ".join(m.group("type").split())
-        return f"{t}* const {m.group('name')} = ::cudahost::dynamicSharedMemory<{t}>();"
+        return f"auto const {m.group('name')} = ::cudahost::dynamicSharedMemory<{t}>();"
 
+    if mutate and mutate.startswith("replace:"):
+        for pair in mutate[len("replace:"):].split(REPLACE_SEPARATOR):
+            old, sep, new = pair.partition("=>")
+            if not sep or source.count(old) != 1:
+                raise TranslateError(f"mutation {pair[:80]!r}: OLD must occur exactly once in {filename} "
+                                     f"(found {source.count(old) if sep else 'no =>'})")
+            source = source.replace(old, new)
+        mutate = None
     out = _EXTERN_SHARED.sub(shared, source)
+    out = _rewrite_casts(out, filename)
     out = _LAUNCH.sub(launch, out)
     if "<<<" in out or ">>>" in out:
         line = out[: out.find("<<<" if "<<<" in out else ">>>")].count("\n") + 1
@@ -72,7 +95,7 @@ def translate(source: str, filename: str, mutate: str | None = None) -> str:
     if mutate:
         kind, _, arg = mutate.partition(":")
         if kind != "drop-sync" or not arg.isdigit() or int(arg) < 1:
-            raise TranslateError(f"unknown mutation {mutate!r}; expected drop-sync:K (K >= 1)")
+            raise TranslateError(f"unknown mutation {mutate!r}; expected drop-sync:K (K >= 1) or replace:OLD=>NEW")
         matches = list(_SYNC.finditer(out))
         k = int(arg)
         if k > len(matches):
@@ -80,6 +103,31 @@ def translate(source: str, filename: str, mutate: str | None = None) -> str:
         m = matches[k - 1]
         out = out[: m.start()] + "/* cu2host: dropped __syncthreads(); */" + out[m.end():]
     return f'#line 1 "{filename}"\n' + out
+
+
+def _rewrite_casts(text: str, filename: str) -> str:
+    """``reinterpret_cast<T>(e)`` -> ``::cudahost::pointerCast<T>(e, "e", __func__)`` (balanced parentheses)."""
+    out, pos = [], 0
+    for m in _CAST.finditer(text):
+        if m.start() < pos:
+            continue
+        depth, i = 1, m.end()
+        while i < len(text) and depth:
+            depth += {"(": 1, ")": -1}.get(text[i], 0)
+            i += 1
+        if depth:
+            line = text[: m.start()].count("\n") + 1
+            raise TranslateError(f"{filename}:{line}: unbalanced reinterpret_cast")
+        expr = text[m.end(): i - 1]
+        if "\n" in expr:
+            raise TranslateError(f"{filename}:{text[: m.start()].count(chr(10)) + 1}: keep a reinterpret_cast "
+                                 "on one line (cu2host keeps line numbers)")
+        label = " ".join(expr.split()).replace("\\", "\\\\").replace('"', '\\"')
+        out.append(text[pos: m.start()])
+        out.append(f"::cudahost::pointerCast<{m.group('type')}>({_rewrite_casts(expr, filename)}, \"{label}\", __func__)")
+        pos = i
+    out.append(text[pos:])
+    return "".join(out)
 
 
 def sync_count(source: str) -> int:

@@ -87,7 +87,9 @@ enum cudaError
     cudaErrorInvalidDeviceFunction = 98,
     cudaErrorNoDevice = 100,
     cudaErrorInvalidDevice = 101,
+    cudaErrorIllegalAddress = 700,
     cudaErrorLaunchOutOfResources = 701,
+    cudaErrorMisalignedAddress = 716,
     cudaErrorLaunchFailure = 719,
     cudaErrorNotSupported = 801,
 };
@@ -118,6 +120,21 @@ enum cudaDeviceAttr
 enum cudaFuncAttribute
 {
     cudaFuncAttributeMaxDynamicSharedMemorySize = 8,
+};
+
+//! The fields of cudaFuncGetAttributes the project reads (others are zero).
+struct cudaFuncAttributes
+{
+    size_t sharedSizeBytes;
+    size_t constSizeBytes;
+    size_t localSizeBytes;
+    int maxThreadsPerBlock;
+    int numRegs;
+    int ptxVersion;
+    int binaryVersion;
+    int cacheModeCA;
+    int maxDynamicSharedSizeBytes;
+    int preferredShmemCarveout;
 };
 
 namespace cudahost
@@ -172,6 +189,18 @@ enum WarpOp
 
 struct Context;
 
+//! One thread's access to dynamic shared memory: `site` is the code address of the access, `occurrence`
+//! how many times this thread ran that site since the last barrier. Lanes of a warp with the same
+//! (site, occurrence) form one warp-wide request, as on a GPU running the warp converged.
+struct SharedAccess
+{
+    uintptr_t site;
+    uint32_t occurrence;
+    uint32_t lane;
+    uintptr_t address;
+    uint32_t bytes;
+};
+
 struct Fiber
 {
     Context* context{nullptr};
@@ -180,6 +209,17 @@ struct Fiber
     unsigned int linear{0};
     unsigned int warpOps{0};
     unsigned int barriers{0}; //!< __syncthreads passed (diagnostics)
+    //! Dynamic shared-memory accesses since the last block barrier (bank-conflict accounting).
+    std::vector<SharedAccess> accesses;
+    std::vector<std::pair<uintptr_t, uint32_t>> siteCounts; //!< (site, accesses so far) in this barrier interval
+};
+
+//! Bank-conflict figures of one kernel (all its launches since the counters were reset).
+struct BankStats
+{
+    long long requests{0};   //!< warp-wide shared-memory requests (one per instruction per warp)
+    long long wavefronts{0}; //!< shared-memory cycles those requests took (32 banks x 4 bytes)
+    int maxWays{0};          //!< worst request: wavefronts of one request
 };
 
 struct Warp
@@ -302,12 +342,21 @@ struct State
     bool deviceFromEnv{false};
     cudaError_t lastError{cudaSuccess};
     std::string lastMessage;
-    std::map<void const*, int> maxDynamicShared; // cudaFuncSetAttribute
+    //! cudaFuncSetAttribute values per (context, kernel): a function attribute belongs to the kernel in one
+    //! context, so cudaDeviceReset or another context starts from the default again.
+    std::map<std::pair<int, void const*>, int> maxDynamicShared;
+    int context{1};     //!< current context (cudahost_create_context / cudahost_set_context / cudaDeviceReset)
+    int lastContext{1}; //!< highest context id handed out
+    cudaError_t sticky{cudaSuccess}; //!< a fault that killed the context (misaligned/illegal address) until reset
+    std::map<std::string, BankStats> bankStats;
+    std::string kernelName; //!< the running launch's kernel (as written at the launch)
+    int cubRadixBits{6};    //!< bits per pass of the CUB stand-in (decides the buffer the result ends in)
     std::vector<Stack> stacks;
     long long launches{0};
     long long libraryCalls{0};
     long long blocksRun{0};
     long long funcAttributeCalls{0}; // successful cudaFuncSetAttribute calls
+    long long funcAttributeQueries{0}; // cudaFuncGetAttributes calls
 
     // current launch / block
     dim3 gridDim{};
@@ -323,6 +372,7 @@ struct State
     std::vector<unsigned char> dynamicShared;
     std::function<void()> const* body{nullptr};
     std::string error;
+    cudaError_t errorCode{cudaErrorLaunchFailure};
 };
 
 inline State& state()
@@ -383,11 +433,99 @@ inline void yieldToScheduler()
     switchContext(*s.fibers[s.current].context, s.scheduler);
 }
 
+//! Distinct 4-byte words per bank of one phase of a warp request: the cycles (wavefronts) it takes.
+inline int phaseWavefronts(std::vector<std::pair<uint32_t, uintptr_t>>& bankWords)
+{
+    std::sort(bankWords.begin(), bankWords.end());
+    bankWords.erase(std::unique(bankWords.begin(), bankWords.end()), bankWords.end());
+    int worst = 0;
+    for (size_t i = 0; i < bankWords.size();)
+    {
+        size_t j = i;
+        while (j < bankWords.size() && bankWords[j].first == bankWords[i].first)
+        {
+            ++j;
+        }
+        worst = std::max(worst, static_cast<int>(j - i));
+        i = j;
+    }
+    return worst;
+}
+
+/*!
+ * Bank-conflict accounting of the accesses logged since the last barrier (dynamic shared memory only).
+ * Lanes of one warp with the same (site, occurrence) are one request; 32 banks of 4 bytes; lanes reading
+ * the same word share it (broadcast); a request wider than 4 bytes per lane is served in phases of
+ * 128 bytes (16 lanes for 8-byte, 8 lanes for 16-byte accesses), as the hardware does.
+ */
+inline void accountSharedAccesses()
+{
+    State& s = state();
+    std::vector<SharedAccess> log;
+    std::vector<std::pair<uint32_t, uintptr_t>> bankWords;
+    BankStats* stats = nullptr;
+    for (size_t w = 0; w < s.warps.size(); ++w)
+    {
+        log.clear();
+        for (size_t t = w * 32; t < std::min(s.fibers.size(), w * 32 + 32); ++t)
+        {
+            Fiber& f = s.fibers[t];
+            log.insert(log.end(), f.accesses.begin(), f.accesses.end());
+            f.accesses.clear();
+            f.siteCounts.clear();
+        }
+        if (log.empty())
+        {
+            continue;
+        }
+        if (stats == nullptr)
+        {
+            stats = &s.bankStats[s.kernelName];
+        }
+        std::sort(log.begin(), log.end(), [](SharedAccess const& a, SharedAccess const& b) {
+            return std::tie(a.site, a.occurrence, a.lane) < std::tie(b.site, b.occurrence, b.lane);
+        });
+        for (size_t i = 0; i < log.size();)
+        {
+            size_t j = i;
+            uint32_t bytes = 0;
+            while (j < log.size() && log[j].site == log[i].site && log[j].occurrence == log[i].occurrence)
+            {
+                bytes = std::max(bytes, log[j].bytes);
+                ++j;
+            }
+            uint32_t const lanesPerPhase = 32u / std::max(1u, bytes / 4u);
+            int wavefronts = 0;
+            for (uint32_t phase = 0; phase < 32u; phase += lanesPerPhase)
+            {
+                bankWords.clear();
+                for (size_t k = i; k < j; ++k)
+                {
+                    if (log[k].lane < phase || log[k].lane >= phase + lanesPerPhase)
+                    {
+                        continue;
+                    }
+                    for (uintptr_t word = log[k].address / 4; word <= (log[k].address + log[k].bytes - 1) / 4; ++word)
+                    {
+                        bankWords.emplace_back(static_cast<uint32_t>(word % 32), word);
+                    }
+                }
+                wavefronts += phaseWavefronts(bankWords);
+            }
+            ++stats->requests;
+            stats->wavefronts += wavefronts;
+            stats->maxWays = std::max(stats->maxWays, wavefronts);
+            i = j;
+        }
+    }
+}
+
 inline void releaseBlockBarrierIfComplete()
 {
     State& s = state();
     if (s.blockArrived > 0 && s.blockArrived == s.live)
     {
+        accountSharedAccesses();
         s.blockArrived = 0;
         for (Fiber& f : s.fibers)
         {
@@ -431,10 +569,11 @@ inline void fiberMain()
     std::abort();
 }
 
-[[noreturn]] inline void kernelFault(std::string const& message)
+[[noreturn]] inline void kernelFault(std::string const& message, cudaError_t code = cudaErrorLaunchFailure)
 {
     State& s = state();
     s.error = message;
+    s.errorCode = code;
     // Leave the fiber for good: the scheduler sees the error and abandons the block.
     Fiber& f = s.fibers[s.current];
     f.state = kDONE;
@@ -549,6 +688,7 @@ inline bool runBlock(std::string& message)
     s.live = threads;
     s.blockArrived = 0;
     s.error.clear();
+    s.errorCode = cudaErrorLaunchFailure;
     unsigned int done = 0;
     while (done < threads)
     {
@@ -593,14 +733,34 @@ inline bool runBlock(std::string& message)
             return false;
         }
     }
+    accountSharedAccesses();
     return true;
 }
 
-inline cudaError_t runGrid(dim3 grid, dim3 block, size_t dynamicSmem, void const* kernel, std::function<void()> const& body)
+//! True while this OS thread runs the fibers of a kernel (device code), false in host code.
+inline bool& inKernel()
+{
+    static thread_local bool flag = false;
+    return flag;
+}
+
+//! A fault that kills the context on a GPU (every later call fails until cudaDeviceReset).
+inline bool isSticky(cudaError_t e)
+{
+    return e == cudaErrorMisalignedAddress || e == cudaErrorIllegalAddress;
+}
+
+inline cudaError_t runGrid(dim3 grid, dim3 block, size_t dynamicSmem, void const* kernel, char const* name,
+    std::function<void()> const& body)
 {
     State& s = state();
     std::lock_guard<std::mutex> lock(s.launchMutex);
     Device const& dev = device();
+    if (s.sticky != cudaSuccess)
+    {
+        setError(s.sticky, "launch: the context was lost to an earlier fault (cudaDeviceReset clears it)");
+        return s.sticky;
+    }
     unsigned long long const threads = static_cast<unsigned long long>(block.x) * block.y * block.z;
     if (grid.x == 0 || grid.y == 0 || grid.z == 0 || threads == 0 || threads > 1024 || block.x > 1024
         || block.y > 1024 || block.z > 64 || grid.x > 0x7fffffffu || grid.y > 65535 || grid.z > 65535)
@@ -609,7 +769,7 @@ inline cudaError_t runGrid(dim3 grid, dim3 block, size_t dynamicSmem, void const
         return cudaErrorInvalidConfiguration;
     }
     int allowed = static_cast<int>(kDEFAULT_DYNAMIC_SHARED_LIMIT);
-    auto const it = s.maxDynamicShared.find(kernel);
+    auto const it = s.maxDynamicShared.find({s.context, kernel});
     if (it != s.maxDynamicShared.end())
     {
         allowed = it->second;
@@ -618,8 +778,8 @@ inline cudaError_t runGrid(dim3 grid, dim3 block, size_t dynamicSmem, void const
     {
         setError(cudaErrorInvalidValue,
             "launch: " + std::to_string(dynamicSmem) + " bytes of dynamic shared memory exceed the kernel's limit "
-                + std::to_string(allowed) + " (cudaFuncSetAttribute) or the device's "
-                + std::to_string(dev.sharedBytesPerBlockOptin));
+                + std::to_string(allowed) + " (cudaFuncSetAttribute in this context) or the device's "
+                + std::to_string(dev.sharedBytesPerBlockOptin) + " (" + name + ")");
         return cudaErrorInvalidValue;
     }
     ++s.launches;
@@ -627,6 +787,8 @@ inline cudaError_t runGrid(dim3 grid, dim3 block, size_t dynamicSmem, void const
     s.blockDim = block;
     s.dynamicShared.assign(dynamicSmem, 0);
     s.body = &body;
+    s.kernelName = name;
+    inKernel() = true;
     for (unsigned int z = 0; z < grid.z; ++z)
     {
         for (unsigned int y = 0; y < grid.y; ++y)
@@ -639,25 +801,186 @@ inline cudaError_t runGrid(dim3 grid, dim3 block, size_t dynamicSmem, void const
                 if (!runBlock(message))
                 {
                     s.body = nullptr;
-                    setError(cudaErrorLaunchFailure,
-                        "kernel fault in block (" + std::to_string(x) + "," + std::to_string(y) + "," + std::to_string(z)
-                            + "): " + message);
-                    return cudaErrorLaunchFailure;
+                    inKernel() = false;
+                    for (Fiber& f : s.fibers)
+                    {
+                        f.accesses.clear();
+                    }
+                    cudaError_t const code = s.errorCode;
+                    setError(code,
+                        "kernel fault in " + std::string(name) + " block (" + std::to_string(x) + ","
+                            + std::to_string(y) + "," + std::to_string(z) + "): " + message);
+                    if (isSticky(code))
+                    {
+                        s.sticky = code;
+                    }
+                    return code;
                 }
             }
         }
     }
     s.body = nullptr;
+    inKernel() = false;
     return cudaSuccess;
 }
 
+//! Log one access of the running thread to dynamic shared memory; an access outside the launch's
+//! dynamic shared memory is an illegal address (sticky, like on a GPU). noinline: the return address
+//! is the access site in the kernel.
+__attribute__((noinline)) inline void recordShared(void const* p, uint32_t bytes)
+{
+    if (!inKernel())
+    {
+        return;
+    }
+    State& s = state();
+    uintptr_t const site = reinterpret_cast<uintptr_t>(__builtin_return_address(0));
+    uintptr_t const address = reinterpret_cast<uintptr_t>(p);
+    uintptr_t const base = reinterpret_cast<uintptr_t>(s.dynamicShared.data());
+    if (address < base || address + bytes > base + s.dynamicShared.size())
+    {
+        char buf[240];
+        std::snprintf(buf, sizeof(buf), "illegal address: %s accesses %u bytes at offset %lld of %zu bytes of dynamic "
+            "shared memory", s.kernelName.c_str(), bytes, static_cast<long long>(address - base), s.dynamicShared.size());
+        kernelFault(buf, cudaErrorIllegalAddress);
+    }
+    Fiber& f = s.fibers[s.current];
+    uint32_t occurrence = 0;
+    bool found = false;
+    for (auto& sc : f.siteCounts)
+    {
+        if (sc.first == site)
+        {
+            occurrence = sc.second++;
+            found = true;
+            break;
+        }
+    }
+    if (!found)
+    {
+        f.siteCounts.emplace_back(site, 1u);
+    }
+    f.accesses.push_back(SharedAccess{site, occurrence, f.linear % 32u, address - base, bytes});
+}
+
+//! A vector or scalar access at `address` of `bytes` must be aligned to `align` (else the GPU traps with
+//! cudaErrorMisalignedAddress, sticky). Checked in device code only.
+inline void checkAlignment(uintptr_t address, size_t align, char const* type, char const* expr, char const* func)
+{
+    if (!inKernel() || align <= 1 || address % align == 0)
+    {
+        return;
+    }
+    char buf[400];
+    std::snprintf(buf, sizeof(buf), "misaligned address: kernel %s (in %s) accesses `%s` = %#llx as %s, which needs "
+        "%zu-byte alignment", state().kernelName.c_str(), func, expr, static_cast<unsigned long long>(address), type, align);
+    kernelFault(buf, cudaErrorMisalignedAddress);
+}
+
 } // namespace detail
+
+//! An element of dynamic shared memory: reads and writes are logged for bank-conflict accounting.
+template <typename T>
+struct SharedRef
+{
+    T* p;
+    __forceinline__ operator T() const
+    {
+        detail::recordShared(p, sizeof(T));
+        return *p;
+    }
+    __forceinline__ SharedRef const& operator=(T v) const
+    {
+        detail::recordShared(p, sizeof(T));
+        *p = v;
+        return *this;
+    }
+    __forceinline__ SharedRef const& operator=(SharedRef const& other) const
+    {
+        T const v = other;
+        return *this = v;
+    }
+    template <typename U>
+    __forceinline__ SharedRef const& operator+=(U const& v) const
+    {
+        T const cur = *this;
+        return *this = static_cast<T>(cur + v);
+    }
+};
+
+//! A pointer into dynamic shared memory (what `extern __shared__ T name[]` and casts of it become).
+template <typename T>
+struct SharedPtr
+{
+    T* p;
+    __forceinline__ SharedRef<T> operator[](std::ptrdiff_t i) const
+    {
+        return SharedRef<T>{p + i};
+    }
+    __forceinline__ SharedRef<T> operator*() const
+    {
+        return SharedRef<T>{p};
+    }
+    __forceinline__ SharedPtr operator+(std::ptrdiff_t i) const
+    {
+        return SharedPtr{p + i};
+    }
+    __forceinline__ SharedPtr operator-(std::ptrdiff_t i) const
+    {
+        return SharedPtr{p - i};
+    }
+};
+
+template <typename T>
+struct IsSharedPtr : std::false_type
+{
+};
+template <typename T>
+struct IsSharedPtr<SharedPtr<T>> : std::true_type
+{
+};
+
+//! `reinterpret_cast<To>(from)` in translated CUDA sources (cu2host.py): in device code a cast to a pointer
+//! is checked for the alignment of the type it points to (the kernels dereference what they cast), and a
+//! cast of shared memory stays tracked.
+template <typename To, typename From>
+__forceinline__ auto pointerCast(From const& from, char const* expr, char const* func)
+{
+    if constexpr (IsSharedPtr<From>::value)
+    {
+        static_assert(std::is_pointer<To>::value, "shared memory is cast to a pointer type");
+        using U = std::remove_pointer_t<To>;
+        detail::checkAlignment(reinterpret_cast<uintptr_t>(from.p), alignof(U), "shared memory", expr, func);
+        return SharedPtr<U>{reinterpret_cast<U*>(from.p)};
+    }
+    else
+    {
+        To to = reinterpret_cast<To>(from);
+        if constexpr (std::is_pointer<To>::value && std::is_pointer<From>::value)
+        {
+            using U = std::remove_cv_t<std::remove_pointer_t<To>>;
+            if constexpr (!std::is_void<U>::value && !std::is_function<U>::value)
+            {
+                char type[64];
+                std::snprintf(type, sizeof(type), "a %zu-byte access", sizeof(U));
+                detail::checkAlignment(reinterpret_cast<uintptr_t>(to), alignof(U), type, expr, func);
+            }
+        }
+        return to;
+    }
+}
 
 inline void setDevice(int computeCapability, int sharedBytesPerBlockOptin, int multiProcessors)
 {
     detail::State& s = detail::state();
     std::lock_guard<std::mutex> lock(s.launchMutex);
     detail::device();
+    int const optin
+        = sharedBytesPerBlockOptin > 0 ? sharedBytesPerBlockOptin : sharedOptinForComputeCapability(computeCapability);
+    if (computeCapability != s.device.computeCapability || optin != s.device.sharedBytesPerBlockOptin)
+    {
+        s.context = ++s.lastContext; // another GPU: its own (primary) context
+    }
     s.device.computeCapability = computeCapability;
     s.device.sharedBytesPerBlockOptin
         = sharedBytesPerBlockOptin > 0 ? sharedBytesPerBlockOptin : sharedOptinForComputeCapability(computeCapability);
@@ -682,18 +1005,58 @@ struct LaunchConfig
 
 //! `kernel<<<cfg>>>(args...)`: arguments are converted to the parameter types (by value, as CUDA does).
 template <typename... P, typename... A>
-void launchKernel(LaunchConfig const& cfg, void (*kernel)(P...), A&&... args)
+void launchKernel(LaunchConfig const& cfg, char const* name, void (*kernel)(P...), A&&... args)
 {
     std::tuple<std::decay_t<P>...> params(static_cast<std::decay_t<P>>(std::forward<A>(args))...);
     std::function<void()> const body = [&]() { std::apply(kernel, params); };
-    detail::runGrid(cfg.grid, cfg.block, cfg.sharedBytes, reinterpret_cast<void const*>(kernel), body);
+    detail::runGrid(cfg.grid, cfg.block, cfg.sharedBytes, reinterpret_cast<void const*>(kernel), name, body);
 }
 
-//! `extern __shared__ T name[];` (cu2host.py rewrites the declaration to this call).
+//! `extern __shared__ T name[];` (cu2host.py rewrites the declaration to this call): a tracked pointer.
 template <typename T>
-T* dynamicSharedMemory()
+SharedPtr<T> dynamicSharedMemory()
 {
-    return reinterpret_cast<T*>(detail::state().dynamicShared.data());
+    return SharedPtr<T>{reinterpret_cast<T*>(detail::state().dynamicShared.data())};
+}
+
+//! A new context on the emulated device, made current (like cuCtxCreate): function attributes start over.
+inline int createContext()
+{
+    detail::State& s = detail::state();
+    std::lock_guard<std::mutex> lock(s.launchMutex);
+    s.context = ++s.lastContext;
+    return s.context;
+}
+
+//! Make an existing context current (like cuCtxSetCurrent); returns false for an unknown id.
+inline bool setContext(int context)
+{
+    detail::State& s = detail::state();
+    std::lock_guard<std::mutex> lock(s.launchMutex);
+    if (context < 1 || context > s.lastContext)
+    {
+        return false;
+    }
+    s.context = context;
+    return true;
+}
+
+inline int currentContext()
+{
+    return detail::state().context;
+}
+
+//! Bank-conflict figures of one kernel (by the name written at its launch, template arguments dropped).
+inline detail::BankStats bankStats(std::string const& kernel)
+{
+    detail::State& s = detail::state();
+    auto const it = s.bankStats.find(kernel);
+    return it == s.bankStats.end() ? detail::BankStats{} : it->second;
+}
+
+inline void resetBankStats()
+{
+    detail::state().bankStats.clear();
 }
 
 //! Counters for tests: kernel launches, CUB stand-in calls, blocks run, cudaFuncSetAttribute calls.
@@ -880,13 +1243,25 @@ inline cudaError_t cudaGetLastError()
 {
     cudahost::detail::State& s = cudahost::detail::state();
     cudaError_t const e = s.lastError;
-    s.lastError = cudaSuccess;
-    return e;
+    s.lastError = s.sticky; // a sticky error stays (CUDA: until the context is destroyed)
+    return e != cudaSuccess ? e : s.sticky;
 }
 
 inline cudaError_t cudaPeekAtLastError()
 {
-    return cudahost::detail::state().lastError;
+    cudahost::detail::State& s = cudahost::detail::state();
+    return s.lastError != cudaSuccess ? s.lastError : s.sticky;
+}
+
+//! Destroys the current context and starts a new one: sticky errors and function attributes are gone.
+inline cudaError_t cudaDeviceReset()
+{
+    cudahost::detail::State& s = cudahost::detail::state();
+    std::lock_guard<std::mutex> lock(s.launchMutex);
+    s.context = ++s.lastContext;
+    s.sticky = cudaSuccess;
+    s.lastError = cudaSuccess;
+    return cudaSuccess;
 }
 
 inline char const* cudaGetErrorName(cudaError_t e)
@@ -903,6 +1278,8 @@ inline char const* cudaGetErrorName(cudaError_t e)
     case cudaErrorLaunchOutOfResources: return "cudaErrorLaunchOutOfResources";
     case cudaErrorLaunchFailure: return "cudaErrorLaunchFailure";
     case cudaErrorNotSupported: return "cudaErrorNotSupported";
+    case cudaErrorMisalignedAddress: return "cudaErrorMisalignedAddress";
+    case cudaErrorIllegalAddress: return "cudaErrorIllegalAddress";
     }
     return "cudaErrorUnknown";
 }
@@ -950,6 +1327,10 @@ inline cudaError_t cudaFree(void* p)
 
 inline cudaError_t cudaMemcpy(void* dst, void const* src, size_t bytes, cudaMemcpyKind /*kind*/)
 {
+    if (cudahost::detail::state().sticky != cudaSuccess)
+    {
+        return cudahost::detail::state().sticky;
+    }
     if (bytes > 0 && (dst == nullptr || src == nullptr))
     {
         return cudaErrorInvalidValue;
@@ -1048,8 +1429,28 @@ cudaError_t cudaFuncSetAttribute(F* kernel, cudaFuncAttribute attr, int value)
         return cudaErrorInvalidValue;
     }
     std::lock_guard<std::mutex> lock(s.launchMutex);
-    s.maxDynamicShared[reinterpret_cast<void const*>(kernel)] = value;
+    s.maxDynamicShared[{s.context, reinterpret_cast<void const*>(kernel)}] = value;
     ++s.funcAttributeCalls;
+    return cudaSuccess;
+}
+
+//! The kernel's attributes in the current context; only maxDynamicSharedSizeBytes and maxThreadsPerBlock are
+//! emulated (sharedSizeBytes, the static shared memory, is not known here and reads 0).
+template <typename F>
+cudaError_t cudaFuncGetAttributes(cudaFuncAttributes* attr, F* kernel)
+{
+    cudahost::detail::State& s = cudahost::detail::state();
+    if (attr == nullptr || kernel == nullptr)
+    {
+        return cudaErrorInvalidValue;
+    }
+    std::lock_guard<std::mutex> lock(s.launchMutex);
+    *attr = cudaFuncAttributes{};
+    attr->maxThreadsPerBlock = 1024;
+    auto const it = s.maxDynamicShared.find({s.context, reinterpret_cast<void const*>(kernel)});
+    attr->maxDynamicSharedSizeBytes = it == s.maxDynamicShared.end()
+        ? static_cast<int>(cudahost::detail::kDEFAULT_DYNAMIC_SHARED_LIMIT) : it->second;
+    ++s.funcAttributeQueries;
     return cudaSuccess;
 }
 

@@ -19,6 +19,11 @@ thread_local std::string tLastError;
 //! -1: launchSgformerIam picks the path (sgformerIamSelectPath); 0: fused; 1: CUB (sgformer_iam_cuda_set_path).
 int gForcedPath = -1;
 
+//! Elements by which the token input and the two outputs start after their allocation (a tensor view with a
+//! storage offset); sgformer_iam_cuda_set_offsets.
+int gTokenOffset = 0;
+int gOutputOffset = 0;
+
 //! Owns one device allocation.
 struct DeviceBuffer
 {
@@ -72,12 +77,21 @@ int run(sgformer::iam::IamTokenType type, size_t tokenBytes, void const* tokens,
         size_t const pathBytes = sgformerIamPathWorkspaceSize(static_cast<IamPath>(gForcedPath), batch, p.numTokens);
         wsBytes = pathBytes > wsBytes ? pathBytes : wsBytes;
     }
-    DeviceBuffer dTok(inBytes), dImp(impBytes), dW(p.totalWeights * sizeof(float)), dB(p.numTiers * sizeof(float)),
-        dRow(outBytes), dCol(outBytes), dWs(wsBytes);
-    if (!dTok.ptr || !dImp.ptr || !dW.ptr || !dB.ptr || !dRow.ptr || !dCol.ptr || !dWs.ptr)
+    size_t const tokShift = static_cast<size_t>(gTokenOffset) * tokenBytes;
+    size_t const outShift = static_cast<size_t>(gOutputOffset) * tokenBytes;
+    DeviceBuffer dTokAlloc(inBytes + tokShift), dImp(impBytes), dW(p.totalWeights * sizeof(float)),
+        dB(p.numTiers * sizeof(float)), dRowAlloc(outBytes + outShift), dColAlloc(outBytes + outShift), dWs(wsBytes);
+    if (!dTokAlloc.ptr || !dImp.ptr || !dW.ptr || !dB.ptr || !dRowAlloc.ptr || !dColAlloc.ptr || !dWs.ptr)
     {
         return fail("cudaMalloc", cudaErrorMemoryAllocation);
     }
+    struct View
+    {
+        void* ptr;
+    };
+    View const dTok{static_cast<char*>(dTokAlloc.ptr) + tokShift};
+    View const dRow{static_cast<char*>(dRowAlloc.ptr) + outShift};
+    View const dCol{static_cast<char*>(dColAlloc.ptr) + outShift};
     cudaStream_t stream{};
     cudaError_t s = cudaStreamCreate(&stream);
     if (s != cudaSuccess)
@@ -167,6 +181,31 @@ int sgformer_iam_cuda_device_count(void)
 size_t sgformer_iam_cuda_workspace_size(int batch, int num_tokens)
 {
     return sgformer::iam::sgformerIamWorkspaceSize(batch, num_tokens);
+}
+
+//! Start the token input `tokens` elements and both outputs `outputs` elements after their allocations (an
+//! offset view: aligned to the element only). Returns 1 for a negative value.
+int sgformer_iam_cuda_set_offsets(int tokens, int outputs)
+{
+    if (tokens < 0 || outputs < 0)
+    {
+        return 1;
+    }
+    gTokenOffset = tokens;
+    gOutputOffset = outputs;
+    return 0;
+}
+
+//! The aggregation's vector width for this shape and these offsets (elements) of the token and output pointers
+//! from a 256-byte aligned base.
+int sgformer_iam_cuda_vector_width(int batch, int out_tokens, int channels, int element_bytes, int token_offset,
+    int output_offset)
+{
+    alignas(256) static char base[1];
+    char* b = base;
+    return sgformer::iam::aggregateVectorWidthFor(batch, out_tokens, channels, static_cast<size_t>(element_bytes),
+        b + static_cast<size_t>(token_offset) * element_bytes, b + static_cast<size_t>(output_offset) * element_bytes,
+        b + static_cast<size_t>(output_offset) * element_bytes);
 }
 
 //! -1: automatic path (default), 0: force the fused path, 1: force the CUB path. Returns 0, or 1 for another value.

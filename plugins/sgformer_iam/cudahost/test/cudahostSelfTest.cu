@@ -167,3 +167,42 @@ extern "C" __attribute__((visibility("default"))) int cudahost_selftest(char* me
     }
     return failures;
 }
+
+namespace
+{
+
+//! One warp reads dynamic shared memory with a word stride (0: all lanes on word 0, a broadcast).
+__global__ void bankStrideKernel(int* out, int stride)
+{
+    extern __shared__ int sWords[];
+    sWords[threadIdx.x * stride] = static_cast<int>(threadIdx.x);
+    out[threadIdx.x] = sWords[threadIdx.x * stride];
+}
+
+} // namespace
+
+//! The bank rule on known patterns: stride 1 -> 1 wavefront per request, 2 -> 2, 32 -> 32, 33 -> 1, 0 -> 1
+//! (broadcast). 0 if every figure matches, else the first failing stride + 1 (cudahost_last_message says more).
+extern "C" __attribute__((visibility("default"))) int cudahost_bank_selftest(void)
+{
+    int const strides[] = {1, 2, 32, 33, 0};
+    int const ways[] = {1, 2, 32, 1, 1};
+    int* out = nullptr;
+    cudaMalloc(&out, 32 * sizeof(int));
+    for (int i = 0; i < 5; ++i)
+    {
+        cudahost::resetBankStats();
+        bankStrideKernel<<<1, 32, 34 * 32 * sizeof(int)>>>(out, strides[i]);
+        cudahost::detail::BankStats const st = cudahost::bankStats("bankStrideKernel");
+        if (cudaGetLastError() != cudaSuccess || st.requests != 2 || st.wavefronts != 2 * ways[i] || st.maxWays != ways[i])
+        {
+            cudahost::detail::setError(cudaSuccess, "bank self-test, stride " + std::to_string(strides[i]) + ": "
+                    + std::to_string(st.requests) + " requests, " + std::to_string(st.wavefronts) + " wavefronts, worst "
+                    + std::to_string(st.maxWays) + "; expected 2 requests of " + std::to_string(ways[i]));
+            cudaFree(out);
+            return i + 1;
+        }
+    }
+    cudaFree(out);
+    return 0;
+}

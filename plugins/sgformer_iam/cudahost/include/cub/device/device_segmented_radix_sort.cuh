@@ -2,11 +2,16 @@
  * cudahost functional stand-in for cub::DeviceSegmentedRadixSort (SortPairs with DoubleBuffer) and
  * cub::DoubleBuffer: same results as CUB (ascending, stable, keys compared on bits
  * [begin_bit, end_bit)), not the same speed. Counted by cudahost::libraryCallCount().
+ * The result ends in the buffer real CUB leaves it in: CUB runs ceil((end_bit - begin_bit) / R) passes of
+ * R radix bits (R = 6 for 32-bit keys in CUB's segmented policies; set with cudahost_set_cub_radix_bits),
+ * each flipping the DoubleBuffer selectors, so an even pass count ends in the original buffer. The other
+ * buffer is poisoned (0xCD bytes) over the sorted segments, so reading it instead of Current() fails.
  */
 #ifndef CUDAHOST_CUB_DEVICE_SEGMENTED_RADIX_SORT_CUH
 #define CUDAHOST_CUB_DEVICE_SEGMENTED_RADIX_SORT_CUH
 #include "../../../cudahost.h"
 
+#include <cstring>
 #include <numeric>
 
 namespace cub
@@ -58,11 +63,19 @@ struct DeviceSegmentedRadixSort
             return cudaErrorInvalidValue;
         }
         ++cudahost::detail::state().libraryCalls;
-        KeyT const* keysIn = d_keys.Current();
-        ValueT const* valuesIn = d_values.Current();
-        KeyT* keysOut = d_keys.Alternate();
-        ValueT* valuesOut = d_values.Alternate();
         int const bits = end_bit - begin_bit;
+        int const radixBits = cudahost::detail::state().cubRadixBits;
+        int const passes = (bits + radixBits - 1) / radixBits;
+        int const finalSelector = d_keys.selector ^ (passes & 1);
+        KeyT* keysIn = d_keys.Current();
+        ValueT* valuesIn = d_values.Current();
+        KeyT* keysOut = d_keys.d_buffers[finalSelector];
+        int const finalValueSelector = d_values.selector ^ (passes & 1);
+        ValueT* valuesOut = d_values.d_buffers[finalValueSelector];
+        KeyT* keysOther = d_keys.d_buffers[finalSelector ^ 1];
+        ValueT* valuesOther = d_values.d_buffers[finalValueSelector ^ 1];
+        std::vector<KeyT> keyTmp;
+        std::vector<ValueT> valueTmp;
         auto digit = [&](KeyT k) {
             using U = typename std::make_unsigned<KeyT>::type;
             U const u = static_cast<U>(k) >> begin_bit;
@@ -81,14 +94,23 @@ struct DeviceSegmentedRadixSort
             std::iota(order.begin(), order.end(), begin);
             std::stable_sort(order.begin(), order.end(),
                 [&](int a, int b) { return digit(keysIn[a]) < digit(keysIn[b]); });
-            for (int i = begin; i < end; ++i)
+            keyTmp.resize(order.size());
+            valueTmp.resize(order.size());
+            for (size_t i = 0; i < order.size(); ++i)
             {
-                keysOut[i] = keysIn[order[static_cast<size_t>(i - begin)]];
-                valuesOut[i] = valuesIn[order[static_cast<size_t>(i - begin)]];
+                keyTmp[i] = keysIn[order[i]];
+                valueTmp[i] = valuesIn[order[i]];
+            }
+            std::copy(keyTmp.begin(), keyTmp.end(), keysOut + begin);
+            std::copy(valueTmp.begin(), valueTmp.end(), valuesOut + begin);
+            if (keysOther != keysOut)
+            {
+                std::memset(static_cast<void*>(keysOther + begin), 0xCD, order.size() * sizeof(KeyT));
+                std::memset(static_cast<void*>(valuesOther + begin), 0xCD, order.size() * sizeof(ValueT));
             }
         }
-        d_keys.selector ^= 1;
-        d_values.selector ^= 1;
+        d_keys.selector = finalSelector;
+        d_values.selector = finalValueSelector;
         return cudaSuccess;
     }
 };
