@@ -15,7 +15,7 @@ import pytest
 from pipeline.iam.elf import elf_problem
 
 ROOT = Path(__file__).resolve().parents[2]
-LOAD = "import sys; from pipeline import iam_host; iam_host._load(sys.argv[1]); print('loaded')"
+LOAD = "import sys; from pipeline.iam import host as iam_host; iam_host._load(sys.argv[1]); print('loaded')"
 
 
 def _load(path: Path) -> subprocess.CompletedProcess:
