@@ -118,16 +118,19 @@ def test_a_step_that_does_not_fit_the_budget_is_skipped_and_an_exception_fails_i
 
 _FAKE_HARNESS = r"""
 #include <stdint.h>
-int sgformer_iam_ref_fp32(const float*, const float*, const float*, const float*, int, int, int, int, const int*,
-                          const int*, int, float*, float*);
-int sgformer_iam_ref_fp16(const uint16_t*, const float*, const float*, const float*, int, int, int, int, const int*,
-                          const int*, int, uint16_t*, uint16_t*);
+#include "sgformerIamRef.h"
+static int run(int type, const void* t, const float* i, const float* w, const float* b, int B, int H, int W, int C,
+               const int* g, const int* n, int k, void* r, void* c)
+{
+    SgformerIamCall call = {type, B, H, W, C, k, g, n, t, i, w, b, r, c};
+    return sgformer_iam_ref_run(&call);
+}
 int sgformer_iam_cuda_fp32(const float* t, const float* i, const float* w, const float* b, int B, int H, int W, int C,
                            const int* g, const int* n, int k, float* r, float* c)
-{ return sgformer_iam_ref_fp32(t, i, w, b, B, H, W, C, g, n, k, r, c); }
+{ return run(SGFORMER_IAM_FLOAT32, t, i, w, b, B, H, W, C, g, n, k, r, c); }
 int sgformer_iam_cuda_fp16(const uint16_t* t, const float* i, const float* w, const float* b, int B, int H, int W,
                            int C, const int* g, const int* n, int k, uint16_t* r, uint16_t* c)
-{ return sgformer_iam_ref_fp16(t, i, w, b, B, H, W, C, g, n, k, r, c); }
+{ return run(SGFORMER_IAM_FLOAT16, t, i, w, b, B, H, W, C, g, n, k, r, c); }
 const char* sgformer_iam_cuda_last_error(void) { return ""; }
 """
 
@@ -146,7 +149,8 @@ def test_sanitizer_worker_runs_every_case_through_a_harness(tmp_path):
     source = tmp_path / "fake_harness.c"
     source.write_text(_FAKE_HARNESS)
     harness = tmp_path / "libfake_harness.so"
-    subprocess.run([cc, "-shared", "-fPIC", str(source), "-o", str(harness), f"-L{ref.parent}", "-lsgformer_iam_ref",
+    subprocess.run([cc, "-shared", "-fPIC", "-I", str(REPO_ROOT / "plugins" / "sgformer_iam"), str(source), "-o",
+                    str(harness), f"-L{ref.parent}", "-lsgformer_iam_ref",
                     f"-Wl,-rpath,{ref.parent}"], check=True)
     gpu_check = _load_script()
     result = tmp_path / "result.json"
