@@ -745,6 +745,34 @@ def write_report(out: Path, report: dict) -> None:
 # ---------------------------------------------------------------------------------------------- main
 
 
+#: The project's virtual environment, the dry run's interpreter when the machine's python3 has no torch.
+VENV_PYTHON = REPO_ROOT / ".venv" / "bin" / "python"
+
+
+def _has_gpu_driver() -> bool:
+    smi = _tool("nvidia-smi")
+    return smi is not None and _run([smi, "-L"], 20)["returncode"] == 0
+
+
+def _without_torch(args, argv: Optional[list[str]]) -> Optional[int]:
+    """No GPU and no torch in this interpreter (``make gpu-check`` on a CPU machine whose python3 is bare): say so in
+    one line and run the dry run with the project's venv, or skip what needs torch. None: carry on here."""
+    import importlib.util
+
+    if importlib.util.find_spec("torch") is not None or (_has_gpu_driver() and not args.dry_run):
+        return None  # with a GPU, a python3 without torch is a real failure: the full run reports it
+    venv = Path(os.environ.get("GPU_CHECK_VENV_PYTHON", VENV_PYTHON))
+    usable = venv.is_file() and _run([str(venv), "-c", "import torch, numpy"], 120)["returncode"] == 0
+    if usable:
+        print(f"gpu-check: no GPU here and {sys.executable} has no torch: checked the build and the CPU stand-ins "
+              f"instead (dry run with {venv})", flush=True)
+        return subprocess.run([str(venv), str(Path(__file__).resolve()), *(argv if argv is not None else sys.argv[1:])],
+                              check=False).returncode
+    print(f"gpu-check: no GPU here and neither {sys.executable} nor {venv} has torch: checked nothing that needs "
+          f"torch (skipped: build, op and model checks; `make venv` then `make gpu-check` runs the dry run)")
+    return 0
+
+
 def main(argv: Optional[list[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -774,6 +802,9 @@ def main(argv: Optional[list[str]] = None) -> int:
         args.variants = [v for v in (args.variants or "s,m,b").split(",") if v]
         return run_worker(args)
 
+    handed_over = _without_torch(args, argv)
+    if handed_over is not None:
+        return handed_over
     out = Path(args.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
     run = Run(out, args.budget)

@@ -97,6 +97,67 @@ def test_op_fp16_rounds_the_fp32_sum_once():
         assert ((g.float() - w).abs() <= ulp).all()
 
 
+def _offset_view(t: torch.Tensor, offset: int = 1) -> torch.Tensor:
+    """``t``'s values in a contiguous view that starts ``offset`` elements into a larger buffer (x[1:] of a flat
+    buffer): contiguous, so ``.contiguous()`` keeps it, but its first element is only element-aligned."""
+    buffer = torch.full((t.numel() + offset,), float("nan"), dtype=t.dtype)
+    view = buffer[offset:].view(t.shape)
+    view.copy_(t)
+    assert view.is_contiguous() and view.storage_offset() == offset and view.data_ptr() % 16 != 0
+    return view
+
+
+def _bits(t: torch.Tensor) -> torch.Tensor:
+    return t.view(torch.int16 if t.dtype == torch.float16 else torch.int32)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=["fp32", "fp16"])
+def test_op_cpu_path_handles_offset_views_bit_exact(dtype):
+    """Issue 25: tokens and importance sliced off a larger buffer (storage offset 1 and 3 elements) through the CPU
+    path give the bits of the same values in fresh tensors (the host reference reads from data_ptr())."""
+    tokens, importance, weights, biases, layout = _inputs(2, 14, 96)  # C = 96: the widest vector width
+    tokens = tokens.to(dtype)
+    want = iam_fused(tokens.clone(), importance.clone(), weights, biases, layout)
+    got = iam_fused(_offset_view(tokens), _offset_view(importance, 3), weights, biases, layout)
+    for g, w in zip(got, want):
+        assert torch.equal(_bits(g), _bits(w))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=["fp32", "fp16"])
+def test_cuda_path_call_struct_passes_offset_views_to_the_launcher(dtype, host_library):
+    """The CUDA path's launch arguments (torch_op._device_call: the IamCall the shim's sgformer_iam_torch_launch
+    gets) built from CPU offset views, then handed to the host reference, which takes the same struct: bit for bit
+    the op's result, so pointers (storage offset included), shape and token type are what the launcher needs.
+    Planted bug: the struct built from the storage's base pointer (offset dropped) is caught."""
+    import ctypes
+
+    from pipeline.iam.host import _load
+    from pipeline.iam.torch_op import _device_call
+
+    tokens, importance, weights, biases, layout = _inputs(4, 28, 64)
+    tokens = tokens.to(dtype)
+    weight, bias = torch.cat(weights), torch.cat(biases)
+    want = iam_fused(tokens, importance, weights, biases, layout)
+    lib = _load(str(host_library))
+    groups = (ctypes.c_int32 * 3)(*layout.group_sizes)
+    tiers = (ctypes.c_int32 * 3)(*layout.tier_sizes)
+
+    def run(view: torch.Tensor, imp: torch.Tensor, base_pointer: bool = False):
+        row, col = _offset_view(torch.zeros_like(want[0]), 2), _offset_view(torch.zeros_like(want[1]), 1)
+        call = _device_call(view, imp, weight, bias, layout.height, layout.width, groups, tiers, row, col)
+        if base_pointer:  # planted: what a launcher reading the storage instead of data_ptr() would get
+            call.tokens = view.untyped_storage().data_ptr()
+        assert lib.sgformer_iam_ref_run(ctypes.byref(call)) == 0, lib.sgformer_iam_ref_last_error()
+        return row, col
+
+    view, imp = _offset_view(tokens, 3), _offset_view(importance, 1)
+    assert view.data_ptr() % 8 != 0  # not even 8-byte aligned: vector widths 2 and 4 must narrow
+    for g, w in zip(run(view, imp), want):
+        assert torch.equal(_bits(g), _bits(w))
+    planted = run(view, imp, base_pointer=True)
+    assert not all(torch.equal(_bits(g), _bits(w)) for g, w in zip(planted, want))
+
+
 def test_op_rejects_bad_inputs_by_name():
     tokens, importance, weights, biases, layout = _inputs(2, 14, 8)
     weight, bias = torch.cat(weights), torch.cat(biases)

@@ -22,13 +22,14 @@ import os
 import shutil
 import subprocess
 from pathlib import Path
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Optional, Sequence
 
 import numpy as np
 
 from pipeline.core.errors import ConfigError, PluginLibraryError
-from pipeline.iam.native import NativeLibrary, find_library, load_library
+from pipeline.iam.layout import IamLayout
+from pipeline.iam.native import HOST_SIGNATURES, NativeLibrary, find_library, iam_call, load_library, raise_status
 
 __all__ = ["LIBRARY_ENV_VAR", "find_host_library", "build_host_library", "ensure_host_library", "iam_host",
            "HostLayout", "host_layout", "run_layout", "set_host_threads", "host_threads"]
@@ -40,9 +41,7 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 PLUGIN_SOURCE_DIR = REPO_ROOT / "plugins" / "sgformer_iam"
 DEFAULT_BUILD_DIR = REPO_ROOT / "build" / "plugins-ref"
 
-_API_VERSION = 2
-_ERR_ARGUMENT = 1
-_ERR_LAYOUT = 2
+_API_VERSION = 3
 _BUILD_HINT = (
     "build it with `make plugins-ref` (or `cmake -S plugins/sgformer_iam -B build/plugins-ref -DSGFORMER_REF_ONLY=ON "
     "&& cmake --build build/plugins-ref`), or point ${env} at a built {lib}"
@@ -88,16 +87,7 @@ def build_host_library(build_dir: Path = DEFAULT_BUILD_DIR) -> Path:
     return path
 
 
-_F32P = ctypes.POINTER(ctypes.c_float)
-_U16P = ctypes.POINTER(ctypes.c_uint16)
-_I32P = ctypes.POINTER(ctypes.c_int)
-
-
-_COMMON = (ctypes.c_int,) * 4 + (_I32P, _I32P, ctypes.c_int)
-_FP32_ARGS = (_F32P, _F32P, _F32P, _F32P, *_COMMON, _F32P, _F32P)
-_FP16_ARGS = (_U16P, _F32P, _F32P, _F32P, *_COMMON, _U16P, _U16P)
-
-#: The C API of sgformerIamRef.h that this module binds.
+#: The host reference as the loader sees it (signatures: pipeline.iam.native.HOST_SIGNATURES).
 HOST_LIBRARY = NativeLibrary(
     what="the SGFormerIAM host reference",
     env_var=LIBRARY_ENV_VAR,
@@ -105,16 +95,7 @@ HOST_LIBRARY = NativeLibrary(
     hint=_BUILD_HINT,
     version_symbol="sgformer_iam_ref_api_version",
     version=_API_VERSION,
-    signatures=(
-        ("sgformer_iam_ref_fp32", (ctypes.c_int, _FP32_ARGS)),
-        ("sgformer_iam_ref_fp16", (ctypes.c_int, _FP16_ARGS)),
-        ("sgformer_iam_ref_plain_fp32", (ctypes.c_int, _FP32_ARGS)),
-        ("sgformer_iam_ref_plain_fp16", (ctypes.c_int, _FP16_ARGS)),
-        ("sgformer_iam_ref_set_threads", (ctypes.c_int, (ctypes.c_int,))),
-        ("sgformer_iam_ref_threads", (ctypes.c_int, ())),
-        ("sgformer_iam_ref_out_tokens", (ctypes.c_int, (ctypes.c_int, ctypes.c_int, _I32P, _I32P, ctypes.c_int))),
-        ("sgformer_iam_ref_last_error", (ctypes.c_char_p, ())),
-    ),
+    signatures=HOST_SIGNATURES,
 )
 
 
@@ -123,7 +104,7 @@ def _load(path: str) -> ctypes.CDLL:
     return load_library(HOST_LIBRARY, path)
 
 
-_SOURCES = ("sgformerIamRef.cpp", "sgformerIamRef.h", "sgformerIamMath.h", "CMakeLists.txt")
+_SOURCES = ("sgformerIamRef.cpp", "sgformerIamRef.h", "sgformerIamCall.h", "sgformerIamMath.h", "CMakeLists.txt")
 
 
 def ensure_host_library() -> Path:
@@ -157,23 +138,12 @@ def host_threads(library: Path | None = None) -> int:
 
 
 @dataclass(frozen=True)
-class HostLayout:
-    """A validated op layout (attributes ``height``, ``width``, ``group_sizes``, ``tier_sizes``) bound to a library."""
+class HostLayout(IamLayout):
+    """An :class:`~pipeline.iam.layout.IamLayout` validated by a host-reference library and bound to it."""
 
-    height: int
-    width: int
-    group_sizes: tuple[int, ...]
-    tier_sizes: tuple[int, ...]
-    out_tokens: int
-    lib: ctypes.CDLL
-    groups: np.ndarray  # int32, kept alive for the pointers below
-    tiers: np.ndarray
-    groups_p: object
-    tiers_p: object
-
-    @property
-    def num_tokens(self) -> int:
-        return self.height * self.width
+    lib: ctypes.CDLL = field(compare=False, repr=False)
+    groups: np.ndarray = field(compare=False, repr=False)  # int32, kept alive for the calls' pointers
+    tiers: np.ndarray = field(compare=False, repr=False)
 
 
 @functools.lru_cache(maxsize=256)
@@ -184,12 +154,12 @@ def _cached_layout(height: int, width: int, group_sizes: tuple[int, ...], tier_s
     tiers = np.ascontiguousarray(np.asarray(tier_sizes, dtype=np.int32).reshape(-1))
     if groups.shape != tiers.shape:
         raise ConfigError(f"SGFormerIAM: group_sizes {groups.tolist()} and tier_sizes {tiers.tolist()} differ in length")
-    groups_p, tiers_p = groups.ctypes.data_as(_I32P), tiers.ctypes.data_as(_I32P)
-    out_tokens = lib.sgformer_iam_ref_out_tokens(height, width, groups_p, tiers_p, int(groups.size))
+    i32 = ctypes.POINTER(ctypes.c_int32)
+    out_tokens = lib.sgformer_iam_ref_out_tokens(height, width, groups.ctypes.data_as(i32),
+                                                 tiers.ctypes.data_as(i32), int(groups.size))
     if out_tokens < 0:
         raise ConfigError(lib.sgformer_iam_ref_last_error().decode())
-    return HostLayout(height, width, tuple(int(g) for g in groups), tuple(int(t) for t in tiers), int(out_tokens),
-                      lib, groups, tiers, groups_p, tiers_p)
+    return HostLayout(height, width, tuple(int(g) for g in groups), tuple(int(t) for t in tiers), lib, groups, tiers)
 
 
 def host_layout(height: int, width: int, group_sizes: Sequence[int], tier_sizes: Sequence[int],
@@ -254,23 +224,13 @@ def run_layout(
             if array.shape != shape or array.dtype != tokens.dtype or not array.flags.c_contiguous:
                 raise ValueError(f"SGFormerIAM: out {name} must be a C-contiguous {tokens.dtype} array of shape "
                                  f"{shape}, got {array.dtype} {array.shape}")
-    args = (importance.ctypes.data_as(_F32P), weight.ctypes.data_as(_F32P), bias.ctypes.data_as(_F32P),
-            batch, layout.height, layout.width, channels, layout.groups_p, layout.tiers_p, len(layout.group_sizes))
-    if tokens.dtype == np.float32:
-        entry = lib.sgformer_iam_ref_plain_fp32 if plain else lib.sgformer_iam_ref_fp32
-        status = entry(tokens.ctypes.data_as(_F32P), *args, seq_row.ctypes.data_as(_F32P),
-                       seq_col.ctypes.data_as(_F32P))
-    else:
-        entry = lib.sgformer_iam_ref_plain_fp16 if plain else lib.sgformer_iam_ref_fp16
-        status = entry(tokens.ctypes.data_as(_U16P), *args, seq_row.ctypes.data_as(_U16P),
-                       seq_col.ctypes.data_as(_U16P))
+    pointers = (tokens.ctypes.data, importance.ctypes.data, weight.ctypes.data, bias.ctypes.data, seq_row.ctypes.data,
+                seq_col.ctypes.data)
+    call = iam_call(tokens.dtype.name, pointers, (batch, layout.height, layout.width, channels), layout.groups,
+                    layout.tiers)
+    status = (lib.sgformer_iam_ref_run_plain if plain else lib.sgformer_iam_ref_run)(ctypes.byref(call))
     if status != 0:
-        message = lib.sgformer_iam_ref_last_error().decode()
-        if status == _ERR_LAYOUT:
-            raise ConfigError(message)
-        if status == _ERR_ARGUMENT:
-            raise ValueError(message)
-        raise PluginLibraryError(message)
+        raise_status(status, lib.sgformer_iam_ref_last_error().decode())
     return seq_row, seq_col
 
 

@@ -2,8 +2,10 @@
 
 Both libraries are found the same way (an environment variable naming the file, else the default build location),
 refused the same way before ``dlopen`` when the file is damaged (``pipeline.iam.elf``: a truncated library would kill
-the process with SIGBUS), and bound the same way: a table of C signatures, then an API-version check, so a stale
-build is named as such instead of failing on a missing symbol or a changed argument list. Every failure is a
+the process with SIGBUS), and bound the same way: an API-version check, then the C signatures of this module's one
+table (:data:`HOST_SIGNATURES`, :data:`TORCH_SIGNATURES`), so a stale build is named as such instead of failing on a
+missing symbol or a changed argument list. Both libraries run the op from one argument struct, :class:`IamCall`
+(the ctypes mirror of ``plugins/sgformer_iam/sgformerIamCall.h``), filled by :func:`iam_call`. Every failure is a
 :class:`~pipeline.core.errors.PluginLibraryError` that names the file and says how to rebuild it.
 """
 from __future__ import annotations
@@ -13,15 +15,73 @@ import functools
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
 from pipeline.iam.elf import elf_problem
-from pipeline.core.errors import PluginLibraryError
+from pipeline.core.errors import ConfigError, PluginLibraryError
 
-__all__ = ["NativeLibrary", "find_library", "load_library"]
+__all__ = ["NativeLibrary", "find_library", "load_library", "IamCall", "iam_call", "HOST_SIGNATURES",
+           "TORCH_SIGNATURES", "TOKEN_TYPES", "raise_status"]
 
 #: (restype, argtypes) of one C entry point; argtypes None leaves ctypes' default (no checking).
 Signature = tuple[Any, Optional[tuple[Any, ...]]]
+
+_I32P = ctypes.POINTER(ctypes.c_int32)
+
+#: token_type of IamCall by element size name: SGFORMER_IAM_FLOAT32 / SGFORMER_IAM_FLOAT16 of sgformerIamCall.h.
+TOKEN_TYPES = {"float32": 0, "float16": 1}
+
+
+class IamCall(ctypes.Structure):
+    """``SgformerIamCall`` of ``plugins/sgformer_iam/sgformerIamCall.h``: one op call's arguments (host pointers
+    for the host reference, device pointers for the torch CUDA shim); pointers travel as integers."""
+
+    _fields_ = [
+        ("token_type", ctypes.c_int32), ("batch", ctypes.c_int32), ("height", ctypes.c_int32),
+        ("width", ctypes.c_int32), ("channels", ctypes.c_int32), ("n_tiers", ctypes.c_int32),
+        ("group_sizes", ctypes.POINTER(ctypes.c_int32)), ("tier_sizes", ctypes.POINTER(ctypes.c_int32)),
+        ("tokens", ctypes.c_void_p), ("importance", ctypes.c_void_p), ("agg_weight", ctypes.c_void_p),
+        ("agg_bias", ctypes.c_void_p), ("seq_row", ctypes.c_void_p), ("seq_col", ctypes.c_void_p),
+    ]
+
+
+def iam_call(token_type: str, pointers: Sequence[int], shape: tuple[int, int, int, int], group_sizes: Any,
+             tier_sizes: Any) -> IamCall:
+    """An :class:`IamCall`. ``pointers``: tokens, importance, agg_weight, agg_bias, seq_row, seq_col addresses;
+    ``shape``: (batch, height, width, channels); ``group_sizes``/``tier_sizes``: int32 arrays the caller keeps alive
+    (anything with ``ctypes.data_as`` or a ctypes int32 array)."""
+    groups, tiers = (v.ctypes.data_as(_I32P) if hasattr(v, "ctypes") else ctypes.cast(v, _I32P)
+                     for v in (group_sizes, tier_sizes))
+    tokens, importance, weight, bias, seq_row, seq_col = (int(p) for p in pointers)
+    batch, height, width, channels = (int(v) for v in shape)
+    return IamCall(TOKEN_TYPES[token_type], batch, height, width, channels, len(group_sizes), groups, tiers, tokens,
+                   importance, weight, bias, seq_row, seq_col)
+
+
+_CALL = ctypes.POINTER(IamCall)
+_LAYOUT = (ctypes.c_int, ctypes.c_int, _I32P, _I32P, ctypes.c_int)  # height, width, group_sizes, tier_sizes, n
+
+#: The C API of plugins/sgformer_iam/sgformerIamRef.h (the host reference).
+HOST_SIGNATURES: tuple[tuple[str, Signature], ...] = (
+    ("sgformer_iam_ref_run", (ctypes.c_int, (_CALL,))),
+    ("sgformer_iam_ref_run_plain", (ctypes.c_int, (_CALL,))),
+    ("sgformer_iam_ref_call_offsets", (ctypes.c_int, (ctypes.POINTER(ctypes.c_size_t), ctypes.c_int))),
+    ("sgformer_iam_ref_set_threads", (ctypes.c_int, (ctypes.c_int,))),
+    ("sgformer_iam_ref_threads", (ctypes.c_int, ())),
+    ("sgformer_iam_ref_out_tokens", (ctypes.c_int, _LAYOUT)),
+    ("sgformer_iam_ref_last_error", (ctypes.c_char_p, ())),
+)
+
+#: The C API of plugins/sgformer_iam/sgformerIamTorchShim.cpp (the torch op's CUDA library).
+TORCH_SIGNATURES: tuple[tuple[str, Signature], ...] = (
+    ("sgformer_iam_torch_device_count", (ctypes.c_int, ())),
+    ("sgformer_iam_torch_workspace_size", (ctypes.c_size_t, (ctypes.c_int, ctypes.c_int))),
+    ("sgformer_iam_torch_out_tokens", (ctypes.c_int, _LAYOUT)),
+    # call, workspace, workspace_bytes, cudaStream_t, device
+    ("sgformer_iam_torch_launch", (ctypes.c_int, (_CALL, ctypes.c_void_p, ctypes.c_size_t, ctypes.c_void_p,
+                                                  ctypes.c_int))),
+    ("sgformer_iam_torch_last_error", (ctypes.c_char_p, ())),
+)
 
 
 @dataclass(frozen=True)
@@ -86,3 +146,17 @@ def load_library(spec: NativeLibrary, path: str) -> ctypes.CDLL:
         if argtypes is not None:
             fn.argtypes = list(argtypes)
     return lib
+
+
+#: Error codes shared by both C APIs (SGFORMER_IAM_ERR_ARGUMENT / _LAYOUT; anything else is the library's own).
+ERR_ARGUMENT, ERR_LAYOUT = 1, 2
+
+
+def raise_status(status: int, message: str, other: type[Exception] = PluginLibraryError) -> None:
+    """Turn a failed call's status into the project's exception: ValueError for a bad argument, ConfigError for an
+    inconsistent layout, ``other`` for the rest (a CUDA error, an internal failure)."""
+    if status == ERR_LAYOUT:
+        raise ConfigError(message)
+    if status == ERR_ARGUMENT:
+        raise ValueError(message)
+    raise other(message)

@@ -40,9 +40,11 @@ from typing import Optional, Sequence
 import torch
 
 from pipeline.core.errors import ConfigError, PluginLibraryError
-from pipeline.iam.reference import IamLayout, check_layout, iam_aggregate
+from pipeline.iam.layout import IamLayout, check_layout
+from pipeline.iam.reference import iam_aggregate
 from pipeline.iam.host import PLUGIN_SOURCE_DIR, REPO_ROOT, iam_host
-from pipeline.iam.native import NativeLibrary, find_library, load_library
+from pipeline.iam.native import (TORCH_SIGNATURES, IamCall, NativeLibrary, find_library, iam_call, load_library,
+                                  raise_status)
 from pipeline.iam.host import build_host_library, find_host_library
 
 __all__ = [
@@ -66,8 +68,8 @@ CUDA_LIBRARY_NAME = "libsgformer_iam_torch.so"
 HARNESS_LIBRARY_NAME = "libsgformer_iam_kernel_harness.so"
 DEFAULT_CUDA_BUILD_DIR = REPO_ROOT / "build" / "iam-torch"
 
-_CUDA_API_VERSION = 1
-_TOKEN_TYPES = {torch.float32: 0, torch.float16: 1}
+_CUDA_API_VERSION = 2
+_TOKEN_TYPES = (torch.float32, torch.float16)
 _BUILD_HINT = (
     f"build it with pipeline.iam.torch_op.build_cuda_libraries() (or `make gpu-check`, or the CMake target "
     f"sgformer_iam_torch of plugins/sgformer_iam with -DSGFORMER_WITH_TRT_PLUGIN=OFF), or point "
@@ -138,6 +140,18 @@ def _iam(tokens: torch.Tensor, importance: torch.Tensor, weight: torch.Tensor, b
     return torch.from_numpy(row), torch.from_numpy(col)
 
 
+def _device_call(tokens: torch.Tensor, importance: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor,
+                 height: int, width: int, groups: ctypes.Array, tiers: ctypes.Array, seq_row: torch.Tensor,
+                 seq_col: torch.Tensor) -> IamCall:
+    """The launch's argument struct over contiguous tensors: ``data_ptr()`` includes a view's storage offset, so a
+    tensor sliced off a larger buffer passes its own first element (only element-aligned; the launcher narrows
+    its vector width to the pointers). Device-agnostic: the CPU tests hand the same struct to the host reference."""
+    batch, _, channels = tokens.shape
+    pointers = (tokens.data_ptr(), importance.data_ptr(), weight.data_ptr(), bias.data_ptr(), seq_row.data_ptr(),
+                seq_col.data_ptr())
+    return iam_call(str(tokens.dtype).replace("torch.", ""), pointers, (batch, height, width, channels), groups, tiers)
+
+
 @_iam.register_kernel("cuda")
 def _iam_cuda(tokens: torch.Tensor, importance: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, height: int,
               width: int, group_sizes: list[int], tier_sizes: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -151,25 +165,19 @@ def _iam_cuda(tokens: torch.Tensor, importance: torch.Tensor, weight: torch.Tens
     device = tokens.device
     seq_row = tokens.new_empty((batch, out_tokens, channels))
     seq_col = tokens.new_empty((batch, out_tokens, channels))
-    groups = (ctypes.c_int * len(group_sizes))(*group_sizes)
-    tiers = (ctypes.c_int * len(tier_sizes))(*tier_sizes)
+    groups = (ctypes.c_int32 * len(group_sizes))(*group_sizes)
+    tiers = (ctypes.c_int32 * len(tier_sizes))(*tier_sizes)
+    call = _device_call(tokens, importance, weight, bias, height, width, groups, tiers, seq_row, seq_col)
     with torch.cuda.device(device):
         stream = torch.cuda.current_stream(device)
         workspace_bytes = int(lib.sgformer_iam_torch_workspace_size(batch, n))
         # Freed on return; the caching allocator only reuses it for work queued after this launch on this stream.
         workspace = torch.empty(workspace_bytes, dtype=torch.uint8, device=device)
-        status = lib.sgformer_iam_torch_launch(
-            _TOKEN_TYPES[tokens.dtype], tokens.data_ptr(), importance.data_ptr(), weight.data_ptr(), bias.data_ptr(),
-            batch, height, width, channels, groups, tiers, len(group_sizes), seq_row.data_ptr(), seq_col.data_ptr(),
-            workspace.data_ptr(), workspace_bytes, stream.cuda_stream, device.index if device.index is not None else
-            torch.cuda.current_device())
+        index = device.index if device.index is not None else torch.cuda.current_device()
+        status = lib.sgformer_iam_torch_launch(ctypes.byref(call), workspace.data_ptr(), workspace_bytes,
+                                               stream.cuda_stream, index)
     if status != 0:
-        message = lib.sgformer_iam_torch_last_error().decode()
-        if status == 2:
-            raise ConfigError(message)
-        if status == 1:
-            raise ValueError(message)
-        raise RuntimeError(message)
+        raise_status(status, lib.sgformer_iam_torch_last_error().decode(), RuntimeError)
     return seq_row, seq_col
 
 
@@ -221,10 +229,7 @@ def iam_fused(
 # ---------------------------------------------------------------------------------------------- CUDA library
 
 
-_INTS = ctypes.POINTER(ctypes.c_int)
-_VP = ctypes.c_void_p
-
-#: The C API of sgformerIamTorchShim.cpp that this module binds.
+#: The torch op's CUDA library as the loader sees it (signatures: pipeline.iam.native.TORCH_SIGNATURES).
 CUDA_LIBRARY = NativeLibrary(
     what="the sgformer::iam CUDA library",
     env_var=CUDA_LIBRARY_ENV_VAR,
@@ -232,15 +237,7 @@ CUDA_LIBRARY = NativeLibrary(
     hint=_BUILD_HINT,
     version_symbol="sgformer_iam_torch_api_version",
     version=_CUDA_API_VERSION,
-    signatures=(
-        ("sgformer_iam_torch_device_count", (ctypes.c_int, ())),
-        ("sgformer_iam_torch_workspace_size", (ctypes.c_size_t, (ctypes.c_int, ctypes.c_int))),
-        ("sgformer_iam_torch_out_tokens", (ctypes.c_int, (ctypes.c_int, ctypes.c_int, _INTS, _INTS, ctypes.c_int))),
-        ("sgformer_iam_torch_launch", (ctypes.c_int, (
-            ctypes.c_int, _VP, _VP, _VP, _VP, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_int, _INTS, _INTS,
-            ctypes.c_int, _VP, _VP, _VP, ctypes.c_size_t, _VP, ctypes.c_int))),
-        ("sgformer_iam_torch_last_error", (ctypes.c_char_p, ())),
-    ),
+    signatures=TORCH_SIGNATURES,
 )
 
 

@@ -10,6 +10,7 @@
 #include <cuda_fp16.h>
 
 #include <atomic>
+#include <cstdio>
 
 namespace sgformer
 {
@@ -617,6 +618,39 @@ size_t sgformerIamPathWorkspaceSize(IamPath path, int32_t batch, int32_t numToke
     }
     WorkspaceLayout const l = workspaceLayout(batch, numTokens);
     return path == IamPath::kFUSED ? l.fusedTotal : l.cubTotal;
+}
+
+bool planIamEnqueue(SgformerIamParams const& layout, int32_t sizedBatch, int64_t batch, int64_t channels,
+    bool haveWorkspace, IamEnqueuePlan& plan) noexcept
+{
+    plan.params = layout;
+    plan.workspaceBytes = 0;
+    plan.error[0] = '\0';
+    if (batch < 0 || batch > kMAX_BATCH || channels <= 0 || channels > INT32_MAX)
+    {
+        std::snprintf(plan.error, sizeof(plan.error),
+            "input 0 (tokens) has runtime batch %lld and channels %lld; expected B in 0..%d and C > 0",
+            static_cast<long long>(batch), static_cast<long long>(channels), kMAX_BATCH);
+        return false;
+    }
+    plan.params.batch = static_cast<int32_t>(batch);
+    plan.params.channels = static_cast<int32_t>(channels);
+    int32_t const sized = sizedBatch > 0 ? sizedBatch : plan.params.batch;
+    if (plan.params.batch > sized)
+    {
+        std::snprintf(plan.error, sizeof(plan.error),
+            "input 0 (tokens) has runtime batch %d above the profile's max %d that the workspace was sized for",
+            plan.params.batch, sized);
+        return false;
+    }
+    plan.workspaceBytes = sgformerIamWorkspaceSize(sized, layout.numTokens);
+    if (plan.workspaceBytes > 0 && !haveWorkspace && plan.params.batch > 0)
+    {
+        std::snprintf(plan.error, sizeof(plan.error), "workspace is null but %zu bytes were requested",
+            plan.workspaceBytes);
+        return false;
+    }
+    return true;
 }
 
 cudaError_t sgformerIamSelectPath(int32_t numTokens, IamPath* path) noexcept

@@ -75,6 +75,26 @@ size_t sgformerIamWorkspaceSize(int32_t batch, int32_t numTokens) noexcept;
 //! paths some supported GPU may take.
 size_t sgformerIamPathWorkspaceSize(IamPath path, int32_t batch, int32_t numTokens) noexcept;
 
+//! One TensorRT enqueue's launch: the op's params at the runtime shape and the workspace the caller holds.
+struct IamEnqueuePlan
+{
+    SgformerIamParams params; //!< the layout's params with this launch's batch and channels
+    size_t workspaceBytes;    //!< bytes of the workspace TensorRT allocated (getWorkspaceSize's answer)
+    char error[256];          //!< why planIamEnqueue refused, when it returns false
+};
+
+/*!
+ * The workspace policy of an enqueue, on the launcher's side: the runtime batch (0..kMAX_BATCH) and channels
+ * (1..INT32_MAX) are checked; TensorRT allocated sgformerIamWorkspaceSize at `sizedBatch`, the profile's max batch
+ * that configurePlugin recorded (0 for a plugin deserialized for the runtime: TensorRT then allocated the
+ * build-time size, which is >= the size at any runtime batch because the size is monotone in the batch, so the
+ * runtime batch is used); a runtime batch above `sizedBatch` and a null workspace that a launch would need are
+ * refused. The launcher checks workspaceBytes again against what its path really uses on the GPU.
+ * Host arithmetic only; returns false with a message in plan.error.
+ */
+bool planIamEnqueue(SgformerIamParams const& layout, int32_t sizedBatch, int64_t batch, int64_t channels,
+    bool haveWorkspace, IamEnqueuePlan& plan) noexcept;
+
 //! Dynamic shared memory bytes of the fused sort kernel for N tokens (host arithmetic).
 size_t sgformerIamSortSharedBytes(int32_t numTokens) noexcept;
 

@@ -1,7 +1,9 @@
 /*
- * SGFormerIAM: TensorRT glue. Every noexcept override runs its body through guarded()
+ * SGFormerIAM: TensorRT glue. Every noexcept override that can fail runs its body through guarded()
  * (sgformerIamGlue.h), which catches, logs a message that starts with "SGFormerIAM:" and names the
- * method and the field or tensor index, and returns a failure status. The plugin fields are read,
+ * method and the field or tensor index, and returns a failure status (the name/version/namespace
+ * getters and getNbOutputs return constants). enqueue is a few lines over the launcher's workspace
+ * plan (planIamEnqueue in sgformerIamKernel.h). The plugin fields are read,
  * listed and serialized from one table (kFIELDS in sgformerIamFields.h).
  */
 #include "sgformerIamPlugin.h"
@@ -121,13 +123,6 @@ std::string countMessage(int32_t nbInputs, int32_t nbOutputs)
 {
     return "expected " + std::to_string(kNB_INPUTS) + " inputs and " + std::to_string(kNB_OUTPUTS) + " outputs, got "
         + std::to_string(nbInputs) + " and " + std::to_string(nbOutputs);
-}
-
-//! The three bodies that still spell their own try/catch tail (configurePlugin, getWorkspaceSize, enqueue)
-//! report unknown exceptions through this.
-void reportUnknown(char const* method) noexcept
-{
-    reportError(method, "unknown exception");
 }
 
 [[noreturn]] void fail(std::string const& message)
@@ -331,9 +326,7 @@ void SgformerIamPlugin::checkShapes(Dims const* inputs, DataType const* types, i
 int32_t SgformerIamPlugin::configurePlugin(
     DynamicPluginTensorDesc const* in, int32_t nbInputs, DynamicPluginTensorDesc const* out, int32_t nbOutputs) noexcept
 {
-    trace("configurePlugin");
-    try
-    {
+    return guarded("configurePlugin", kSTATUS_FAILURE, [&]() -> int32_t {
         if (in == nullptr || out == nullptr || nbOutputs != kNB_OUTPUTS)
         {
             fail("expected 4 inputs and 2 outputs, got " + std::to_string(nbInputs) + " and " + std::to_string(nbOutputs));
@@ -370,16 +363,7 @@ int32_t SgformerIamPlugin::configurePlugin(
         // A plugin deserialized for the runtime keeps 0 here (TensorRT allocates the build-time size).
         mParams.batch = static_cast<int32_t>(maxBatch);
         return kSTATUS_SUCCESS;
-    }
-    catch (std::exception const& e)
-    {
-        reportError("configurePlugin", e.what());
-    }
-    catch (...)
-    {
-        reportUnknown("configurePlugin");
-    }
-    return kSTATUS_FAILURE;
+    });
 }
 
 int32_t SgformerIamPlugin::getOutputDataTypes(
@@ -470,9 +454,7 @@ int32_t SgformerIamPlugin::getNbOutputs() const noexcept
 size_t SgformerIamPlugin::getWorkspaceSize(DynamicPluginTensorDesc const* inputs, int32_t nbInputs,
     DynamicPluginTensorDesc const* /*outputs*/, int32_t /*nbOutputs*/) const noexcept
 {
-    trace("getWorkspaceSize");
-    try
-    {
+    return guarded("getWorkspaceSize", size_t{0}, [&]() -> size_t {
         if (inputs == nullptr || nbInputs != kNB_INPUTS)
         {
             fail("expected 4 inputs, got " + std::to_string(nbInputs));
@@ -490,16 +472,7 @@ size_t SgformerIamPlugin::getWorkspaceSize(DynamicPluginTensorDesc const* inputs
         // Host arithmetic only (a CPU-only builder asks for it); covers both kernel paths where the GPU
         // could need either (sgformerIamKernel.h).
         return sgformerIamWorkspaceSize(static_cast<int32_t>(batch), mParams.numTokens);
-    }
-    catch (std::exception const& e)
-    {
-        reportError("getWorkspaceSize", e.what());
-    }
-    catch (...)
-    {
-        reportUnknown("getWorkspaceSize");
-    }
-    return 0;
+    });
 }
 
 int32_t SgformerIamPlugin::onShapeChange(
@@ -525,73 +498,50 @@ int32_t SgformerIamPlugin::onShapeChange(
 int32_t SgformerIamPlugin::enqueue(PluginTensorDesc const* inputDesc, PluginTensorDesc const* outputDesc,
     void const* const* inputs, void* const* outputs, void* workspace, cudaStream_t stream) noexcept
 {
-    trace("enqueue");
-    try
-    {
-        if (inputDesc == nullptr || outputDesc == nullptr || inputs == nullptr || outputs == nullptr)
+    return guarded("enqueue", kSTATUS_FAILURE, [&]() -> int32_t {
+        Dims const tok = runtimeTokens(inputDesc, outputDesc, inputs, outputs);
+        IamEnqueuePlan plan;
+        if (!planIamEnqueue(mParams, mParams.batch, tok.d[0], tok.d[2], workspace != nullptr, plan))
         {
-            fail("null tensor descriptors or pointers");
+            fail(plan.error);
         }
-        Dims dims[kNB_INPUTS];
-        DataType types[kNB_INPUTS];
-        for (int32_t i = 0; i < kNB_INPUTS; ++i)
-        {
-            dims[i] = inputDesc[i].dims;
-            types[i] = inputDesc[i].type;
-        }
-        checkShapes(dims, types, kNB_INPUTS);
-        Dims const& tok = dims[kTOKENS_IDX];
-        if (tok.d[0] < 0 || tok.d[0] > kMAX_BATCH || tok.d[2] <= 0 || tok.d[2] > INT32_MAX)
-        {
-            fail("input 0 (tokens) has runtime shape " + dimsToString(tok) + "; expected B in 0.."
-                + std::to_string(kMAX_BATCH) + " and C > 0");
-        }
-        SgformerIamParams params = mParams;
-        params.batch = static_cast<int32_t>(tok.d[0]);
-        params.channels = static_cast<int32_t>(tok.d[2]);
-        IamTokenType const tokenType
-            = types[kTOKENS_IDX] == DataType::kHALF ? IamTokenType::kFLOAT16 : IamTokenType::kFLOAT32;
-        // The workspace TensorRT allocated is getWorkspaceSize at the profile's max batch. configurePlugin
-        // recorded that batch in mParams.batch (build phase); a deserialized plugin has 0 there and
-        // TensorRT allocated the build-time size, which is >= the size at any runtime batch (monotone).
-        // The launcher checks this against the bytes its path really uses on this GPU.
-        int32_t const sizedBatch = mParams.batch > 0 ? mParams.batch : params.batch;
-        if (params.batch > sizedBatch)
-        {
-            fail("input 0 (tokens) has runtime batch " + std::to_string(params.batch) + " above the profile's max "
-                + std::to_string(sizedBatch) + " that the workspace was sized for");
-        }
-        size_t const workspaceBytes = sgformerIamWorkspaceSize(sizedBatch, params.numTokens);
-        if (workspaceBytes > 0 && workspace == nullptr && params.batch > 0)
-        {
-            fail("workspace is null but " + std::to_string(workspaceBytes) + " bytes were requested");
-        }
-        cudaError_t const status = launchSgformerIam(params, tokenType, inputs[kTOKENS_IDX],
+        IamTokenType const type
+            = inputDesc[kTOKENS_IDX].type == DataType::kHALF ? IamTokenType::kFLOAT16 : IamTokenType::kFLOAT32;
+        cudaError_t const status = launchSgformerIam(plan.params, type, inputs[kTOKENS_IDX],
             static_cast<float const*>(inputs[kIMPORTANCE_IDX]), static_cast<float const*>(inputs[kWEIGHT_IDX]),
             static_cast<float const*>(inputs[kBIAS_IDX]), outputs[kSEQ_ROW_IDX], outputs[kSEQ_COL_IDX], workspace,
-            workspaceBytes, stream);
+            plan.workspaceBytes, stream);
         if (status != cudaSuccess)
         {
             fail(std::string("kernel launch failed for tokens ") + dimsToString(tok) + ": " + cudaGetErrorName(status)
                 + " (" + cudaGetErrorString(status) + ")");
         }
         return kSTATUS_SUCCESS;
-    }
-    catch (std::exception const& e)
+    });
+}
+
+Dims SgformerIamPlugin::runtimeTokens(PluginTensorDesc const* inputDesc, PluginTensorDesc const* outputDesc,
+    void const* const* inputs, void* const* outputs) const
+{
+    if (inputDesc == nullptr || outputDesc == nullptr || inputs == nullptr || outputs == nullptr)
     {
-        reportError("enqueue", e.what());
+        fail("null tensor descriptors or pointers");
     }
-    catch (...)
+    Dims dims[kNB_INPUTS];
+    DataType types[kNB_INPUTS];
+    for (int32_t i = 0; i < kNB_INPUTS; ++i)
     {
-        reportUnknown("enqueue");
+        dims[i] = inputDesc[i].dims;
+        types[i] = inputDesc[i].type;
     }
-    return kSTATUS_FAILURE;
+    checkShapes(dims, types, kNB_INPUTS);
+    return dims[kTOKENS_IDX];
 }
 
 nvinfer1::IPluginV3* SgformerIamPlugin::attachToContext(nvinfer1::IPluginResourceContext* /*context*/) noexcept
 {
-    trace("attachToContext");
-    return clone(); // no per-context resources
+    return guarded("attachToContext", static_cast<nvinfer1::IPluginV3*>(nullptr),
+        [&]() -> nvinfer1::IPluginV3* { return clone(); }); // no per-context resources
 }
 
 PluginFieldCollection const* SgformerIamPlugin::getFieldsToSerialize() noexcept

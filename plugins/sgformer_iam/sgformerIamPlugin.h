@@ -75,6 +75,9 @@ public:
 private:
     //! Throws std::invalid_argument naming the tensor index if the shapes do not fit the fields.
     void checkShapes(nvinfer1::Dims const* inputs, nvinfer1::DataType const* types, int32_t nbInputs) const;
+    //! enqueue's inputs checked (non-null descriptors and pointers, checkShapes); the runtime tokens dims.
+    nvinfer1::Dims runtimeTokens(nvinfer1::PluginTensorDesc const* inputDesc,
+        nvinfer1::PluginTensorDesc const* outputDesc, void const* const* inputs, void* const* outputs) const;
 
     SgformerIamParams mParams;          //!< static layout; batch = the profile's max batch once configurePlugin
                                         //!< ran (0 in a deserialized plugin); enqueue copies it and sets the

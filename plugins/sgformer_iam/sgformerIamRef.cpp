@@ -2,11 +2,11 @@
  * SGFormerIAM: CPU host reference. Loops over the math of sgformerIamMath.h; built without CUDA.
  *
  * Two implementations of one contract:
- *   - the fast path (sgformer_iam_ref_fp32 / _fp16): a stable LSD radix sort of the importance keys and the
+ *   - the fast path (sgformer_iam_ref_run): a stable LSD radix sort of the importance keys and the
  *     group sums over output tokens, spread over a small worker pool (batch rows x two sequences for the sort,
  *     then batch rows x two sequences x chunks of output tokens for the sums), with grow-only thread-local
  *     scratch, so a call allocates nothing once the largest shape has been seen;
- *   - the plain path (sgformer_iam_ref_plain_fp32 / _fp16): the original single-threaded loops with
+ *   - the plain path (sgformer_iam_ref_run_plain): the original single-threaded loops with
  *     std::stable_sort, kept as the executable specification the fast path is tested against bit for bit.
  * Both produce the same bits: the radix sort is stable, so equal keys keep ascending sequence position exactly as
  * std::stable_sort does, and every output element is the same chain of fmaf calls followed by one add
@@ -19,6 +19,7 @@
 #include "sgformerIamMath.h"
 
 #include <algorithm>
+#include <cstddef>
 #include <atomic>
 #include <condition_variable>
 #include <cstdlib>
@@ -34,7 +35,7 @@ namespace
 
 using sgformer::iam::SgformerIamParams;
 
-constexpr int32_t kAPI_VERSION = 2;
+constexpr int32_t kAPI_VERSION = 3;
 constexpr int32_t kMAX_THREADS = 256;
 //! Output tokens below which a sequence is not split further (the per-chunk cost would be mostly overhead).
 constexpr int32_t kMIN_TOKENS_PER_CHUNK = 32;
@@ -75,31 +76,31 @@ struct Fp16Tokens
     }
 };
 
-int32_t checkArguments(void const* tokens, float const* importance, float const* weight, float const* bias,
-    int32_t batch, int32_t height, int32_t width, int32_t channels, int32_t const* groupSizes,
-    int32_t const* tierSizes, int32_t numTiers, void const* seqRow, void const* seqCol, SgformerIamParams& params)
+int32_t checkArguments(SgformerIamCall const& c, SgformerIamParams& params)
 {
     char msg[256] = {};
-    if (sgformer::iam::makeIamParams(height, width, groupSizes, tierSizes, numTiers, params, msg, sizeof(msg)) != 0)
+    if (sgformer::iam::makeIamParams(c.height, c.width, c.group_sizes, c.tier_sizes, c.n_tiers, params, msg,
+            sizeof(msg))
+        != 0)
     {
         return setError(SGFORMER_IAM_ERR_LAYOUT, msg);
     }
-    if (batch < 0 || channels <= 0)
+    if (c.batch < 0 || c.channels <= 0)
     {
         return setError(SGFORMER_IAM_ERR_ARGUMENT,
-            "SGFormerIAM: batch=" + std::to_string(batch) + " must be >= 0 and channels=" + std::to_string(channels)
-                + " must be > 0");
+            "SGFormerIAM: batch=" + std::to_string(c.batch) + " must be >= 0 and channels="
+                + std::to_string(c.channels) + " must be > 0");
     }
-    if (batch > 0
-        && (tokens == nullptr || importance == nullptr || weight == nullptr || bias == nullptr || seqRow == nullptr
-            || seqCol == nullptr))
+    if (c.batch > 0
+        && (c.tokens == nullptr || c.importance == nullptr || c.agg_weight == nullptr || c.agg_bias == nullptr
+            || c.seq_row == nullptr || c.seq_col == nullptr))
     {
         return setError(SGFORMER_IAM_ERR_ARGUMENT,
             "SGFormerIAM: null pointer among tokens (input 0), importance (1), agg_weight (2), agg_bias (3), "
             "seq_row (output 0), seq_col (output 1)");
     }
-    params.batch = batch;
-    params.channels = channels;
+    params.batch = c.batch;
+    params.channels = c.channels;
     return SGFORMER_IAM_OK;
 }
 
@@ -163,18 +164,22 @@ void plainSequence(SgformerIamParams const& p, typename Tokens::Storage const* t
 }
 
 template <typename Tokens>
-int32_t runPlain(typename Tokens::Storage const* tokens, float const* importance, float const* weight,
-    float const* bias, int32_t batch, int32_t height, int32_t width, int32_t channels, int32_t const* groupSizes,
-    int32_t const* tierSizes, int32_t numTiers, typename Tokens::Storage* seqRow, typename Tokens::Storage* seqCol)
+int32_t runPlain(SgformerIamCall const& c)
 {
     return guarded([&]() {
         SgformerIamParams p;
-        int32_t const status = checkArguments(tokens, importance, weight, bias, batch, height, width, channels,
-            groupSizes, tierSizes, numTiers, seqRow, seqCol, p);
+        int32_t const status = checkArguments(c, p);
         if (status != SGFORMER_IAM_OK)
         {
             return status;
         }
+        using Storage = typename Tokens::Storage;
+        auto const* tokens = static_cast<Storage const*>(c.tokens);
+        float const* importance = c.importance;
+        float const* weight = c.agg_weight;
+        float const* bias = c.agg_bias;
+        auto* seqRow = static_cast<Storage*>(c.seq_row);
+        auto* seqCol = static_cast<Storage*>(c.seq_col);
         std::vector<uint32_t> keys(p.numTokens);
         std::vector<int32_t> order(p.numTokens);
         std::vector<float> acc(p.channels);
@@ -518,18 +523,16 @@ struct FastJob
 };
 
 template <typename Tokens>
-int32_t runFast(typename Tokens::Storage const* tokens, float const* importance, float const* weight,
-    float const* bias, int32_t batch, int32_t height, int32_t width, int32_t channels, int32_t const* groupSizes,
-    int32_t const* tierSizes, int32_t numTiers, typename Tokens::Storage* seqRow, typename Tokens::Storage* seqCol)
+int32_t runFast(SgformerIamCall const& c)
 {
     return guarded([&]() {
         SgformerIamParams p;
-        int32_t const status = checkArguments(tokens, importance, weight, bias, batch, height, width, channels,
-            groupSizes, tierSizes, numTiers, seqRow, seqCol, p);
+        int32_t const status = checkArguments(c, p);
         if (status != SGFORMER_IAM_OK)
         {
             return status;
         }
+        using Storage = typename Tokens::Storage;
         if (p.batch == 0)
         {
             tLastError.clear();
@@ -546,7 +549,8 @@ int32_t runFast(typename Tokens::Storage const* tokens, float const* importance,
             int64_t const want = (threads + sequences - 1) / sequences;
             chunks = static_cast<int32_t>(std::max<int64_t>(1, std::min<int64_t>(want, p.outTokens / kMIN_TOKENS_PER_CHUNK)));
         }
-        FastJob<Tokens> job{&p, tokens, importance, weight, bias, seqRow, seqCol,
+        FastJob<Tokens> job{&p, static_cast<Storage const*>(c.tokens), c.importance, c.agg_weight, c.agg_bias,
+            static_cast<Storage*>(c.seq_row), static_cast<Storage*>(c.seq_col),
             grow(callerOrders(), static_cast<size_t>(sequences) * p.numTokens), chunks, false};
 #if defined(SGFORMER_IAM_HAVE_FMA_CLONE)
         job.fma = cpuHasFma();
@@ -556,6 +560,26 @@ int32_t runFast(typename Tokens::Storage const* tokens, float const* importance,
         tLastError.clear();
         return int32_t{SGFORMER_IAM_OK};
     });
+}
+
+//! One entry point for both token types: the call checked for null and an unknown token_type first.
+int32_t dispatch(SgformerIamCall const* call, int32_t (*fp32)(SgformerIamCall const&),
+    int32_t (*fp16)(SgformerIamCall const&))
+{
+    if (call == nullptr)
+    {
+        return setError(SGFORMER_IAM_ERR_ARGUMENT, "SGFormerIAM: the call struct is null");
+    }
+    if (call->token_type == SGFORMER_IAM_FLOAT32)
+    {
+        return fp32(*call);
+    }
+    if (call->token_type == SGFORMER_IAM_FLOAT16)
+    {
+        return fp16(*call);
+    }
+    return setError(SGFORMER_IAM_ERR_ARGUMENT,
+        "SGFormerIAM: token_type=" + std::to_string(call->token_type) + " is neither 0 (float32) nor 1 (float16)");
 }
 
 } // namespace
@@ -568,36 +592,30 @@ int sgformer_iam_ref_api_version(void)
     return kAPI_VERSION;
 }
 
-int sgformer_iam_ref_fp32(float const* tokens, float const* importance, float const* agg_weight,
-    float const* agg_bias, int batch, int height, int width, int channels, int const* group_sizes,
-    int const* tier_sizes, int n_tiers, float* seq_row, float* seq_col)
+int sgformer_iam_ref_run(SgformerIamCall const* call)
 {
-    return runFast<Fp32Tokens>(tokens, importance, agg_weight, agg_bias, batch, height, width, channels,
-        group_sizes, tier_sizes, n_tiers, seq_row, seq_col);
+    return dispatch(call, &runFast<Fp32Tokens>, &runFast<Fp16Tokens>);
 }
 
-int sgformer_iam_ref_fp16(uint16_t const* tokens, float const* importance, float const* agg_weight,
-    float const* agg_bias, int batch, int height, int width, int channels, int const* group_sizes,
-    int const* tier_sizes, int n_tiers, uint16_t* seq_row, uint16_t* seq_col)
+int sgformer_iam_ref_run_plain(SgformerIamCall const* call)
 {
-    return runFast<Fp16Tokens>(tokens, importance, agg_weight, agg_bias, batch, height, width, channels,
-        group_sizes, tier_sizes, n_tiers, seq_row, seq_col);
+    return dispatch(call, &runPlain<Fp32Tokens>, &runPlain<Fp16Tokens>);
 }
 
-int sgformer_iam_ref_plain_fp32(float const* tokens, float const* importance, float const* agg_weight,
-    float const* agg_bias, int batch, int height, int width, int channels, int const* group_sizes,
-    int const* tier_sizes, int n_tiers, float* seq_row, float* seq_col)
+int sgformer_iam_ref_call_offsets(size_t* offsets, int capacity)
 {
-    return runPlain<Fp32Tokens>(tokens, importance, agg_weight, agg_bias, batch, height, width, channels,
-        group_sizes, tier_sizes, n_tiers, seq_row, seq_col);
-}
-
-int sgformer_iam_ref_plain_fp16(uint16_t const* tokens, float const* importance, float const* agg_weight,
-    float const* agg_bias, int batch, int height, int width, int channels, int const* group_sizes,
-    int const* tier_sizes, int n_tiers, uint16_t* seq_row, uint16_t* seq_col)
-{
-    return runPlain<Fp16Tokens>(tokens, importance, agg_weight, agg_bias, batch, height, width, channels,
-        group_sizes, tier_sizes, n_tiers, seq_row, seq_col);
+    size_t const all[] = {offsetof(SgformerIamCall, token_type), offsetof(SgformerIamCall, batch),
+        offsetof(SgformerIamCall, height), offsetof(SgformerIamCall, width), offsetof(SgformerIamCall, channels),
+        offsetof(SgformerIamCall, n_tiers), offsetof(SgformerIamCall, group_sizes),
+        offsetof(SgformerIamCall, tier_sizes), offsetof(SgformerIamCall, tokens), offsetof(SgformerIamCall, importance),
+        offsetof(SgformerIamCall, agg_weight), offsetof(SgformerIamCall, agg_bias), offsetof(SgformerIamCall, seq_row),
+        offsetof(SgformerIamCall, seq_col), sizeof(SgformerIamCall)};
+    int const count = static_cast<int>(sizeof(all) / sizeof(all[0]));
+    for (int i = 0; offsets != nullptr && i < count && i < capacity; ++i)
+    {
+        offsets[i] = all[i];
+    }
+    return count;
 }
 
 int sgformer_iam_ref_set_threads(int threads)

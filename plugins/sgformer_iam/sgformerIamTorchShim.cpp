@@ -1,15 +1,17 @@
 /*
- * SGFormerIAM: C ABI over the CUDA launcher for PyTorch (pipeline/iam_op.py loads this with ctypes).
+ * SGFormerIAM: C ABI over the CUDA launcher for PyTorch (pipeline/iam/torch_op.py loads this with ctypes).
  *
  * No TensorRT and no libtorch: the caller passes device pointers of contiguous tensors, the
  * cudaStream_t of PyTorch's current stream and a workspace it allocated from PyTorch's caching
  * allocator (sgformer_iam_torch_workspace_size bytes). The kernel is the one the TensorRT plugin
  * runs (launchSgformerIam in sgformerIamKernel.h); this file only validates arguments, fills the
- * SgformerIamParams with makeIamParams and forwards the call. Nothing is allocated or synchronized.
+ * SgformerIamParams with makeIamParams from one SgformerIamCall (sgformerIamCall.h) and forwards the
+ * call. Nothing is allocated or synchronized.
  *
  * Every entry returns 0 or an error code (1 argument, 2 layout, 3 CUDA); the message is then in
  * sgformer_iam_torch_last_error() (thread-local, valid until the next call on the same thread).
  */
+#include "sgformerIamCall.h"
 #include "sgformerIamKernel.h"
 
 #include <cuda_runtime_api.h>
@@ -24,7 +26,7 @@
 namespace
 {
 
-constexpr int kAPI_VERSION = 1;
+constexpr int kAPI_VERSION = 2;
 constexpr int kOK = 0;
 constexpr int kERR_ARGUMENT = 1;
 constexpr int kERR_LAYOUT = 2;
@@ -89,42 +91,45 @@ SGFORMER_IAM_TORCH_API int sgformer_iam_torch_out_tokens(
 }
 
 /*!
- * Enqueue the op on `stream` (a cudaStream_t; 0 is the legacy default stream) of device `device`.
- * token_type: 0 float32, 1 float16 (tokens, seq_row, seq_col). importance, weight, bias: float32.
- * All pointers are device pointers of contiguous buffers; group_sizes/tier_sizes are host arrays.
+ * Enqueue the op described by `call` (sgformerIamCall.h: device pointers of contiguous buffers, host arrays for
+ * group_sizes/tier_sizes) on `stream` (a cudaStream_t; 0 is the legacy default stream) of device `device`, with
+ * `workspace_bytes` of device workspace.
  */
-SGFORMER_IAM_TORCH_API int sgformer_iam_torch_launch(int token_type, void const* tokens, float const* importance,
-    float const* weight, float const* bias, int batch, int height, int width, int channels, int const* group_sizes,
-    int const* tier_sizes, int n_tiers, void* seq_row, void* seq_col, void* workspace, size_t workspace_bytes,
-    void* stream, int device)
+SGFORMER_IAM_TORCH_API int sgformer_iam_torch_launch(
+    SgformerIamCall const* call, void* workspace, size_t workspace_bytes, void* stream, int device)
 {
     using namespace sgformer::iam;
-    if (token_type != static_cast<int>(IamTokenType::kFLOAT32) && token_type != static_cast<int>(IamTokenType::kFLOAT16))
+    if (call == nullptr)
     {
-        return fail(kERR_ARGUMENT, "SGFormerIAM (torch): token_type " + std::to_string(token_type)
+        return fail(kERR_ARGUMENT, "SGFormerIAM (torch): the call struct is null");
+    }
+    SgformerIamCall const& c = *call;
+    if (c.token_type != SGFORMER_IAM_FLOAT32 && c.token_type != SGFORMER_IAM_FLOAT16)
+    {
+        return fail(kERR_ARGUMENT, "SGFormerIAM (torch): token_type " + std::to_string(c.token_type)
                 + " is neither 0 (float32) nor 1 (float16)");
     }
-    if (batch < 0 || batch > kMAX_BATCH || channels <= 0)
+    if (c.batch < 0 || c.batch > kMAX_BATCH || c.channels <= 0)
     {
-        return fail(kERR_ARGUMENT, "SGFormerIAM (torch): batch " + std::to_string(batch) + " must be in 0.."
-                + std::to_string(kMAX_BATCH) + " and channels " + std::to_string(channels) + " positive");
+        return fail(kERR_ARGUMENT, "SGFormerIAM (torch): batch " + std::to_string(c.batch) + " must be in 0.."
+                + std::to_string(kMAX_BATCH) + " and channels " + std::to_string(c.channels) + " positive");
     }
     SgformerIamParams params;
-    if (makeParams(height, width, group_sizes, tier_sizes, n_tiers, params) != kOK)
+    if (makeParams(c.height, c.width, c.group_sizes, c.tier_sizes, c.n_tiers, params) != kOK)
     {
         return kERR_LAYOUT;
     }
-    params.batch = batch;
-    params.channels = channels;
-    size_t const needed = sgformerIamWorkspaceSize(batch, params.numTokens);
+    params.batch = c.batch;
+    params.channels = c.channels;
+    size_t const needed = sgformerIamWorkspaceSize(c.batch, params.numTokens);
     if (workspace_bytes < needed)
     {
         return fail(kERR_ARGUMENT, "SGFormerIAM (torch): workspace of " + std::to_string(workspace_bytes)
                 + " bytes, the launcher needs " + std::to_string(needed));
     }
-    if (batch > 0
-        && (tokens == nullptr || importance == nullptr || weight == nullptr || bias == nullptr || seq_row == nullptr
-            || seq_col == nullptr || workspace == nullptr))
+    if (c.batch > 0
+        && (c.tokens == nullptr || c.importance == nullptr || c.agg_weight == nullptr || c.agg_bias == nullptr
+            || c.seq_row == nullptr || c.seq_col == nullptr || workspace == nullptr))
     {
         return fail(kERR_ARGUMENT, "SGFormerIAM (torch): a device pointer is null");
     }
@@ -139,8 +144,8 @@ SGFORMER_IAM_TORCH_API int sgformer_iam_torch_launch(int token_type, void const*
     {
         return cudaFail("selecting the device", status);
     }
-    status = launchSgformerIam(params, static_cast<IamTokenType>(token_type), tokens, importance, weight, bias,
-        seq_row, seq_col, workspace, workspace_bytes, static_cast<cudaStream_t>(stream));
+    status = launchSgformerIam(params, static_cast<IamTokenType>(c.token_type), c.tokens, c.importance, c.agg_weight,
+        c.agg_bias, c.seq_row, c.seq_col, workspace, workspace_bytes, static_cast<cudaStream_t>(stream));
     if (status != cudaSuccess)
     {
         return cudaFail("launchSgformerIam", status);

@@ -3,7 +3,7 @@
 Used by test_iam_kernel_emu.py for the negative control in a subprocess: a kernel with a barrier deleted
 may also write shared memory out of bounds, which on the CPU corrupts the process instead of raising a
 CUDA error, so it must not run inside the pytest process. Imports only numpy (the parent computed the
-host-reference outputs and saved them with the inputs).
+host-reference outputs and saved them with the inputs) and pipeline.iam.layout (standard library only).
 
   python iam_emu_mutant_check.py EMU_LIB CASES.npz [PATH [CUB_RADIX_BITS]]
 
@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(1, str(Path(__file__).resolve().parents[2]))  # the repository root: pipeline.iam.layout
 
 from iam_kernel_api import Layout, bits, load_kernel_harness, run_op  # noqa: E402
 

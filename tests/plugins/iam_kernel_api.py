@@ -45,10 +45,11 @@ and the emulator's controls (plugins/sgformer_iam/cudahost/cudahostCapi.cpp):
 from __future__ import annotations
 
 import ctypes
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from pipeline.iam.layout import IamLayout
 
 _F32P = ctypes.POINTER(ctypes.c_float)
 _U16P = ctypes.POINTER(ctypes.c_uint16)
@@ -57,21 +58,8 @@ _I32P = ctypes.POINTER(ctypes.c_int)
 PATH_AUTO, PATH_FUSED, PATH_CUB = -1, 0, 1
 
 
-@dataclass(frozen=True)
-class Layout:
-    """The static part of an IAM op (pipeline.iam.reference.IamLayout has the same fields)."""
-    height: int
-    width: int
-    group_sizes: tuple[int, ...]
-    tier_sizes: tuple[int, ...]
-
-    @property
-    def num_tokens(self) -> int:
-        return self.height * self.width
-
-    @property
-    def out_tokens(self) -> int:
-        return sum(t // g for g, t in zip(self.group_sizes, self.tier_sizes))
+#: The one IAM layout class (pipeline/iam/layout.py imports only the standard library and pipeline.core.errors).
+Layout = IamLayout
 
 
 def load_kernel_harness(path: Path) -> ctypes.CDLL:

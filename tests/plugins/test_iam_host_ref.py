@@ -226,3 +226,32 @@ def test_out_buffers_are_written_in_place(host_ref_library) -> None:
     assert np.array_equal(row, want[0]) and np.array_equal(col, want[1])
     with pytest.raises(ValueError, match="C-contiguous"):
         run_layout(layout, tokens, importance, weight, bias, out=(row[:1], col))
+
+
+def test_call_struct_mirror_matches_the_c_layout(host_ref_library) -> None:
+    """pipeline.iam.native.IamCall is the one ctypes mirror of SgformerIamCall: every field offset and the size
+    agree with the compiler's offsetof/sizeof (a reordered or retyped field would pass garbage pointers)."""
+    import ctypes
+
+    from pipeline.iam.host import _load
+    from pipeline.iam.native import IamCall
+
+    lib = _load(str(host_ref_library))
+    offsets = (ctypes.c_size_t * 32)()
+    count = lib.sgformer_iam_ref_call_offsets(offsets, 32)
+    mirror = [getattr(IamCall, name).offset for name, _ in IamCall._fields_] + [ctypes.sizeof(IamCall)]
+    assert count == len(mirror) and list(offsets[:count]) == mirror
+
+
+def test_call_struct_rejects_an_unknown_token_type(host_ref_library) -> None:
+    """The struct's token_type is checked by the library, not trusted (ValueError naming it)."""
+    import ctypes
+
+    from pipeline.iam.host import _load
+    from pipeline.iam.native import IamCall, raise_status
+
+    lib = _load(str(host_ref_library))
+    call = IamCall(token_type=5, batch=1, height=2, width=2, channels=1)
+    status = lib.sgformer_iam_ref_run(ctypes.byref(call))
+    with pytest.raises(ValueError, match="token_type=5"):
+        raise_status(status, lib.sgformer_iam_ref_last_error().decode())

@@ -24,6 +24,28 @@ void check(bool ok, std::string const& what)
     }
 }
 
+//! A float32 call on a 1 x 2 x 2 x 1 input with two tiers (groups/tiers given), the rest filled in.
+int runFp32(float const* tokens, float const* importance, float const* weight, float const* bias,
+    int const* groups, int const* tiers, int nTiers, float* row, float* col)
+{
+    SgformerIamCall call{};
+    call.token_type = SGFORMER_IAM_FLOAT32;
+    call.batch = 1;
+    call.height = 2;
+    call.width = 2;
+    call.channels = 1;
+    call.n_tiers = nTiers;
+    call.group_sizes = groups;
+    call.tier_sizes = tiers;
+    call.tokens = tokens;
+    call.importance = importance;
+    call.agg_weight = weight;
+    call.agg_bias = bias;
+    call.seq_row = row;
+    call.seq_col = col;
+    return sgformer_iam_ref_run(&call);
+}
+
 void checkOrderWithTies(float zeroA, float zeroB)
 {
     // 2x2 grid, C = 1, token value = row-major index. All importances tie, so the row sequence is
@@ -36,7 +58,7 @@ void checkOrderWithTies(float zeroA, float zeroB)
     int const tiers[2] = {2, 2};
     float row[3] = {};
     float col[3] = {};
-    int const status = sgformer_iam_ref_fp32(tokens, importance, weight, bias, 1, 2, 2, 1, groups, tiers, 2, row, col);
+    int const status = runFp32(tokens, importance, weight, bias, groups, tiers, 2, row, col);
     check(status == SGFORMER_IAM_OK, std::string("status ok: ") + sgformer_iam_ref_last_error());
     float const wantRow[3] = {10.5f, 199.f, 299.f};
     float const wantCol[3] = {20.5f, 99.f, 299.f};
@@ -58,7 +80,7 @@ void checkAscending()
     int const tiers[2] = {2, 2};
     float row[3] = {};
     float col[3] = {};
-    check(sgformer_iam_ref_fp32(tokens, importance, weight, bias, 1, 2, 2, 1, groups, tiers, 2, row, col) == 0,
+    check(runFp32(tokens, importance, weight, bias, groups, tiers, 2, row, col) == 0,
         "status ok (ascending)");
     check(row[0] == 3.f + 20.f && row[1] == 100.f && row[2] == 0.f, "ascending seq_row");
     check(col[0] == row[0] && col[1] == row[1] && col[2] == row[2], "seq_col equals seq_row without ties");
@@ -69,12 +91,17 @@ void checkErrors()
     float dummy[8] = {};
     int const groups[2] = {2, 1};
     int const badTiers[2] = {2, 1};
-    int status = sgformer_iam_ref_fp32(dummy, dummy, dummy, dummy, 1, 2, 2, 1, groups, badTiers, 2, dummy, dummy);
+    int status = runFp32(dummy, dummy, dummy, dummy, groups, badTiers, 2, dummy, dummy);
     check(status == SGFORMER_IAM_ERR_LAYOUT, "tier sum mismatch rejected");
     check(std::strstr(sgformer_iam_ref_last_error(), "tier_sizes") != nullptr, "message names tier_sizes");
     int const tiers[2] = {2, 2};
-    status = sgformer_iam_ref_fp32(nullptr, dummy, dummy, dummy, 1, 2, 2, 1, groups, tiers, 2, dummy, dummy);
+    status = runFp32(nullptr, dummy, dummy, dummy, groups, tiers, 2, dummy, dummy);
     check(status == SGFORMER_IAM_ERR_ARGUMENT, "null tokens rejected");
+    check(sgformer_iam_ref_run(nullptr) == SGFORMER_IAM_ERR_ARGUMENT, "null call rejected");
+    SgformerIamCall badType{};
+    badType.token_type = 7;
+    check(sgformer_iam_ref_run_plain(&badType) == SGFORMER_IAM_ERR_ARGUMENT, "token_type 7 rejected");
+    check(std::strstr(sgformer_iam_ref_last_error(), "token_type=7") != nullptr, "message names token_type");
     check(sgformer_iam_ref_out_tokens(2, 2, groups, tiers, 2) == 3, "out_tokens of 2x2 layout");
     check(sgformer_iam_ref_out_tokens(2, 2, groups, tiers, 4) == -1, "4 tiers rejected");
 }
