@@ -10,6 +10,7 @@ import pytest
 from pipeline.core.errors import StorageError
 import torch
 
+from pipeline.cli import export as export_cli  # the verb (options + run) over pipeline.stages.export
 from pipeline.stages import export as export_mod
 from pipeline.core.errors import ExportError
 from pipeline.graph import metadata as read_metadata, op_histogram
@@ -103,9 +104,9 @@ def test_cli_writes_atomically(tmp_path, monkeypatch):
 
     monkeypatch.setattr(onnx, "save_model", failing_save)
     with pytest.raises(StorageError, match="disk full"):  # the OSError as one typed line naming the path
-        export_mod.run(args)
+        export_cli.run(args)
     assert not target.exists()
     assert list(target.parent.iterdir()) == [], "no partial or temp file may remain"
     monkeypatch.undo()
-    assert export_mod.run(args) == 0
+    assert export_cli.run(args) == 0
     assert onnx.load(str(target)).graph.output[0].name == "logits"
