@@ -5,11 +5,15 @@ measured distance from a perfect cosine (1 - cosine_min), so a placement bug tha
 - fp16: measured cosine min 0.999998 (1 - cos = 2e-6) -> bound 1 - 4e-6, and identical top-1. The user-facing
   rule (``pipeline.core.tolerances``: 0.9995) is looser by design (trained weights, other kernels); this test
   holds the placement of this pass to what it measurably achieves.
-- int8: measured cosine min 0.99943 (1 - cos = 5.7e-4) -> bound 1 - 1.2e-3. The weights are random
+- int8: measured cosine min 0.99943 and 0.99920 in two runs (1 - cos = 5.7e-4, 8.0e-4) -> bound 1 - 1.6e-3.
+  The weights are random
   (parity-conditioned), so the top-1 class is nearly arbitrary and not asserted for int8: the 97 % target
   (docs/sgformer.md) needs real weights and real images.
 The planted controls below put a Cast (fp16) or a Q/DQ pair (int8) on the importance maps in front of every sort,
-exactly what the placement passes must never do, and the same report must then fail.
+exactly what the placement passes must never do. Measured: the cosine report does NOT see them with these weights
+(fp16 1 - cos 2.6e-6 planted vs 2.1e-6; int8 8.07e-4 planted vs 7.97e-4: the f weights are 1/k, so tokens that
+change tier inside a near-tie barely move the logits, as with the rewrite's wiring). So the accuracy report's
+placement verdict has a structural half, ``importance_path_problems``, and the planted graphs must fail it.
 """
 from __future__ import annotations
 
@@ -61,12 +65,35 @@ def test_evaluate_bad_input_is_a_clean_error(tmp_path):
 
 #: 1 - cosine_min allowed, about 2x the measured value (module docstring): fp16 2e-6 measured, int8 5.7e-4.
 FP16_MAX_COSINE_LOSS = 4e-6
-INT8_MAX_COSINE_LOSS = 1.2e-3
+INT8_MAX_COSINE_LOSS = 1.6e-3
+#: Ops that may sit between an importance map and its sort without changing it (fp32, not quantized).
+_MAP_PLUMBING = frozenset({"Reshape", "Transpose", "Squeeze", "Unsqueeze", "Identity", "Flatten", "Cast",
+                           "QuantizeLinear", "DequantizeLinear"})
 
 
-def placement_problems(report) -> list[str]:
-    """The accuracy report's verdict on the fp16 / int8 placement (empty: pass)."""
+def importance_path_problems(model) -> list[str]:
+    """Every tensor from an importance map's producer to the sort (TopK) that reads it must stay fp32 and
+    unquantized: no Cast to another type and no QuantizeLinear / DequantizeLinear on the way."""
+    from onnx import TensorProto
+
+    producer = {o: n for n in model.graph.node for o in n.output}
     problems = []
+    for topk in (n for n in model.graph.node if n.op_type == "TopK"):
+        node = producer.get(topk.input[0])
+        while node is not None and node.op_type in _MAP_PLUMBING:
+            to = {a.name: a.i for a in node.attribute}.get("to")
+            if node.op_type in ("QuantizeLinear", "DequantizeLinear") or (to is not None and to != TensorProto.FLOAT):
+                problems.append(f"{node.op_type} '{node.name}' on the importance map sorted by '{topk.name}'")
+            node = producer.get(node.input[0])
+    return problems
+
+
+def placement_problems(report, graphs=None) -> list[str]:
+    """The accuracy report's verdict on the fp16 / int8 placement (empty: pass): the cosine bounds, and with
+    ``graphs`` (name -> model) the importance paths' structure."""
+    problems = []
+    for name, model in (graphs or {}).items():
+        problems += [f"{name}: {p}" for p in importance_path_problems(model)]
     for m in report.results:
         loss = 1.0 - m.cosine_min
         bound = FP16_MAX_COSINE_LOSS if m.name.startswith("fp16") else INT8_MAX_COSINE_LOSS
@@ -143,20 +170,21 @@ def test_accuracy_report_sgformer_s(s_placements):
     report = evaluate(graphs, evalset, "s")
     print(format_table(report))
     assert [m.name for m in report.results] == ["fp16", "int8"]
-    assert placement_problems(report) == [], format_table(report)
+    assert placement_problems(report, graphs) == [], format_table(report)
 
 
-def test_planted_fp16_cast_on_the_importance_path_fails_the_accuracy_report(s_placements):
+def test_planted_fp16_cast_on_the_importance_path_fails_the_placement_verdict(s_placements):
+    graphs, _ = s_placements
+    planted = {"fp16": _fp16_cast_on_importance(graphs["fp16"])}
+    problems = importance_path_problems(planted["fp16"])
+    assert problems and all("Cast 'planted_cast_" in p for p in problems), problems
+
+
+def test_planted_int8_qdq_on_the_importance_path_fails_the_placement_verdict(s_placements):
     graphs, evalset = s_placements
-    report = evaluate({"fp16-planted": _fp16_cast_on_importance(graphs["fp16"])}, evalset, "s")
-    assert placement_problems(report), format_table(report)
-
-
-def test_planted_int8_qdq_on_the_importance_path_fails_the_accuracy_report(s_placements):
-    graphs, evalset = s_placements
-    images = np.stack([arr for _, arr in evalset.arrays()])
-    report = evaluate({"int8-planted": _int8_qdq_on_importance(graphs["int8"], images)}, evalset, "s")
-    assert placement_problems(report), format_table(report)
+    images = np.stack([arr for _, arr in evalset.arrays()])[:2]
+    problems = importance_path_problems(_int8_qdq_on_importance(graphs["int8"], images))
+    assert problems and any("QuantizeLinear 'planted_q_" in p for p in problems), problems
 
 
 def test_sensitivity_cli_ranks_layer_groups(exported, tmp_path, capsys):
