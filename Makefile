@@ -194,10 +194,10 @@ gpu-check: ## one-shot GPU acceptance run (<= 6 min; no TensorRT, venv or networ
 	$(GPU_CHECK_PYTHON) scripts/gpu_check.py --out $(GPU_CHECK_OUT) $(GPU_CHECK_ARGS)
 
 test: $(VENV_STAMP) third_party/tensorrt/include/NvInfer.h ## run the CPU test suite (what CI runs)
-	SGFORMER_REQUIRE_NVCC=1 $(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
+	SGFORMER_REQUIRE_NVCC=1 SGFORMER_REQUIRE_RTX=1 SGFORMER_REQUIRE_CXX=1 $(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
 
 test-full: $(VENV_STAMP) third_party/tensorrt/include/NvInfer.h $(PLUGIN_LIB) ## every CPU test, including the slow m/b parity and real-plugin builds
-	SGFORMER_REQUIRE_NVCC=1 SGFORMER_PLUGIN_LIB=$(CURDIR)/$(PLUGIN_LIB) $(PY) -m pytest $(PYTEST_ARGS)
+	SGFORMER_REQUIRE_NVCC=1 SGFORMER_REQUIRE_RTX=1 SGFORMER_REQUIRE_CXX=1 SGFORMER_PLUGIN_LIB=$(CURDIR)/$(PLUGIN_LIB) $(PY) -m pytest $(PYTEST_ARGS)
 
 clean: ## remove build outputs (keeps .venv and engines/)
 	rm -rf build third_party .pytest_cache

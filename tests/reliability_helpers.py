@@ -39,7 +39,8 @@ def _rtx_available() -> bool:
     return True
 
 
-needs_rtx = pytest.mark.skipif(not _rtx_available(), reason="TensorRT-RTX wheels not installed (pip install .[trt-rtx])")
+# SGFORMER_REQUIRE_RTX=1 (CI, `make test`): no skip, so a missing wheel fails these tests (tests/conftest.py policy).
+needs_rtx = pytest.mark.skipif(not _rtx_available() and os.environ.get("SGFORMER_REQUIRE_RTX") != "1", reason="TensorRT-RTX wheels not installed (pip install .[trt-rtx])")
 
 
 def mm_onnx(path: Path, seed: int) -> Path:

@@ -96,18 +96,24 @@ class _FakeClock:
 
 
 def _fake_runner(clock: _FakeClock, name: str, seconds, log: list):
-    """A Runner whose calls take ``seconds(call index)`` on the fake clock and are logged by name."""
-    from pipeline.apps.bench.backends import Runner
+    """A BenchRunner over a runner-protocol runner whose calls take ``seconds(call index)`` on the fake clock and
+    are logged by name."""
+    from pipeline.apps.bench.backends import BenchRunner
+    from pipeline.backends.runners import BaseRunner, Runner
 
-    calls = [0]
+    class Fake(BaseRunner):
+        label = name
+        calls = 0
 
-    def infer(images):
-        clock.now += seconds(calls[0])
-        calls[0] += 1
-        log.append(name)
-        return images
+        def infer(self, images):
+            clock.now += seconds(self.calls)
+            self.calls += 1
+            log.append(name)
+            return images
 
-    return Runner(infer=infer, device="cpu")
+    fake = Fake(batch=8)
+    assert isinstance(fake, Runner)  # the one runner protocol
+    return BenchRunner(fake, device="cpu")
 
 
 def test_interleaved_timing_alternates_and_divides_sums():

@@ -94,6 +94,13 @@ def test_448_model_resamples_pos_embed(tmp_path, source):
     model = create_model("tiny-test", img_size=448, checkpoint=path)
     assert model.pos_embed.shape == (1, 112 * 112, 16)
     assert torch.equal(model.block1[0].attn.q1.weight, source.block1[0].attn.q1.weight)
+    # The values: the 56x56 grid (row-major tokens, channels last) resampled bicubically to 112x112, row for row.
+    grid = source.pos_embed.detach().reshape(1, 56, 56, 16).permute(0, 3, 1, 2)
+    want = torch.nn.functional.interpolate(grid, size=(112, 112), mode="bicubic", align_corners=False)
+    want = want.permute(0, 2, 3, 1).reshape(1, 112 * 112, 16)
+    assert torch.allclose(model.pos_embed.detach(), want, atol=1e-6)
+    transposed = want.reshape(1, 112, 112, 16).transpose(1, 2).reshape(1, 112 * 112, 16)
+    assert not torch.allclose(model.pos_embed.detach(), transposed, atol=1e-3)  # the check sees a transposed grid
 
 
 def test_missing_keys(tmp_path, source):

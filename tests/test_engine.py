@@ -79,16 +79,46 @@ def test_make_engine_fp32_skips_calibration(capsys):
     assert dict(plan)["rewrite"] == "engines/s-fp32-224/model.onnx -> engines/s-fp32-224/model.iam.onnx"
 
 
-@pytest.mark.parametrize("precision", ["fp16", "int8"])
-def test_engine_built_by_tensorrt_rtx_and_verified(precision, built_engine_dir):
-    """calibrate -> rewrite -> build --max-batch 2 (conftest's ``built_engine_dir``, shared with test_package) -> verify."""
-    engine_dir = built_engine_dir(precision)
+def plugin_layouts(engine: bytes) -> list[tuple]:
+    """(height, width, group_sizes, tier_sizes) of every SGFormerIAM layer serialized in ``engine``.
+
+    TensorRT serializes a plugin layer's fields as (int32 name length, name, NUL, int32 type, int32 count, values);
+    the plugin's fields come in ``pipeline.iam.spec.ATTRIBUTES`` order, ``height`` first."""
+    import re
+    import struct
+
+    from pipeline.iam import spec
+
+    layouts = []
+    for match in re.finditer(re.escape(struct.pack("<i", 7) + b"height\0"), engine):
+        pos, fields = match.start(), {}
+        for name in spec.ATTRIBUTES:
+            tag = struct.pack("<i", len(name) + 1) + name.encode() + b"\0"
+            pos = engine.index(tag, pos) + len(tag)
+            _, count = struct.unpack_from("<ii", engine, pos)
+            fields[name] = struct.unpack_from(f"<{count}i", engine, pos + 8)
+            pos += 8 + 4 * count
+        layouts.append((fields["height"][0], fields["width"][0], fields["group_sizes"], fields["tier_sizes"]))
+    return sorted(layouts)
+
+
+@pytest.mark.parametrize("variant,precision", [("s", "fp16"), ("tiny-test", "int8")])
+def test_engine_built_by_tensorrt_rtx_and_verified(variant, precision, built_engine_dir):
+    """calibrate -> rewrite -> build --max-batch 2 (conftest's ``built_engine_dir``; the S fp16 engine is the one
+    real-size build of the session, shared with test_package) -> verify. The engine must hold one SGFormerIAM
+    layer per significance block with the layout the rewrite gave it (read from the serialized plugin fields)."""
+    from pipeline.stages.rewrite import expected_layouts
+
+    engine_dir = built_engine_dir(precision, variant)
     manifest = json.loads((engine_dir / "manifest.json").read_text())
-    assert manifest["precision"] == precision and manifest["variant"] == "s" and manifest["resolution"] == 224
+    assert manifest["precision"] == precision and manifest["variant"] == variant and manifest["resolution"] == 224
     assert manifest["backend"]["flavour"] == "TensorRT-RTX"
     assert "RTX GPUs" in manifest["target"]["description"]
     assert manifest["weights"] == "random-init, seed 0"
-    assert (engine_dir / manifest["engine"]["file"]).stat().st_size == manifest["engine"]["bytes"] > 1_000_000
+    engine = (engine_dir / manifest["engine"]["file"]).read_bytes()
+    assert len(engine) == manifest["engine"]["bytes"] > 100_000
+    assert plugin_layouts(engine) == sorted((l.height, l.width, l.group_sizes, l.tier_sizes)
+                                            for l in expected_layouts(variant, 224))
     assert (engine_dir / "libsgformer_plugins.so").is_file()
     if precision == "int8":
         assert manifest["calibration"]["method"] == "entropy"
@@ -98,30 +128,41 @@ def test_engine_built_by_tensorrt_rtx_and_verified(precision, built_engine_dir):
     assert parity["cosine_min"] >= {"fp16": 0.9995, "int8": 0.99}[precision]
     from pipeline.core.tolerances import parity_rule
 
-    assert parity["rule"] == parity_rule(precision, "onnxruntime").to_dict()  # the stand-in's rule, from the table
+    assert parity["rule"] == parity_rule(precision, "onnxruntime", variant=variant).to_dict()  # the stand-in's rule, from the table
 
 
-def test_verify_refuses_a_changed_onnx(exported, plugin_build, tmp_path):
-    """The stand-in must run the ONNX the engine was built from, not whatever sits in the folder now."""
-    iam = exported("tiny-test", 224).iam
-    assert main(["build", "--onnx", str(iam), "--out-dir", str(tmp_path), "--plugins", str(plugin_build.plugin_library),
-                 "--backend", "tensorrt-rtx", "--max-batch", "2", "--precision", "fp32"]) == 0
-    engine_dir = next(tmp_path.glob("*-fp32-224"))
+@pytest.fixture(scope="module")
+def tiny_fp32_engine(exported, plugin_build, tmp_path_factory) -> Path:
+    """One tiny-test fp32 engine folder (TensorRT-RTX, real plugin), shared; tests that change it copy it first."""
+    out = tmp_path_factory.mktemp("tiny-fp32")
+    assert main(["build", "--onnx", str(exported("tiny-test", 224).iam), "--out-dir", str(out), "--plugins",
+                 str(plugin_build.plugin_library), "--backend", "tensorrt-rtx", "--max-batch", "2", "--precision",
+                 "fp32", "--name", "my-engine"]) == 0
+    return out / "my-engine"
+
+
+def test_verify_refuses_a_changed_onnx(tiny_fp32_engine, tmp_path, capsys):
+    """The stand-in must run the ONNX the engine was built from, not whatever sits in the folder now: verify passes
+    on the folder as built, then refuses (exit 2, naming the changed file) once the ONNX copy has changed."""
+    import shutil
+
+    engine_dir = Path(shutil.copytree(tiny_fp32_engine, tmp_path / "my-engine"))
+    assert main(["verify", "--engine", str(engine_dir), "--cpu", "--num-images", "2"]) == 0
     manifest = json.loads((engine_dir / "manifest.json").read_text())
     onnx_copy = engine_dir / manifest["onnx"]["file"]
-    assert not onnx_copy.exists() or onnx_copy.is_file()
-    onnx_copy.write_bytes(iam.read_bytes() + b"\0")
-    assert main(["verify", "--engine", str(engine_dir)]) == 2
+    assert onnx_copy.is_file()
+    onnx_copy.write_bytes(onnx_copy.read_bytes() + b"\0")
+    capsys.readouterr()
+    assert main(["verify", "--engine", str(engine_dir), "--cpu", "--num-images", "2"]) == 2
+    err = capsys.readouterr().err
+    assert manifest["onnx"]["file"] in err and "sha256" in err and "changed after the build" in err, err
 
 
-def test_run_cpu_stand_in_prints_top5(exported, plugin_build, tmp_path, capsys):
+def test_run_cpu_stand_in_prints_top5(tiny_fp32_engine, tmp_path, capsys):
     """`sgformer-trt run --cpu` classifies with the engine's ONNX when no GPU is there; without --cpu it says why not."""
     from PIL import Image
 
-    iam = exported("tiny-test", 224).iam
-    assert main(["build", "--onnx", str(iam), "--out-dir", str(tmp_path), "--plugins", str(plugin_build.plugin_library),
-                 "--backend", "tensorrt-rtx", "--max-batch", "2", "--precision", "fp32", "--name", "my-engine"]) == 0
-    engine_dir = tmp_path / "my-engine"
+    engine_dir = tiny_fp32_engine
     image = tmp_path / "photo.png"
     Image.new("RGB", (320, 240), (120, 80, 40)).save(image)
     capsys.readouterr()
@@ -133,3 +174,57 @@ def test_run_cpu_stand_in_prints_top5(exported, plugin_build, tmp_path, capsys):
     if probe_gpu(0) is None:
         assert main(["run", "--engine", str(engine_dir), str(image)]) == 2
         assert "run --cpu" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------- planted: verify on wrong numbers
+# Every hash matches (the folder is consistent), only one weight of the graph differs from the recorded weights:
+# verify must fail on the numbers and record passed: false. The engine folder is made by tests/reliability_helpers
+# (a stand-in engine file, no TensorRT needed), since without a GPU verify runs the engine's own ONNX anyway.
+
+
+def _perturb_one_weight(src: Path, dst: Path) -> Path:
+    """``src`` with one element of the classifier weight (the initializer of the node that makes ``logits``)
+    moved by 10 % of that weight's largest magnitude; metadata (variant, weights record) unchanged."""
+    import numpy as np
+    import onnx
+    from onnx import numpy_helper
+
+    model = onnx.load(str(src))
+    head = next(n for n in model.graph.node if model.graph.output[0].name in n.output or n.op_type == "Gemm")
+    inits = {i.name: i for i in model.graph.initializer}
+    name = next(i for i in head.input if i in inits and numpy_helper.to_array(inits[i]).ndim == 2)
+    w = numpy_helper.to_array(inits[name]).copy()
+    w.flat[0] += 0.1 * float(np.abs(w).max())
+    inits[name].CopyFrom(numpy_helper.from_array(w, name))
+    onnx.save(model, str(dst))
+    return dst
+
+
+def test_verify_onnx_passes_the_graph_as_exported(exported, tmp_path):
+    """The baseline of the planted control below: the same command on the unperturbed graph passes."""
+    report = tmp_path / "report.json"
+    assert main(["verify", "--onnx", str(exported("tiny-test", 224).iam), "--num-images", "2",
+                 "--report", str(report)]) == 0
+    assert json.loads(report.read_text())["passed"] is True
+
+
+def test_planted_perturbed_weight_fails_verify_onnx(exported, tmp_path, capsys):
+    bad = _perturb_one_weight(exported("tiny-test", 224).iam, tmp_path / "model.iam.onnx")
+    report = tmp_path / "report.json"
+    assert main(["verify", "--onnx", str(bad), "--num-images", "2", "--report", str(report)]) == 1
+    assert capsys.readouterr().out.startswith("FAIL")
+    assert json.loads(report.read_text())["passed"] is False
+
+
+@pytest.mark.parametrize("perturbed", [False, True], ids=["as-exported", "planted-perturbed-weight"])
+def test_verify_engine_stand_in_judges_the_numbers(exported, tmp_path, perturbed):
+    """verify --engine on a consistent folder: passes with the exported graph, fails and records passed: false
+    when one weight of the engine's ONNX is perturbed (the planted control of the engine path's stand-in)."""
+    from reliability_helpers import publish
+
+    src = exported("tiny-test", 224).iam
+    onnx_path = _perturb_one_weight(src, tmp_path / "model.iam.onnx") if perturbed else src
+    folder = publish(tmp_path / "engines", onnx_path)
+    assert main(["verify", "--engine", str(folder), "--cpu", "--num-images", "2"]) == (1 if perturbed else 0)
+    parity = json.loads((folder / "manifest.json").read_text())["parity"]
+    assert parity["stand_in"] is True and parity["passed"] is (not perturbed)

@@ -1,12 +1,19 @@
 """Accuracy report: metrics, the CLI, and SG-Former-S @ 224 fp16 / int8 against PyTorch on the smoke-test set.
 
-Thresholds (stated here, measured on this CPU with onnxruntime 1.31):
-- fp16: cosine >= 0.9995 for every image and identical top-1 (docs/sgformer.md parity target). Measured on S at 224:
-  cosine min 0.999998 over the 32 smoke images.
-- int8: cosine >= 0.99 per image. The weights are random (parity-conditioned), so the logits are small and
-  close together and the top-1 class is nearly arbitrary: top-1 agreement with random weights says little
-  about int8 on a trained model, and the 97 % target (docs/sgformer.md) needs real weights and real images.
-  The cosine bound still catches a broken placement (quantized importance path, wrong scales: < 0.9).
+Thresholds of the S @ 224 accuracy report (6 smoke images, onnxruntime 1.31 on this CPU), at about twice the
+measured distance from a perfect cosine (1 - cosine_min), so a placement bug that is small but real fails:
+- fp16: measured cosine min 0.999998 (1 - cos = 2e-6) -> bound 1 - 4e-6, and identical top-1. The user-facing
+  rule (``pipeline.core.tolerances``: 0.9995) is looser by design (trained weights, other kernels); this test
+  holds the placement of this pass to what it measurably achieves.
+- int8: measured cosine min 0.99943 and 0.99920 in two runs (1 - cos = 5.7e-4, 8.0e-4) -> bound 1 - 1.6e-3.
+  The weights are random
+  (parity-conditioned), so the top-1 class is nearly arbitrary and not asserted for int8: the 97 % target
+  (docs/sgformer.md) needs real weights and real images.
+The planted controls below put a Cast (fp16) or a Q/DQ pair (int8) on the importance maps in front of every sort,
+exactly what the placement passes must never do. Measured: the cosine report does NOT see them with these weights
+(fp16 1 - cos 2.6e-6 planted vs 2.1e-6; int8 8.07e-4 planted vs 7.97e-4: the f weights are 1/k, so tokens that
+change tier inside a near-tie barely move the logits, as with the rewrite's wiring). So the accuracy report's
+placement verdict has a structural half, ``importance_path_problems``, and the planted graphs must fail it.
 """
 from __future__ import annotations
 
@@ -16,19 +23,19 @@ import numpy as np
 import pytest
 
 from calibration.data import load_calibration_set
-from pipeline.apps.evaluate import compare_logits, evaluate, format_table
+from pipeline.apps.evaluate import evaluate, format_table, metrics
 from calibration.fp16 import convert_fp16
 from calibration.int8 import QuantPolicy, quantize_int8
 
 
 def test_compare_logits_metrics():
     ref = np.array([[3.0, 1.0, 0.0, -1.0, -2.0, -3.0], [0.0, 2.0, 1.0, 0.0, 0.0, 0.0]])
-    same = compare_logits("same", ref, ref, labels=np.array([0, 2]))
+    same = metrics("same", ref, ref, labels=np.array([0, 2]))
     assert same.top1_agreement == 1.0 and same.cosine_min == pytest.approx(1.0) and same.max_abs_diff == 0.0
     assert same.top1_accuracy == 0.5 and same.top5_accuracy == 1.0
     swapped = ref.copy()
     swapped[1, [1, 2]] = swapped[1, [2, 1]]
-    m = compare_logits("swapped", swapped, ref)
+    m = metrics("swapped", swapped, ref)
     assert m.top1_agreement == 0.5 and m.top1_in_top5 == 1.0 and m.max_abs_diff == 1.0
 
 
@@ -56,19 +63,128 @@ def test_evaluate_bad_input_is_a_clean_error(tmp_path):
                  "--onnx-fp32", str(tmp_path / "x.onnx")]) == 2
 
 
-def test_accuracy_report_sgformer_s(exported, tmp_path):
-    """S at 224, fp16 and int8 (entropy, 8 calibration images) on 6 smoke-test images."""
-    e = exported("s", 224)
-    model = e.load("onnx")
+#: 1 - cosine_min allowed, about 2x the measured value (module docstring): fp16 2e-6 measured, int8 5.7e-4.
+FP16_MAX_COSINE_LOSS = 4e-6
+INT8_MAX_COSINE_LOSS = 1.6e-3
+#: Ops that may sit between an importance map and its sort without changing it (fp32, not quantized).
+_MAP_PLUMBING = frozenset({"Reshape", "Transpose", "Squeeze", "Unsqueeze", "Identity", "Flatten", "Cast",
+                           "QuantizeLinear", "DequantizeLinear"})
+
+
+def importance_path_problems(model) -> list[str]:
+    """Every tensor from an importance map's producer to the sort (TopK) that reads it must stay fp32 and
+    unquantized: no Cast to another type and no QuantizeLinear / DequantizeLinear on the way."""
+    from onnx import TensorProto
+
+    producer = {o: n for n in model.graph.node for o in n.output}
+    problems = []
+    for topk in (n for n in model.graph.node if n.op_type == "TopK"):
+        node = producer.get(topk.input[0])
+        while node is not None and node.op_type in _MAP_PLUMBING:
+            to = {a.name: a.i for a in node.attribute}.get("to")
+            if node.op_type in ("QuantizeLinear", "DequantizeLinear") or (to is not None and to != TensorProto.FLOAT):
+                problems.append(f"{node.op_type} '{node.name}' on the importance map sorted by '{topk.name}'")
+            node = producer.get(node.input[0])
+    return problems
+
+
+def placement_problems(report, graphs=None) -> list[str]:
+    """The accuracy report's verdict on the fp16 / int8 placement (empty: pass): the cosine bounds, and with
+    ``graphs`` (name -> model) the importance paths' structure."""
+    problems = []
+    for name, model in (graphs or {}).items():
+        problems += [f"{name}: {p}" for p in importance_path_problems(model)]
+    for m in report.results:
+        loss = 1.0 - m.cosine_min
+        bound = FP16_MAX_COSINE_LOSS if m.name.startswith("fp16") else INT8_MAX_COSINE_LOSS
+        if not loss <= bound:
+            problems.append(f"{m.name}: 1 - cosine_min {loss:.3g} > {bound:g}")
+        if m.name.startswith("fp16") and m.top1_agreement < 1.0:
+            problems.append(f"{m.name}: top-1 agreement {m.top1_agreement:.0%}")
+    return problems
+
+
+@pytest.fixture(scope="module")
+def s_placements(exported, tmp_path_factory):
+    """S at 224: the fp16 and int8 (entropy, 8 calibration images) graphs and the 6-image evaluation set."""
+    model = exported("s", 224).load("onnx")
     calib = load_calibration_set(224, num_images=8, seed=0)
     evalset = load_calibration_set(224, num_images=6, seed=1)
-    int8 = quantize_int8(model, calib, QuantPolicy(method="entropy"), cache_dir=tmp_path)
-    report = evaluate({"fp16": convert_fp16(model).model, "int8": int8.model}, evalset, "s")
+    int8 = quantize_int8(model, calib, QuantPolicy(method="entropy"), cache_dir=tmp_path_factory.mktemp("int8"))
+    return {"fp16": convert_fp16(model).model, "int8": int8.model}, evalset
+
+
+def _on_importance(model, make):
+    """A copy of ``model`` with ``make(src, dst, i) -> nodes`` spliced in front of every TopK's data input (the
+    importance maps the sorts read: the path the placement passes must leave in fp32)."""
+    import copy
+
+    out = copy.deepcopy(model)
+    nodes = list(out.graph.node)
+    del out.graph.node[:]
+    planted = 0
+    for n in nodes:
+        if n.op_type == "TopK":
+            src, dst = n.input[0], f"planted_importance_{planted}"
+            out.graph.node.extend(make(src, dst, planted))
+            n.input[0] = dst
+            planted += 1
+        out.graph.node.append(n)
+    assert planted >= 2, "expected the sorts of the significance blocks"
+    return out
+
+
+def _fp16_cast_on_importance(model):
+    from onnx import TensorProto, helper
+
+    return _on_importance(model, lambda src, dst, i: [
+        helper.make_node("Cast", [src], [f"{dst}_half"], to=TensorProto.FLOAT16, name=f"planted_cast_{i}"),
+        helper.make_node("Cast", [f"{dst}_half"], [dst], to=TensorProto.FLOAT, name=f"planted_uncast_{i}")])
+
+
+def _int8_qdq_on_importance(model, images):
+    """Q/DQ with a calibrator-style scale (max |map| / 127 over ``images``) on every importance map."""
+    from onnx import TensorProto, helper
+
+    from pipeline.backends.onnxruntime import run_model
+
+    names = [n.input[0] for n in model.graph.node if n.op_type == "TopK"]
+    maps = run_model(model, images, extra_outputs=names)
+    scales = {name: max(float(np.abs(maps[name]).max()), 1e-12) / 127.0 for name in names}
+
+    def make(src, dst, i):
+        s = helper.make_tensor(f"planted_scale_{i}", TensorProto.FLOAT, [], [scales[src]])
+        z = helper.make_tensor(f"planted_zero_{i}", TensorProto.INT8, [], [0])
+        return [helper.make_node("Constant", [], [f"{dst}_s"], value=s, name=f"planted_scale_{i}"),
+                helper.make_node("Constant", [], [f"{dst}_z"], value=z, name=f"planted_zero_{i}"),
+                helper.make_node("QuantizeLinear", [src, f"{dst}_s", f"{dst}_z"], [f"{dst}_q"], name=f"planted_q_{i}"),
+                helper.make_node("DequantizeLinear", [f"{dst}_q", f"{dst}_s", f"{dst}_z"], [dst],
+                                 name=f"planted_dq_{i}")]
+
+    return _on_importance(model, make)
+
+
+def test_accuracy_report_sgformer_s(s_placements):
+    """S at 224, fp16 and int8 (entropy, 8 calibration images) on 6 smoke-test images, at ~2x the measured loss."""
+    graphs, evalset = s_placements
+    report = evaluate(graphs, evalset, "s")
     print(format_table(report))
-    fp16, q = report.results
-    assert fp16.cosine_min >= 0.9995, format_table(report)
-    assert fp16.top1_agreement == 1.0, format_table(report)
-    assert q.cosine_min >= 0.99, format_table(report)
+    assert [m.name for m in report.results] == ["fp16", "int8"]
+    assert placement_problems(report, graphs) == [], format_table(report)
+
+
+def test_planted_fp16_cast_on_the_importance_path_fails_the_placement_verdict(s_placements):
+    graphs, _ = s_placements
+    planted = {"fp16": _fp16_cast_on_importance(graphs["fp16"])}
+    problems = importance_path_problems(planted["fp16"])
+    assert problems and all("Cast 'planted_cast_" in p for p in problems), problems
+
+
+def test_planted_int8_qdq_on_the_importance_path_fails_the_placement_verdict(s_placements):
+    graphs, evalset = s_placements
+    images = np.stack([arr for _, arr in evalset.arrays()])[:2]
+    problems = importance_path_problems(_int8_qdq_on_importance(graphs["int8"], images))
+    assert problems and any("QuantizeLinear 'planted_q_" in p for p in problems), problems
 
 
 def test_sensitivity_cli_ranks_layer_groups(exported, tmp_path, capsys):

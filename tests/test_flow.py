@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import onnx
 import pytest
 
 from pipeline.cli import main
@@ -81,10 +82,21 @@ def test_run_pipeline_builds_verifies_and_reuses(plugin_build, tmp_path):
     assert second.stages == {"export": "up to date", "calibrate": "skipped (fp32)", "rewrite": "up to date",
                              "build": "up to date", "verify": "passed"}
     assert (first.path / "tiny-test-fp32.engine").stat().st_mtime_ns == engine_mtime
-    # A changed input artifact makes the stages after it stale.
-    onnx_path = first.path / "model.onnx"
-    onnx_path.write_bytes(onnx_path.read_bytes())  # same bytes: still up to date
+    # Same bytes rewritten: still up to date (the record is the content, not the file's time).
+    onnx_path, iam_path = first.path / "model.onnx", first.path / "model.iam.onnx"
+    exported_bytes = onnx_path.read_bytes()
+    onnx_path.write_bytes(exported_bytes)
     assert run_pipeline(dataclass_replace(config, until="rewrite")).stages["rewrite"] == "up to date"
+    # A changed artifact is stale: the stage that made it runs again, and so does the stage that reads it.
+    changed = onnx.load(str(iam_path))
+    changed.metadata_props.add(key="edited", value="by hand")
+    onnx.save(changed, str(iam_path))
+    third = run_pipeline(dataclass_replace(config, until="rewrite"))
+    assert third.stages["export"] == "up to date" and third.stages["rewrite"] == "made", third.stages
+    assert "edited" not in {p.key for p in onnx.load(str(iam_path)).metadata_props}
+    onnx_path.write_bytes(exported_bytes + b"\0")
+    fourth = run_pipeline(dataclass_replace(config, until="rewrite"))
+    assert fourth.stages["export"] == "made" and onnx_path.read_bytes() == exported_bytes, fourth.stages
 
 
 def dataclass_replace(config: PipelineConfig, **changes) -> PipelineConfig:

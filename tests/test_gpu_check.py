@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from toolchains import require_tool
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = REPO_ROOT / "scripts" / "gpu_check.py"
@@ -142,9 +143,7 @@ def test_sanitizer_worker_runs_every_case_through_a_harness(tmp_path):
 
     from pipeline.iam.host import build_host_library
 
-    cc = shutil.which("gcc") or shutil.which("cc")
-    if cc is None:
-        pytest.skip("no C compiler")
+    cc = shutil.which("gcc") or shutil.which("cc") or require_tool("gcc")
     ref = build_host_library(REPO_ROOT / "build" / "pytest-plugins-ref")
     source = tmp_path / "fake_harness.c"
     source.write_text(_FAKE_HARNESS)

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
+from toolchains import require_tool
 
 from pipeline.graph import read_record, record as graph_record
 from pipeline.store.io import load_onnx
@@ -119,9 +120,7 @@ int main(int argc, char** argv)
 
 def test_cpp_example_feeds_every_input_format(tmp_path):
     """The C++ app's inputs per format are the Python runners' inputs for the same cropped pixels."""
-    compiler = shutil.which("g++")
-    if compiler is None:
-        pytest.skip("needs g++")
+    compiler = require_tool("g++")
     from PIL import Image
 
     driver = tmp_path / "driver.cpp"

@@ -8,6 +8,8 @@ onnxruntime-extensions still run through the stock invoker.
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 from onnx import TensorProto, helper
@@ -57,9 +59,38 @@ def _bits(a: np.ndarray) -> np.ndarray:
     return a.view(np.uint16 if a.dtype == np.float16 else np.uint32)
 
 
+def off_by_one_tier(group_sizes, tier_sizes) -> list[int]:
+    """``tier_sizes`` with the first tier boundary moved one step later: by the smallest count of tokens that keeps
+    both tiers whole groups (lcm of their group sizes), the off-by-one of a tier-boundary computation."""
+    step = math.lcm(int(group_sizes[0]), int(group_sizes[1]))
+    tiers = [int(t) for t in tier_sizes]
+    assert tiers[1] > step
+    tiers[0] += step
+    tiers[1] -= step
+    return tiers
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float16], ids=["fp32", "fp16"])
 @pytest.mark.parametrize("sr,side,channels", STAGES, ids=lambda v: str(v))
 def test_op_is_bit_identical_to_the_host_reference(sr, side, channels, dtype):
+    _check_op_against_host(sr, side, channels, dtype)
+
+
+def test_planted_off_by_one_tier_boundary_in_the_op_fails(monkeypatch):
+    """The op's layout with its first tier boundary one step late (host reference untouched) must fail the check."""
+    original = ort_runner._node_layout
+
+    def planted(height, width, group_sizes, tier_sizes):
+        groups = [int(v) for v in str(group_sizes).split(",")]
+        tiers = off_by_one_tier(groups, [int(v) for v in str(tier_sizes).split(",")])
+        return original.__wrapped__(height, width, group_sizes, ",".join(map(str, tiers)))
+
+    monkeypatch.setattr(ort_runner, "_node_layout", planted)
+    with pytest.raises(AssertionError, match="seq_row differs"):
+        _check_op_against_host(2, 14, 8, np.float32)
+
+
+def _check_op_against_host(sr, side, channels, dtype):
     layout = iam_layout(sr, side, side)
     onnx_type = TensorProto.FLOAT if dtype == np.float32 else TensorProto.FLOAT16
     session = ort_runner.create_session(_one_node_model(layout, channels, onnx_type), threads=2)

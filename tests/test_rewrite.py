@@ -193,3 +193,75 @@ def test_qdq_elsewhere_is_fine_qdq_inside_is_refused(exported):
     inside = _insert_qdq(model, gathered, lambda n: gathered in n.input and n.op_type != "QuantizeLinear")
     with pytest.raises(RewriteError, match="quantization"):
         replace_iam_with_plugin(inside)
+
+
+# ---------------------------------------------------------------------------------------- output wiring
+# seq_row and seq_col hold the same tokens except at importance ties (docs/sgformer.md), so swapping them moves the
+# logits by little more than rounding: only the graph's structure shows the wiring. Each SGFormerIAM output is
+# followed through layout ops to the MatMul that consumes it, and that MatMul's constant weight is matched, value
+# for value, against the PyTorch model's parameters (names are never used).
+
+_PASS_THROUGH = frozenset({"Reshape", "Transpose", "Squeeze", "Unsqueeze", "Identity", "Flatten", "Cast"})
+
+
+def _projection_params(model: torch.nn.Module) -> dict[bytes, str]:
+    """Bytes of every kv projection weight as the exporter stores it (transposed, fp32) -> parameter name."""
+    table = {}
+    for name, p in model.named_parameters():
+        if name.endswith((".kv1.weight", ".kv2.weight")):
+            table[p.detach().t().contiguous().numpy().astype(np.float32).tobytes()] = name
+    return table
+
+
+def wiring_problems(graph: onnx.ModelProto, model: torch.nn.Module) -> list[str]:
+    """Empty when output 0 (seq_row) of every SGFormerIAM node feeds its block's row-sequence K/V projection
+    (``attn.kv1``), output 1 (seq_col) the same block's column one (``attn.kv2``), and every significance block
+    of ``model`` has exactly one node."""
+    inits = {i.name: numpy_helper.to_array(i) for i in graph.graph.initializer}
+    consumers: dict[str, list[onnx.NodeProto]] = {}
+    for node in graph.graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+    params = _projection_params(model)
+    problems, blocks = [], []
+
+    def projection(tensor: str) -> str:
+        """Name of the kv parameter whose weight the MatMul consuming ``tensor`` holds ("?" if none)."""
+        found = []
+        for node in consumers.get(tensor, []):
+            if node.op_type in _PASS_THROUGH:
+                found.append(projection(node.output[0]))
+            elif node.op_type == "MatMul" and node.input[1] in inits:
+                found.append(params.get(inits[node.input[1]].astype(np.float32).tobytes(), "?"))
+            else:
+                found.append(f"?{node.op_type}")
+        return found[0] if len(found) == 1 else f"?{len(found)} consumers"
+
+    for node in (n for n in graph.graph.node if n.op_type == spec.PLUGIN_NAME):
+        row, col = projection(node.output[0]), projection(node.output[1])
+        block = row.rsplit(".attn.", 1)[0]
+        if not row.endswith(".attn.kv1.weight"):
+            problems.append(f"{node.name}: output 0 (seq_row) feeds {row}, not a row-sequence projection (kv1)")
+        if col != f"{block}.attn.kv2.weight":
+            problems.append(f"{node.name}: output 1 (seq_col) feeds {col}, not {block}.attn.kv2.weight")
+        blocks.append(block)
+    wanted = sorted(name for name, m in model.named_modules() if getattr(m, "kind", None) == "significance")
+    if sorted(blocks) != wanted:
+        problems.append(f"IAM nodes of blocks {sorted(blocks)}; the model's significance blocks are {wanted}")
+    return problems
+
+
+@pytest.mark.parametrize("variant", ["tiny-test", "s"])
+def test_iam_outputs_feed_the_row_and_column_projections(exported, variant):
+    ex = exported(variant, 224, distinct_f=variant == "tiny-test")
+    assert wiring_problems(ex.load("iam"), ex.model) == []
+
+
+def test_planted_swapped_iam_outputs_fail_the_wiring_check(exported):
+    """The planted bug of issue 26: the rewrite wires seq_row and seq_col the wrong way round in one block."""
+    ex = exported("s", 224)
+    graph = ex.load("iam")
+    node = next(n for n in graph.graph.node if n.op_type == spec.PLUGIN_NAME)
+    node.output[0], node.output[1] = node.output[1], node.output[0]
+    problems = wiring_problems(graph, ex.model)
+    assert len(problems) == 2 and "output 0 (seq_row) feeds" in problems[0], problems

@@ -23,7 +23,7 @@ import onnx
 
 from pipeline.core.artifact import ArtifactInfoError
 from pipeline.graph import record as graph_record
-from pipeline.stages.compare import logit_stats
+from pipeline.stages.compare import LogitStats, logit_stats
 from pipeline.core.errors import CalibrationError, ConfigError
 from pipeline.model.sgformer import create_model
 from pipeline.stages.verify import onnxruntime_logits, reference_logits
@@ -32,7 +32,7 @@ from calibration.data import CalibrationSet, load_calibration_set
 from pipeline.backends.engine import imagenet_val_labels, imagenet_wnid_index
 from calibration.int8 import QuantPolicy, quantize_int8
 
-__all__ = ["Metrics", "EvalReport", "compare_logits", "evaluate", "format_table", "sensitivity"]
+__all__ = ["Metrics", "EvalReport", "metrics", "evaluate", "format_table", "sensitivity"]
 
 _logger = logging.getLogger("pipeline.calibration")
 
@@ -52,6 +52,14 @@ class Metrics:
     top5_accuracy: Optional[float] = None
     seconds: float = 0.0
     top5_exact: float = 1.0  # fraction of images whose ordered top-5 is identical
+
+    @classmethod
+    def from_stats(cls, name: str, st: LogitStats, seconds: float = 0.0) -> "Metrics":
+        """The row of one ``logit_stats`` result (the pipeline's one logit comparison)."""
+        return cls(name=name, images=st.num_samples, top1_agreement=st.top1_agreement, top1_in_top5=st.top1_in_top5,
+                   cosine_min=st.cosine_min, cosine_mean=st.cosine_mean, max_abs_diff=st.max_abs_diff,
+                   top1_accuracy=st.top1_accuracy, top5_accuracy=st.top5_accuracy, seconds=seconds,
+                   top5_exact=st.top5_exact)
 
 
 @dataclass
@@ -74,15 +82,11 @@ class EvalReport:
         }
 
 
-def compare_logits(
-    name: str, logits: np.ndarray, ref: np.ndarray, labels: Optional[np.ndarray] = None, seconds: float = 0.0
-) -> Metrics:
-    """Agreement of ``logits`` with ``ref`` (both [N, classes]); accuracy when ``labels`` ([N], -1 = none)."""
-    st = logit_stats(logits, ref, labels, what=name)
-    return Metrics(name=name, images=st.num_samples, top1_agreement=st.top1_agreement, top1_in_top5=st.top1_in_top5,
-                   cosine_min=st.cosine_min, cosine_mean=st.cosine_mean, max_abs_diff=st.max_abs_diff,
-                   top1_accuracy=st.top1_accuracy, top5_accuracy=st.top5_accuracy, seconds=seconds,
-                   top5_exact=st.top5_exact)
+def metrics(name: str, logits: np.ndarray, ref: np.ndarray, labels: Optional[np.ndarray] = None,
+            seconds: float = 0.0) -> Metrics:
+    """The row of ``logits`` against ``ref`` (both [N, classes]; accuracy when ``labels`` [N], -1 = none): the
+    metrics of ``pipeline.stages.compare.logit_stats``, the one comparison verify uses too."""
+    return Metrics.from_stats(name, logit_stats(logits, ref, labels, what=name), seconds)
 
 
 def _labels(data: CalibrationSet, labels_csv: Optional[str | Path]) -> Optional[np.ndarray]:
@@ -142,12 +146,12 @@ def evaluate(
     t0 = time.perf_counter()
     model = create_model(variant, data.params.img_size, checkpoint=checkpoint, seed=seed, trust_pickle=trust_pickle)
     ref = reference_logits(model, images, batch)
-    ref_metrics = compare_logits("pytorch-fp32", ref, ref, labels, time.perf_counter() - t0)
+    ref_metrics = metrics("pytorch-fp32", ref, ref, labels, time.perf_counter() - t0)
     report = EvalReport(variant, data.params.img_size, data.description, data.data_hash, ref_metrics)
     for name, graph in graphs.items():
         t0 = time.perf_counter()
         logits = onnxruntime_logits(graph, images, batch)
-        report.results.append(compare_logits(name, logits, ref, labels, time.perf_counter() - t0))
+        report.results.append(metrics(name, logits, ref, labels, time.perf_counter() - t0))
         _logger.info("evaluated %s in %.1f s", name, report.results[-1].seconds)
     return report
 
@@ -209,7 +213,7 @@ def sensitivity(
             QuantPolicy(**{**asdict(policy), "exclude_nodes": tuple(policy.exclude_nodes) + others}),
             cache_dir=cache_dir,
         )
-        m = compare_logits(group, onnxruntime_logits(one.model, images, 8), ref)
+        m = metrics(group, onnxruntime_logits(one.model, images, 8), ref)
         rows.append((group, len(names), m.cosine_mean, m.top1_agreement))
         _logger.info("sensitivity %s (%d layers): cos %.6f top1 %.2f", group, len(names), m.cosine_mean, m.top1_agreement)
     if tmp is not None:

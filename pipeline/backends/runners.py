@@ -103,19 +103,25 @@ class BaseRunner:
 
 
 class TorchRunner(BaseRunner):
-    """The PyTorch model (fp32, eval mode, no grad)."""
+    """The PyTorch model (fp32, eval mode, inference mode) on ``device`` ("cpu" or a CUDA device; a CUDA run is
+    synchronized before the logits come back, so a timed ``infer`` covers the work)."""
 
     label = "PyTorch"
 
-    def __init__(self, model: Any, batch: int = 2) -> None:
+    def __init__(self, model: Any, batch: int = 2, device: str = "cpu") -> None:
         super().__init__(batch)
-        self.model = model.eval()
+        self.device = device
+        self.model = model.eval() if device == "cpu" else model.to(device).eval()
 
     def _run(self, chunk: np.ndarray) -> np.ndarray:
         import torch
 
-        with torch.no_grad():
-            return self.model(torch.from_numpy(chunk)).numpy()
+        with torch.inference_mode():
+            if self.device == "cpu":
+                return self.model(torch.from_numpy(chunk)).numpy()
+            out = self.model(torch.from_numpy(chunk).to(self.device)).cpu().numpy()
+            torch.cuda.synchronize()
+            return out
 
 
 OnnxSource = Union[str, Path, Any]  # path or onnx.ModelProto

@@ -41,6 +41,30 @@ def _assert_close(got: np.ndarray, want: np.ndarray, atol: float, rtol: float, w
 @pytest.mark.parametrize("kind", ["few_values", "all_equal", "signed_zeros", "distinct"])
 @pytest.mark.parametrize("case", layout_cases(), ids=lambda c: f"stage{c.stage}-{c.resolution}-N{c.layout.num_tokens}")
 def test_order_matches_torch_exactly(case: IamCase, kind: str, host_ref_library) -> None:
+    _check_order_against_torch(case, kind, host_ref_library)
+
+
+def test_planted_off_by_one_tier_boundary_in_the_host_reference_fails(host_ref_library, monkeypatch) -> None:
+    """The host reference called with its first tier boundary one step late (the smallest shift that keeps whole
+    groups: lcm of the two group sizes) must fail the order check against PyTorch."""
+    import math
+    import sys
+
+    this = sys.modules[__name__]
+    original = this.iam_host
+
+    def planted(tokens, importance, weight, bias, height, width, group_sizes, tier_sizes, **kwargs):
+        step = math.lcm(int(group_sizes[0]), int(group_sizes[1]))
+        tiers = [int(tier_sizes[0]) + step, int(tier_sizes[1]) - step, *map(int, tier_sizes[2:])]
+        return original(tokens, importance, weight, bias, height, width, group_sizes, tiers, **kwargs)
+
+    monkeypatch.setattr(this, "iam_host", planted)
+    case = next(c for c in layout_cases() if c.layout.num_tokens == 196)
+    with pytest.raises(AssertionError, match="seq_row order differs"):
+        _check_order_against_torch(case, "distinct", host_ref_library)
+
+
+def _check_order_against_torch(case: IamCase, kind: str, host_ref_library) -> None:
     rng = np.random.default_rng(case.layout.num_tokens + len(kind))
     n = case.layout.num_tokens
     tokens = order_probe_tokens(BATCH, n)
@@ -49,6 +73,7 @@ def test_order_matches_torch_exactly(case: IamCase, kind: str, host_ref_library)
     biases = [np.zeros(1, dtype=np.float32) for _ in case.layout.group_sizes]
     want_row, want_col = _torch_reference(tokens, importance, weights, biases, case)
     got_row, got_col = _host(tokens, importance, weights, biases, case, host_ref_library)
+    assert got_row.shape == want_row.shape, f"seq_row order differs: shape {got_row.shape} != {want_row.shape}"
     assert np.array_equal(got_row, want_row), f"seq_row order differs: {report_mismatch(got_row, want_row, 0, 0)}"
     assert np.array_equal(got_col, want_col), f"seq_col order differs: {report_mismatch(got_col, want_col, 0, 0)}"
     if kind in ("few_values", "signed_zeros"):

@@ -363,7 +363,8 @@ def test_environment_switch_turns_on_load_registration_off(standin, plugin_build
 # ------------------------------------------------------------------------------------------------ TensorRT-RTX
 
 needs_rtx = pytest.mark.skipif(
-    importlib.util.find_spec("tensorrt_rtx") is None or importlib.util.find_spec("tensorrt_rtx_libs") is None,
+    (importlib.util.find_spec("tensorrt_rtx") is None or importlib.util.find_spec("tensorrt_rtx_libs") is None)
+    and os.environ.get("SGFORMER_REQUIRE_RTX") != "1",  # CI: fail instead (tests/conftest.py policy)
     reason="TensorRT-RTX not installed (pip install -e '.[trt-rtx]')")
 
 

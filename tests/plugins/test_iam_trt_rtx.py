@@ -27,7 +27,8 @@ PROBE = Path(__file__).with_name("trt_rtx_build_probe.py")
 MAX_BATCH = 4
 
 pytestmark = pytest.mark.skipif(
-    importlib.util.find_spec("tensorrt_rtx") is None or importlib.util.find_spec("tensorrt_rtx_libs") is None,
+    (importlib.util.find_spec("tensorrt_rtx") is None or importlib.util.find_spec("tensorrt_rtx_libs") is None)
+    and os.environ.get("SGFORMER_REQUIRE_RTX") != "1",  # CI: fail instead (tests/conftest.py policy)
     reason="TensorRT-RTX not installed (pip install tensorrt-rtx-cu13==1.7.1.116 tensorrt-rtx-cu13-libs==1.7.1.116 "
            "tensorrt-rtx-cu13-bindings==1.7.1.116)")
 

@@ -38,13 +38,13 @@ elsewhere they are listed as skipped with the reason.
   calls (``measurement.time_pair``), so drift between two rows measured minutes apart does not enter the ratio
   and a claim like "the rewritten graph is at least as fast" reads off one run.
 
-Modules: ``config`` (what to measure), ``backends`` (the registry and the ``Runner`` interface), ``measurement``
+Modules: ``config`` (what to measure), ``backends`` (the registry and ``BenchRunner``, a wrapper of the runner protocol), ``measurement``
 (worker processes, timing, memory), ``op_profile`` (onnxruntime's per-op profiler), ``report`` (record, ratios,
 comparisons, JSON / Markdown / PNG), ``suite`` (``run_benchmarks``); the ``bench`` verb is ``pipeline.cli.bench``.
 """
 from __future__ import annotations
 
-from pipeline.apps.bench.backends import BACKENDS, Artifacts, BackendSpec, Runner, gpu_name
+from pipeline.apps.bench.backends import BACKENDS, Artifacts, BackendSpec, BenchRunner, gpu_name
 from pipeline.apps.bench.backends import _ort_iam_unavailable, _ort_unavailable  # noqa: F401  (tests ask whether a row can run here)
 from pipeline.apps.bench.config import (DEFAULT_BASELINE, DEFAULT_BATCHES, DEFAULT_ITERS, DEFAULT_PROFILE_RUNS, DEFAULT_WARMUP,
                      TINY_BATCHES, TINY_ITERS, TINY_PROFILE_RUNS, TINY_WARMUP, TRT_PRECISIONS, BenchConfig,
@@ -57,7 +57,7 @@ __all__ = [
     "BackendSpec",
     "BenchConfig",
     "BenchReport",
-    "Runner",
+    "BenchRunner",
     "COMPARISONS",
     "SCHEMA",
     "run_benchmarks",

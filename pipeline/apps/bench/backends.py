@@ -1,13 +1,14 @@
 """Benchmark backends: what can be measured, behind one small interface.
 
 A backend is a ``BackendSpec`` in the registry ``BACKENDS``: a name, what it runs, whether it needs a GPU, a cheap
-check that returns why it cannot run here, and a factory that builds a ``Runner`` inside the worker process. A
-``Runner`` is the whole interface the measurement code uses: ``infer(images) -> logits`` (host arrays), ``close()``,
-the device label and details, optional GPU-memory hooks, and an optional ``profile(images, runs)`` that returns the
-per-op profile (onnxruntime rows). Anything that provides ``infer`` and ``close`` -- e.g. the project's runner
-protocol for PyTorch / onnxruntime / engines, once it exists -- can be wrapped in a ``Runner`` in a few lines.
+check that returns why it cannot run here, and a factory that builds a ``BenchRunner`` inside the worker process.
+A ``BenchRunner`` wraps one runner of the project's runner protocol (``pipeline.backends.runners.Runner``:
+``TorchRunner``, ``OrtRunner``, ``TensorRTRunner``), so the benchmark times the very code that verify and run use,
+and adds what only measurement needs: the device label and details, optional GPU-memory hooks, and an optional
+``profile(images, runs)`` that returns the per-op profile (onnxruntime rows). The measurement code calls
+``infer(images) -> logits`` (host arrays) and ``close()``.
 
-To add a row (say PyTorch eager with ``iam="fused"``): write a ``_create_x(config, files) -> Runner`` and append a
+To add a row (say PyTorch eager with ``iam="fused"``): write a ``_create_x(config, files) -> BenchRunner`` and append a
 ``BackendSpec`` in ``_registry()`` below (the "extra rows" block); the config, measurement and report code pick it
 up by name, and ``report.COMPARISONS`` can pair it with the row it should be compared against.
 """
@@ -31,32 +32,48 @@ from pipeline.apps.bench.op_profile import profile_session
 from pipeline.iam import host as iam_host
 from pipeline.backends import onnxruntime as ort_runner
 from pipeline.store.manifest import read_manifest
-from pipeline.backends.engine import load_runner
+from pipeline.backends.runners import OrtRunner, Runner, TensorRTRunner, TorchRunner
 from pipeline.stages.export import export_onnx
 from pipeline.store.io import save_onnx
 from pipeline.stages import rewrite
 from pipeline.store.io import load_onnx, save_onnx
 
-__all__ = ["BACKENDS", "BackendSpec", "Runner", "gpu_name", "Artifacts"]
+__all__ = ["BACKENDS", "BackendSpec", "BenchRunner", "gpu_name", "Artifacts"]
 
 _logger = logging.getLogger("pipeline.apps.bench")
 
 
 @dataclass
-class Runner:
-    """A loaded backend: ``infer(images [B,3,S,S] float32) -> logits [B, classes]`` in host memory."""
+class BenchRunner:
+    """A loaded backend: ``runner`` (the project's runner protocol) plus what measurement needs.
 
-    infer: Callable[[np.ndarray], np.ndarray]
+    ``infer(images [B,3,S,S] float32) -> logits [B, classes]`` in host memory is ``runner.infer`` followed by
+    ``after_infer`` (e.g. a device-memory sample); ``close`` closes the runner, then runs ``after_close``.
+    """
+
+    runner: Runner
     device: str
     details: dict = field(default_factory=dict)
     #: GPU backends: reset and read the device-memory figure (bytes); None on CPU.
     gpu_memory_reset: Optional[Callable[[], None]] = None
     gpu_memory_peak: Optional[Callable[[], int]] = None
     gpu_memory_kind: str = ""
-    close: Callable[[], None] = lambda: None
     #: onnxruntime rows: ``profile(batches, runs) -> [summary per batch]`` (``op_profile.profile_session``); the
     #: last call on a runner (it may release what ``infer`` uses). None where there is no per-op profiler.
     profile: Optional[Callable[[list, int], list]] = None
+    after_infer: Optional[Callable[[], None]] = None
+    after_close: Optional[Callable[[], None]] = None
+
+    def infer(self, images: np.ndarray) -> np.ndarray:
+        out = self.runner.infer(images)
+        if self.after_infer is not None:
+            self.after_infer()
+        return out
+
+    def close(self) -> None:
+        self.runner.close()
+        if self.after_close is not None:
+            self.after_close()
 
 
 @dataclass(frozen=True)
@@ -65,14 +82,14 @@ class BackendSpec:
 
     ``unavailable(config)`` runs in the parent and must be cheap: it returns why the backend cannot run here,
     or None. ``prepare(config, artifacts)`` (parent, optional) makes the files the runner needs (ONNX) and
-    returns them as a dict of strings. ``create(config, files)`` runs in the worker and returns a ``Runner``.
+    returns them as a dict of strings. ``create(config, files)`` runs in the worker and returns a ``BenchRunner``.
     """
 
     name: str
     description: str
     needs_gpu: bool
     unavailable: Callable[[BenchConfig], Optional[str]]
-    create: Callable[[BenchConfig, dict], Runner]
+    create: Callable[[BenchConfig, dict], BenchRunner]
     prepare: Optional[Callable[[BenchConfig, "Artifacts"], dict]] = None
     #: Modules imported before the memory baseline is taken, so library code is not counted as model memory.
     preload: tuple[str, ...] = ("torch", "pipeline.model.sgformer")
@@ -131,26 +148,15 @@ def _build_model(config: BenchConfig, iam: str = "reference"):
 # -- PyTorch eager
 
 
-def _create_torch(config: BenchConfig, files: dict, device: str, iam: str = "reference") -> Runner:
+def _create_torch(config: BenchConfig, files: dict, device: str, iam: str = "reference") -> BenchRunner:
     import torch
 
-    model = _build_model(config, iam).to(device)
+    runner = TorchRunner(_build_model(config, iam), batch=max(config.batches), device=device)
     if device == "cpu":
-
-        def infer(images: np.ndarray) -> np.ndarray:
-            with torch.inference_mode():
-                return model(torch.from_numpy(images)).numpy()
-
-        return Runner(infer, device="cpu", details={"torch": torch.__version__, "threads": torch.get_num_threads()})
-
-    def infer_cuda(images: np.ndarray) -> np.ndarray:
-        with torch.inference_mode():
-            out = model(torch.from_numpy(images).to(device)).cpu().numpy()
-        torch.cuda.synchronize()
-        return out
-
-    return Runner(
-        infer_cuda,
+        return BenchRunner(runner, device="cpu", details={"torch": torch.__version__,
+                                                           "threads": torch.get_num_threads()})
+    return BenchRunner(
+        runner,
         device=gpu_name() or "cuda",
         details={"torch": torch.__version__, "cuda": torch.version.cuda},
         gpu_memory_reset=torch.cuda.reset_peak_memory_stats,
@@ -201,30 +207,24 @@ class Artifacts:
         return f"random-init, seed {self.config.seed}"
 
 
-def _ort_runner(files_key: str, config: BenchConfig, files: dict, extra: dict) -> Runner:
+def _ort_runner(files_key: str, config: BenchConfig, files: dict, extra: dict) -> BenchRunner:
     import onnxruntime as ort
 
-
     path = files[files_key]
-    held = {"session": create_session(path, threads=config.cpu_threads)}
-    input_name = held["session"].get_inputs()[0].name
-    output_name = held["session"].get_outputs()[0].name
-
-    def infer(images: np.ndarray) -> np.ndarray:
-        return held["session"].run([output_name], {input_name: images})[0]
+    runner = OrtRunner(path, max(config.batches), threads=config.cpu_threads)
 
     def profile(batches: list[np.ndarray], runs: int) -> list[dict]:
-        held.clear()  # the timing session goes first, so two sessions' arenas never coexist
+        runner.close()  # the timing session goes first, so two sessions' arenas never coexist
         return profile_session(lambda options: create_session(path, threads=config.cpu_threads, options=options),
                                batches, runs)
 
     settings = SESSION_SETTINGS
     details = {"onnxruntime": ort.__version__, "threads": session_threads(config.cpu_threads),
                "graph": Path(path).name, "session": dict(settings), **extra}
-    return Runner(infer, device="cpu", details=details, profile=profile)
+    return BenchRunner(runner, device="cpu", details=details, profile=profile)
 
 
-def _create_ort(config: BenchConfig, files: dict) -> Runner:
+def _create_ort(config: BenchConfig, files: dict) -> BenchRunner:
     return _ort_runner("onnx", config, files, {})
 
 
@@ -242,7 +242,7 @@ def _ort_iam_unavailable(config: BenchConfig) -> Optional[str]:
     return reason
 
 
-def _create_ort_iam(config: BenchConfig, files: dict) -> Runner:
+def _create_ort_iam(config: BenchConfig, files: dict) -> BenchRunner:
 
     runner = _ort_runner("iam_onnx", config, files, {"custom_op": "onnxruntime-extensions Python op"})
     runner.details["op_body"] = "pipeline.iam.host.run_layout (C++ host reference, ctypes)"
@@ -308,7 +308,7 @@ def _trt_unavailable(config: BenchConfig, backend: str) -> Optional[str]:
     return why if folder is None else None
 
 
-def _create_trt(config: BenchConfig, files: dict, backend: str) -> Runner:
+def _create_trt(config: BenchConfig, files: dict, backend: str) -> BenchRunner:
     import pycuda.driver as cuda
 
 
@@ -319,31 +319,26 @@ def _create_trt(config: BenchConfig, files: dict, backend: str) -> Runner:
     free, total = cuda.mem_get_info()
     state = {"base": total - free, "peak": 0}
     folder, _ = _engine_dir(config, backend)
-    engine = load_runner(folder)
+    runner = TensorRTRunner(folder)  # chunks of the engine profile's max batch
+    engine = runner.engine
 
     def sample() -> None:
         free_now, _ = cuda.mem_get_info()
         state["peak"] = max(state["peak"], total - free_now - state["base"])
 
-    def infer(images: np.ndarray) -> np.ndarray:
-        out = engine.infer(images)
-        sample()
-        return out
-
     def reset() -> None:
         state["peak"] = 0
         sample()
 
-    def close() -> None:
-        engine.close()
+    def release_context() -> None:
         ctx.pop()
         ctx.detach()
 
     if max(config.batches) > engine.max_batch:
         _logger.warning("%s: engine profile max batch %d < %d; larger batches run in chunks", backend,
                         engine.max_batch, max(config.batches))
-    return Runner(
-        infer,
+    return BenchRunner(
+        runner,
         device=gpu_name() or "cuda",
         details={"engine_dir": str(folder), "built_with": engine.manifest.backend_label,
                  "precision": engine.manifest.precision, "max_batch": engine.max_batch},
@@ -351,7 +346,8 @@ def _create_trt(config: BenchConfig, files: dict, backend: str) -> Runner:
         gpu_memory_peak=lambda: state["peak"],
         gpu_memory_kind="device memory in use after the calls minus in use with a bare CUDA context "
                         "(cudaMemGetInfo: engine, activations, I/O buffers)",
-        close=close,
+        after_infer=sample,
+        after_close=release_context,
     )
 
 

@@ -21,7 +21,7 @@ from typing import Callable, Optional, Union
 import numpy as np
 
 from pipeline.core.errors import PipelineError
-from pipeline.apps.bench.backends import BACKENDS, Runner
+from pipeline.apps.bench.backends import BACKENDS, BenchRunner
 from pipeline.apps.bench.config import BenchConfig
 from tqdm import tqdm
 
@@ -162,7 +162,7 @@ def measure_backend(job: Job) -> dict:
     }
 
 
-def _time_batch(config: BenchConfig, backend: str, runner: Runner, images: np.ndarray, probe: _RssProbe,
+def _time_batch(config: BenchConfig, backend: str, runner: BenchRunner, images: np.ndarray, probe: _RssProbe,
                 baseline_rss: int) -> dict:
     batch = images.shape[0]
     images = np.ascontiguousarray(images)
@@ -215,7 +215,7 @@ def measure_pair(job: PairJob) -> dict:
     config = job.config
     _set_threads(config)
     images = _inputs(config)
-    runners: dict[str, Runner] = {}
+    runners: dict[str, BenchRunner] = {}
     try:
         for name in (job.candidate, job.reference):
             _preload(name)
@@ -234,7 +234,7 @@ def measure_pair(job: PairJob) -> dict:
     return {"candidate": job.candidate, "reference": job.reference, "rows": rows}
 
 
-def time_pair(config: BenchConfig, candidate: Runner, reference: Runner, images: np.ndarray,
+def time_pair(config: BenchConfig, candidate: BenchRunner, reference: BenchRunner, images: np.ndarray,
               clock: Callable[[], float] = time.perf_counter) -> dict:
     """Interleaved timing of two runners on the same batch.
 
