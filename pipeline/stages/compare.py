@@ -174,7 +174,9 @@ class ParityReport:
             return f"PASS: {head} (|dlogit| <= {bound})"
         reasons = []
         if self.max_abs_diff > self.tolerance:
-            reasons.append(f"|dlogit| <= {bound} exceeded; {self.max_abs_diff:.3g} would have been needed")
+            needed = (f"atol >= {self.max_abs_diff:.3g}" if not self.rel_atol
+                      else f"rel_atol >= {self.max_abs_diff / max(self.scale, 1e-30):.3g}")
+            reasons.append(f"{bound} exceeded; {needed} would have passed")
         if self.top1_tied < self.min_top1:
             reasons.append("top-1 differs (beyond a near-tie)")
         if self.require_top5 and self.top5_tied < 1.0:
