@@ -25,7 +25,7 @@ GPU_CHECK_PYTHON ?= python3
 GPU_CHECK_OUT ?= build/gpu-check
 GPU_CHECK_ARGS ?=
 # `make bench`: one report per resolution in BENCH_RES (e.g. BENCH_RES="224 448"); extra bench flags in BENCH_ARGS.
-BENCH_RES ?= $(RES)
+BENCH_RES ?=
 BENCH_ARGS ?=
 
 # ---- platform decisions (scripts/platform.sh; `make print-config` shows them). Each is computed once, when
@@ -59,7 +59,6 @@ UNSUPPORTED_JETSON = $(error this Jetson ($(patsubst unsupported:%,%,$(JETSON)))
   with TensorRT 8.x; the plugin needs TensorRT 10 (JetPack 6 on Orin, JetPack 7 on Thor). See docs/jetson.md)
 
 VENV_STAMP := $(VENV)/.installed
-DIR := engines/$(VARIANT)-$(PRECISION)-$(RES)
 PLUGIN_BUILD := build/plugins
 PLUGIN_LIB := $(PLUGIN_BUILD)/libsgformer_plugins.so
 PLUGIN_SRC := $(wildcard plugins/sgformer_iam/*.h plugins/sgformer_iam/*.cpp plugins/sgformer_iam/*.cu plugins/sgformer_iam/CMakeLists.txt)
@@ -78,21 +77,33 @@ TRT_CMAKE := -DTensorRT_ROOT=$(CURDIR)/third_party/tensorrt
 TRT_DEP := third_party/tensorrt/include/NvInfer.h
 endif
 
+# The settings of a run reach recipes only as environment variables SGF_<NAME>, holding the text as typed: make never
+# expands them ($(value ...): `$HOME`, `$(shell ...)` stay text) and recipes quote them ("$$SGF_CKPT"), so backticks,
+# $(...), quotes, spaces and newlines in a value are data, never shell code (tests/test_reliability_make_quoting.py).
+USER_VARS := VARIANT PRECISION RES CKPT CALIB CALIB_N CALIB_METHOD BACKEND MAX_BATCH REPLACE BENCH_RES BENCH_ARGS \
+  PYTEST_ARGS GPU_CHECK_OUT GPU_CHECK_ARGS
+$(foreach v,$(USER_VARS),$(eval export SGF_$(v) = $$(value $(v))))
+unexport $(USER_VARS)
+# The plugin's compiler and architectures (expanded: their defaults are detected), checked by scripts/check_cuda.sh.
+export SGF_NVCC = $(NVCC)
+export SGF_CUDA_ARCHS = $(CUDA_ARCHS)
+export SGF_NVCC_FROM = $(origin NVCC)
+
 .PHONY: help print-config venv test test-full plugins plugins-ref trt-headers onnx engine engine-topk verify bench gpu-check clean FORCE
 
 help: ## list the targets and every variable
 	@echo "targets:"
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
 	@echo "variables (make engine VARIANT=m PRECISION=int8 ...; current value in brackets):"
-	@echo "  VARIANT        SG-Former variant: s | m | b                                        [$(VARIANT)]"
-	@echo "  PRECISION      fp32 | fp16 | int8                                                  [$(PRECISION)]"
-	@echo "  RES            input side, a multiple of 224 up to 2240                            [$(RES)]"
-	@echo "  CKPT           official .pth checkpoint; empty: seeded random weights              [$(CKPT)]"
-	@echo "  CALIB          int8 calibration images (folder, recursive); empty: built-in smoke set [$(CALIB)]"
-	@echo "  CALIB_N        how many calibration images (seeded subset of CALIB)                [$(CALIB_N)]"
-	@echo "  CALIB_METHOD   int8 range method: entropy | percentile | max                       [$(CALIB_METHOD)]"
-	@echo "  BACKEND        auto (full TensorRT, else TensorRT-RTX) | tensorrt | tensorrt-rtx   [$(BACKEND)]"
-	@echo "  MAX_BATCH      largest batch of the engine's optimization profile                  [$(MAX_BATCH)]"
+	@printf '%s[%s]\n' '  VARIANT        SG-Former variant: s | m | b                                        ' "$$SGF_VARIANT"
+	@printf '%s[%s]\n' '  PRECISION      fp32 | fp16 | int8                                                  ' "$$SGF_PRECISION"
+	@printf '%s[%s]\n' '  RES            input side, a multiple of 224 up to 2240                            ' "$$SGF_RES"
+	@printf '%s[%s]\n' '  CKPT           official .pth checkpoint; empty: seeded random weights              ' "$$SGF_CKPT"
+	@printf '%s[%s]\n' '  CALIB          int8 calibration images (folder, recursive); empty: built-in smoke set ' "$$SGF_CALIB"
+	@printf '%s[%s]\n' '  CALIB_N        how many calibration images (seeded subset of CALIB)                ' "$$SGF_CALIB_N"
+	@printf '%s[%s]\n' '  CALIB_METHOD   int8 range method: entropy | percentile | max                       ' "$$SGF_CALIB_METHOD"
+	@printf '%s[%s]\n' '  BACKEND        auto (full TensorRT, else TensorRT-RTX) | tensorrt | tensorrt-rtx   ' "$$SGF_BACKEND"
+	@printf '%s[%s]\n' '  MAX_BATCH      largest batch of the engine'\''s optimization profile                  ' "$$SGF_MAX_BATCH"
 	@echo "  CUDA_ARCHS     plugin GPU architectures; default: see make print-config            (e.g. 87 or \"86;89\")"
 	@echo "  TensorRT_ROOT  TensorRT install for the plugin's headers; default: system, else third_party/ [$(TensorRT_ROOT)]"
 	@echo "  PYTHON         interpreter that creates the venv (and is probed for a system TensorRT) [$(PYTHON)]"
@@ -101,12 +112,12 @@ help: ## list the targets and every variable
 	@echo "  SYSTEM_TRT     yes | no: venv with --system-site-packages, no TensorRT-RTX; default: detected"
 	@echo "  TORCH_INDEX    extra pip index for torch (https://download.pytorch.org/whl/cpu: CPU wheel; default on Jetson)"
 	@echo "  NVCC           CUDA compiler of the plugin (its version picks CUDA_ARCHS)          [$(NVCC)]"
-	@echo "  PYTEST_ARGS    extra pytest arguments of make test / test-full                      [$(PYTEST_ARGS)]"
+	@printf '%s[%s]\n' '  PYTEST_ARGS    extra pytest arguments of make test / test-full                      ' "$$SGF_PYTEST_ARGS"
 	@echo "  GPU_CHECK_PYTHON  interpreter of make gpu-check (the GPU machine's own, no venv)     [$(GPU_CHECK_PYTHON)]"
-	@echo "  GPU_CHECK_OUT  report directory of make gpu-check                                  [$(GPU_CHECK_OUT)]"
-	@echo "  GPU_CHECK_ARGS extra flags of scripts/gpu_check.py (e.g. --dry-run --arch 90)      [$(GPU_CHECK_ARGS)]"
-	@echo "  BENCH_RES      resolutions of make bench, one report each (e.g. \"224 448\")          [$(BENCH_RES)]"
-	@echo "  BENCH_ARGS     extra sgformer-trt bench flags of make bench (e.g. --max-seconds 60)  [$(BENCH_ARGS)]"
+	@printf '%s[%s]\n' '  GPU_CHECK_OUT  report directory of make gpu-check                                  ' "$$SGF_GPU_CHECK_OUT"
+	@printf '%s[%s]\n' '  GPU_CHECK_ARGS extra flags of scripts/gpu_check.py (e.g. --dry-run --arch 90)      ' "$$SGF_GPU_CHECK_ARGS"
+	@printf '%s[%s]\n' '  BENCH_RES      resolutions of make bench, one report each (e.g. "224 448"; default RES) ' "$$SGF_BENCH_RES"
+	@printf '%s[%s]\n' '  BENCH_ARGS     extra sgformer-trt bench flags of make bench (e.g. --max-seconds 60)  ' "$$SGF_BENCH_ARGS"
 	@echo "  JETSON         orin | thor | empty (not a Jetson); default: detected (see print-config)"
 	@echo "  HAVE_GPU       yes | no: add pycuda (the gpu extra) to the venv; default: detected"
 	@echo "  JETSON_RELEASE_FILE, DEVICE_TREE_COMPATIBLE, NVIDIA_SMI: Jetson / GPU detection inputs (tests fake them)"
@@ -124,8 +135,17 @@ print-config: ## show what make decided for this machine (Jetson, TensorRT, venv
 	@echo "NVCC_MAJOR=$(NVCC_MAJOR)"
 	@echo "CUDA_ARCHS=$(CUDA_ARCHS)"
 	@echo "TRT_CMAKE=$(TRT_CMAKE)"
-	@echo "BACKEND=$(BACKEND)"
+	@printf 'BACKEND=%s\n' "$$SGF_BACKEND"
 
+# The venv and the plugin are shared by every run of this checkout: each is made under a lock (flock on
+# build/.venv.lock, build/.plugins.lock), in a sub-make that checks again whether the other run already made it, so two
+# `make engine` at once on a fresh clone wait for each other instead of both writing the same files.
+LOCKS := build/.locks
+ifeq ($(SGF_IN_VENV_LOCK),)
+$(VENV_STAMP): pyproject.toml
+	@mkdir -p $(LOCKS)
+	@flock $(LOCKS)/venv.lock $(MAKE) --no-print-directory SGF_IN_VENV_LOCK=1 $(VENV_STAMP)
+else
 $(VENV_STAMP): pyproject.toml
 	$(if $(filter unsupported%,$(JETSON)),$(UNSUPPORTED_JETSON))
 	$(PYTHON) -m venv $(VENV_FLAGS) $(VENV)
@@ -134,6 +154,8 @@ $(VENV_STAMP): pyproject.toml
 	$(PY) -m pip install --quiet --no-deps $(TRITONCLIENT)
 	$(if $(filter yes,$(SYSTEM_TRT)),$(PY) -c "import tensorrt; print('venv uses the system TensorRT', tensorrt.__version__)")
 	touch $@
+
+endif
 
 venv: $(VENV_STAMP) ## create .venv: system TensorRT if PYTHON has one, else TensorRT-RTX; CPU torch; pycuda with a GPU
 
@@ -147,11 +169,18 @@ $(PLUGIN_BUILD)/.config: FORCE
 	@mkdir -p $(PLUGIN_BUILD)
 	@echo "archs=$(CUDA_ARCHS) nvcc=$(NVCC) $(TRT_CMAKE)" | cmp -s - $@ || echo "archs=$(CUDA_ARCHS) nvcc=$(NVCC) $(TRT_CMAKE)" > $@
 
+ifeq ($(SGF_IN_PLUGIN_LOCK),)
+$(PLUGIN_LIB): FORCE
+	@mkdir -p $(LOCKS)
+	@flock $(LOCKS)/plugins.lock $(MAKE) --no-print-directory SGF_IN_PLUGIN_LOCK=1 $(PLUGIN_LIB)
+else
 $(PLUGIN_LIB): $(PLUGIN_SRC) $(TRT_DEP) $(PLUGIN_BUILD)/.config
 	$(if $(filter unsupported%,$(JETSON)),$(UNSUPPORTED_JETSON))
+	@scripts/check_cuda.sh
 	cmake -S plugins/sgformer_iam -B $(PLUGIN_BUILD) -DCMAKE_BUILD_TYPE=Release $(TRT_CMAKE) \
-	  $(if $(wildcard $(NVCC)),-DCMAKE_CUDA_COMPILER=$(NVCC)) -DCMAKE_CUDA_ARCHITECTURES="$(CUDA_ARCHS)"
+	  $(if $(wildcard $(NVCC)),-DCMAKE_CUDA_COMPILER=$(NVCC)) -DCMAKE_CUDA_ARCHITECTURES="$$SGF_CUDA_ARCHS"
 	cmake --build $(PLUGIN_BUILD) --target sgformer_plugins -j 2
+endif
 
 plugins: $(PLUGIN_LIB) ## build libsgformer_plugins.so for CUDA_ARCHS (a Jetson: its own architecture only)
 
@@ -162,25 +191,25 @@ plugins-ref: ## build the CPU host reference of the plugin (no CUDA / TensorRT n
 
 # The stage order (export -> calibrate -> rewrite -> build -> verify), the up-to-date checks and the validation of
 # VARIANT/PRECISION/RES/CKPT/CALIB/CALIB_N live in `sgformer-trt engine` (pipeline/flow.py); make only passes the
-# settings on (quoted, so paths with spaces work: CKPT="my weights.pth") and builds the plugin library.
-ENGINE_ARGS = --variant "$(VARIANT)" --precision "$(PRECISION)" --img-size "$(RES)" \
-  $(if $(CKPT),--checkpoint "$(CKPT)") $(if $(CALIB),--images "$(CALIB)") --num-images "$(CALIB_N)" \
-  --method "$(CALIB_METHOD)" --backend "$(BACKEND)" --max-batch "$(MAX_BATCH)" --plugins "$(PLUGIN_LIB)"
+# settings on (from the environment, quoted: paths with spaces, quotes or `$` work) and builds the plugin library.
+ENGINE_ARGS = --variant "$$SGF_VARIANT" --precision "$$SGF_PRECISION" --img-size "$$SGF_RES" \
+  $${SGF_CKPT:+--checkpoint="$$SGF_CKPT"} $${SGF_CALIB:+--images="$$SGF_CALIB"} --num-images "$$SGF_CALIB_N" \
+  --method "$$SGF_CALIB_METHOD" --backend "$$SGF_BACKEND" --max-batch "$$SGF_MAX_BATCH" --plugins "$(PLUGIN_LIB)" \
+  $${SGF_REPLACE:+--replace}
 
 onnx: $(VENV_STAMP) ## export, calibrate (fp16/int8) and rewrite: the ONNX files of engines/<variant>-<precision>-<res>/
 	$(CLI) engine $(ENGINE_ARGS) --until rewrite
 
-engine: $(VENV_STAMP) $(TRT_DEP) ## VARIANT=s|m|b PRECISION=fp32|fp16|int8 RES=224 [CKPT=..] [CALIB=dir]: ONNX -> engine + manifest, verified
+engine: $(VENV_STAMP) $(TRT_DEP) ## VARIANT=s|m|b PRECISION=fp32|fp16|int8 RES=224 [CKPT=..] [CALIB=dir] [REPLACE=1]: ONNX -> engine + manifest, verified
 	@$(CLI) engine --check $(ENGINE_ARGS)
 	@$(MAKE) --no-print-directory $(PLUGIN_LIB)
 	$(CLI) engine $(ENGINE_ARGS)
 
-TOPK_DIR := engines/$(VARIANT)-fp32-224
-
 engine-topk: $(VENV_STAMP) ## the standard-op fp32 engine (native TopK, no plugin; 224 only) for `make bench`
-	$(CLI) engine --variant "$(VARIANT)" --precision fp32 --img-size 224 $(if $(CKPT),--checkpoint "$(CKPT)") --until export
-	$(CLI) build --onnx $(TOPK_DIR)/model.onnx --out-dir engines --name $(VARIANT)-fp32-topk-224 --backend $(BACKEND) \
-	  --max-batch $(MAX_BATCH) --variant $(VARIANT) --resolution 224 --precision fp32
+	$(CLI) engine --variant "$$SGF_VARIANT" --precision fp32 --img-size 224 $${SGF_CKPT:+--checkpoint="$$SGF_CKPT"} \
+	  $${SGF_REPLACE:+--replace} --until export
+	$(CLI) build --onnx "engines/$$SGF_VARIANT-fp32-224/model.onnx" --out-dir engines --name "$$SGF_VARIANT-fp32-topk-224" \
+	  --backend "$$SGF_BACKEND" --max-batch "$$SGF_MAX_BATCH" --variant "$$SGF_VARIANT" --resolution 224 --precision fp32
 
 verify: $(VENV_STAMP) $(TRT_DEP) ## check the engine (GPU) or its CPU stand-in against PyTorch (rebuilding what is stale); results go into the manifest
 	@$(CLI) engine --check $(ENGINE_ARGS)
@@ -188,16 +217,16 @@ verify: $(VENV_STAMP) $(TRT_DEP) ## check the engine (GPU) or its CPU stand-in a
 	$(CLI) engine $(ENGINE_ARGS)
 
 bench: $(VENV_STAMP) ## latency / throughput / memory / ORT op profile for VARIANT at each of BENCH_RES (default RES) -> build/bench/
-	set -e; for res in $(BENCH_RES); do $(CLI) bench --variant $(VARIANT) --img-size $$res $(BENCH_ARGS) -o build/bench; done
+	set -ef; for res in $${SGF_BENCH_RES:-$$SGF_RES}; do $(CLI) bench --variant "$$SGF_VARIANT" --img-size "$$res" $$SGF_BENCH_ARGS -o build/bench; done
 
 gpu-check: ## one-shot GPU acceptance run (<= 6 min; no TensorRT, venv or network) -> GPU_CHECK_OUT=build/gpu-check
-	$(GPU_CHECK_PYTHON) scripts/gpu_check.py --out $(GPU_CHECK_OUT) $(GPU_CHECK_ARGS)
+	set -f; $(GPU_CHECK_PYTHON) scripts/gpu_check.py --out "$$SGF_GPU_CHECK_OUT" $$SGF_GPU_CHECK_ARGS
 
 test: $(VENV_STAMP) third_party/tensorrt/include/NvInfer.h ## run the CPU test suite (what CI runs)
-	SGFORMER_REQUIRE_NVCC=1 SGFORMER_REQUIRE_RTX=1 SGFORMER_REQUIRE_CXX=1 $(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
+	set -f; SGFORMER_REQUIRE_NVCC=1 SGFORMER_REQUIRE_RTX=1 SGFORMER_REQUIRE_CXX=1 $(PY) -m pytest -m "not slow" $$SGF_PYTEST_ARGS
 
 test-full: $(VENV_STAMP) third_party/tensorrt/include/NvInfer.h $(PLUGIN_LIB) ## every CPU test, including the slow m/b parity and real-plugin builds
-	SGFORMER_REQUIRE_NVCC=1 SGFORMER_REQUIRE_RTX=1 SGFORMER_REQUIRE_CXX=1 SGFORMER_PLUGIN_LIB=$(CURDIR)/$(PLUGIN_LIB) $(PY) -m pytest $(PYTEST_ARGS)
+	set -f; SGFORMER_REQUIRE_NVCC=1 SGFORMER_REQUIRE_RTX=1 SGFORMER_REQUIRE_CXX=1 SGFORMER_PLUGIN_LIB=$(CURDIR)/$(PLUGIN_LIB) $(PY) -m pytest $$SGF_PYTEST_ARGS
 
 clean: ## remove build outputs (keeps .venv and engines/)
 	rm -rf build third_party .pytest_cache

@@ -19,36 +19,33 @@ import dataclasses
 import hashlib
 import json
 import logging
+import os
 import time
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-from pipeline.core.artifact import InputFormat, ModelSpec, Precision, WeightsRef, engine_dir_name, stage_onnx_name
+from pipeline.core.artifact import (InputFormat, ModelSpec, Precision, engine_dir_name, engine_file_name,
+                                    stage_onnx_name)
+from pipeline.core.errors import ConfigError, PipelineError
 from pipeline.core.flavours import BACKEND_CHOICES
-from pipeline.core.errors import ConfigError
-from pipeline.store.io import write_json
 from pipeline.core.hashing import sha256_file
 from pipeline.core.options import option
 from pipeline.core.variants import check_img_size, check_variant
-from calibration.data import list_folder
-from calibration.data import SMOKE_PHOTOS, SMOKE_VARIANTS
+from pipeline.iam.spec import MAX_BATCH
+from pipeline.store.io import load_onnx, save_onnx, write_json
+from pipeline.store.integrity import check_engine_dir, is_verified
 from pipeline.store.locking import pipeline_run_lock
-from pipeline.core.artifact import engine_file_name
+from pipeline.store.manifest import Calibration, Manifest
+from pipeline.store.ownership import FolderWeights, resolve_weights, write_owner
 from pipeline.data.images import sample_images
-from pipeline.stages.verify import verify_engine
-from pipeline.stages.export import export_onnx
-from pipeline.store.io import save_onnx
 from pipeline.model.sgformer import create_model
-from pipeline.store.io import load_onnx, save_onnx
-from pipeline.stages.rewrite import rewrite_iam
 from pipeline.stages import build as build_stage
 from pipeline.stages.build import BuildConfig, artifact_info_for_build, save_engine_dir
-from pipeline.store.io import load_onnx
-from pipeline.core.errors import PipelineError
-from pipeline.store.integrity import check_engine_dir
-from pipeline.store.integrity import check_engine_dir, is_verified
+from pipeline.stages.export import export_onnx
+from pipeline.stages.rewrite import rewrite_iam
+from pipeline.stages.verify import verify_engine
 from calibration.calibrate import CalibrateOptions, calibrate_file
-from pipeline.store.manifest import Calibration
+from calibration.data import SMOKE_PHOTOS, SMOKE_VARIANTS, list_folder
 
 __all__ = ["PipelineConfig", "EngineDir", "run_pipeline", "STAGES", "check_config"]
 
@@ -79,7 +76,10 @@ class PipelineConfig:
     checkpoint: Optional[Path] = option(None, help="official checkpoint .pth (make: CKPT; default: seeded random "
                                                    "weights)", metavar="CKPT")
     trust_checkpoint: bool = option(False, help="allow arbitrary pickled objects in the checkpoint (trusted files)")
-    seed: int = option(0, help="seed of the random weights without a checkpoint")
+    seed: Optional[int] = option(None, help="seed of the random weights without a checkpoint (default: the engine "
+                                            "folder's own weights, else 0)")
+    replace: bool = option(False, help="rebuild the engine folder even though it holds other weights (make: "
+                                       "REPLACE=1)")
     input_format: str = option(InputFormat.NORMALIZED.value, choices=InputFormat.values(),
                                help="what the engine's images input holds (export --input-format)")
     calib_images: Optional[Path] = option(None, flag="--images", metavar="CALIB",
@@ -126,7 +126,21 @@ def check_config(config: PipelineConfig, *, plugin: bool = True) -> None:
     """Validate every setting before any work or folder is made; messages name the option and the make variable.
 
     ``plugin=False``: skip the plugin-library check (``make engine`` validates before it builds the library)."""
+    _check_model(config)
+    _check_numbers(config)
+    if Precision.parse(config.precision) is Precision.INT8:
+        _check_calibration(config)
+    elif config.calib_images is not None:
+        raise ConfigError(f"calibration images ({_make('calib_images')[1:-1]}) are only used for int8, not "
+                          f"{config.precision}; drop CALIB / --images or pass PRECISION=int8")
+    _check_output(config)
+    if plugin and config.until in ("build", "verify"):
+        lib = _plugin_library(config)
+        if not lib.is_file():
+            raise ConfigError(f"plugin library {lib} does not exist; build it with `make plugins` or pass --plugins")
 
+
+def _check_model(config: PipelineConfig) -> None:
     for name, check, value in (("variant", check_variant, config.variant), ("img_size", check_img_size, config.img_size)):
         try:
             check(value)
@@ -140,35 +154,48 @@ def check_config(config: PipelineConfig, *, plugin: bool = True) -> None:
     if config.checkpoint is not None and not config.checkpoint.is_file():
         raise ConfigError(f"checkpoint {config.checkpoint} does not exist or is not a file {_make('checkpoint')}; "
                           f"check the path (quote paths with spaces: CKPT=\"my file.pth\")")
-    if not isinstance(config.max_batch, int) or config.max_batch < 1:
-        raise ConfigError(f"max batch must be a positive integer, got {config.max_batch!r} {_make('max_batch')}")
+    if config.checkpoint is not None and config.seed is not None:
+        raise ConfigError("--seed picks random weights; it cannot be combined with a checkpoint (CKPT / --checkpoint)")
+
+
+def _check_numbers(config: PipelineConfig) -> None:
+    if isinstance(config.max_batch, bool) or not isinstance(config.max_batch, int) or \
+            not 1 <= config.max_batch <= MAX_BATCH:
+        raise ConfigError(f"max batch must be an integer from 1 to {MAX_BATCH} (the IAM kernel's limit), got "
+                          f"{config.max_batch!r} {_make('max_batch')}")
     if not isinstance(config.calib_num, int) or config.calib_num < 1:
         raise ConfigError(f"number of calibration images must be positive, got {config.calib_num!r} "
                           f"{_make('calib_num')}")
     if config.verify_images < 1:
         raise ConfigError(f"verify_images must be positive, got {config.verify_images}")
-    if Precision.parse(config.precision) is Precision.INT8:
-        if config.calib_images is not None:
 
-            if not config.calib_images.is_dir():
-                raise ConfigError(f"calibration folder {config.calib_images} does not exist or is not a folder "
-                                  f"{_make('calib_images')}")
-            found = len(list_folder(config.calib_images))
-            if found < config.calib_num:
-                raise ConfigError(
-                    f"calibration folder {config.calib_images} holds {found} images, fewer than the {config.calib_num} "
-                    f"asked for (--num-images, make: CALIB_N); add images or lower CALIB_N, e.g. CALIB_N={found}"
-                )
-        else:
 
-            smoke = len(SMOKE_PHOTOS) * len(SMOKE_VARIANTS)
-            if config.calib_num > smoke:
-                raise ConfigError(f"the built-in smoke-test set has {smoke} images, fewer than the {config.calib_num} "
-                                  f"asked for (--num-images, make: CALIB_N); pass CALIB=<folder> or lower CALIB_N")
-    if plugin and config.until in ("build", "verify"):
-        lib = _plugin_library(config)
-        if not lib.is_file():
-            raise ConfigError(f"plugin library {lib} does not exist; build it with `make plugins` or pass --plugins")
+def _check_calibration(config: PipelineConfig) -> None:
+    if config.calib_images is not None:
+        if not config.calib_images.is_dir():
+            raise ConfigError(f"calibration folder {config.calib_images} does not exist or is not a folder "
+                              f"{_make('calib_images')}")
+        found = len(list_folder(config.calib_images))
+        if found < config.calib_num:
+            raise ConfigError(
+                f"calibration folder {config.calib_images} holds {found} images, fewer than the {config.calib_num} "
+                f"asked for (--num-images, make: CALIB_N); add images or lower CALIB_N, e.g. CALIB_N={found}"
+            )
+        return
+    smoke = len(SMOKE_PHOTOS) * len(SMOKE_VARIANTS)
+    if config.calib_num > smoke:
+        raise ConfigError(f"the built-in smoke-test set has {smoke} images, fewer than the {config.calib_num} "
+                          f"asked for (--num-images, make: CALIB_N); pass CALIB=<folder> or lower CALIB_N")
+
+
+def _check_output(config: PipelineConfig) -> None:
+    """The engine folder (or the first existing folder above it) is writable: found now, not after the export."""
+    path = config.engine_dir
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    if not path.is_dir() or not os.access(path, os.W_OK | os.X_OK):
+        raise ConfigError(f"cannot write the engine folder {config.engine_dir}: {path} is not a writable folder; "
+                          f"fix its permissions or pass another --out-dir")
 
 
 def _plugin_library(config: PipelineConfig) -> Path:
@@ -224,24 +251,46 @@ class _Stages:
         write_json(self.path, self.records)
 
 
-def _step(name: str, stages: _Stages, key_fn: Callable[[], dict], output: Path, make: Callable[[], None],
-          done: dict, also: tuple[Path, ...] = (), plan: Optional[list] = None, inputs: tuple = (),
-          sound: Callable[[], bool] = lambda: True) -> None:
-    if plan is not None:  # dry run: say what would run, touch nothing
-        plan.append((name, tuple(str(i) for i in inputs), str(output)))
-        done[name] = "planned"
+def _step(name: str, run: "_Run", key_fn: Callable[[], dict], output: Path, make: Callable[[], None],
+          also: tuple[Path, ...] = (), inputs: tuple = (), sound: Callable[[], bool] = lambda: True) -> None:
+    if run.plan is not None:  # dry run: say what would run, touch nothing
+        run.plan.append((name, tuple(str(i) for i in inputs), str(output)))
+        run.done[name] = "planned"
         return
     key = {**key_fn(), "code": _code_hash(name)}
-    if stages.up_to_date(name, key, output) and all(p.is_file() for p in also) and sound():
+    if run.stages.up_to_date(name, key, output) and all(p.is_file() for p in also) and sound():
         _logger.info("%s: %s is up to date", name, output)
-        done[name] = "up to date"
+        run.done[name] = "up to date"
         return
     start = time.perf_counter()
     _logger.info("%s start -> %s", name, output)
     make()
-    stages.record(name, key, output)
-    done[name] = "made"
+    run.stages.record(name, key, output)
+    run.done[name] = "made"
     _logger.info("%s finish: %s in %.1f s", name, output, time.perf_counter() - start)
+
+
+@dataclasses.dataclass
+class _Run:
+    """One run's state: the settings, the weights it uses, what each stage did, the folder's checked manifest."""
+
+    config: PipelineConfig
+    weights: FolderWeights
+    stages: "_Stages"
+    plan: Optional[list]
+    done: dict = dataclasses.field(default_factory=dict)
+    checked: Optional[Manifest] = None  # the folder's manifest after this run's one integrity check
+
+    @property
+    def folder(self) -> Path:
+        return self.config.engine_dir
+
+    @property
+    def precision(self) -> Precision:
+        return Precision.parse(self.config.precision)
+
+    def onnx(self, stage: str) -> Path:
+        return self.folder / stage_onnx_name(stage, self.precision if stage != "export" else Precision.FP32)
 
 
 def run_pipeline(config: PipelineConfig, *, verify_images: Optional[Any] = None, dry_run: bool = False) -> EngineDir:
@@ -249,128 +298,139 @@ def run_pipeline(config: PipelineConfig, *, verify_images: Optional[Any] = None,
 
     ``verify_images``: the images of the parity check (default: ``config.verify_images`` bundled sample photos).
     ``dry_run``: validate and return the plan (``EngineDir.plan``: stage, inputs, output) without running anything.
+    The folder's weights are never replaced silently (``pipeline.store.ownership``): without a checkpoint or seed
+    the run uses the folder's own; other weights than the folder's need ``replace``.
     """
     check_config(config, plugin=not dry_run)
     if dry_run:
         return _run_stages(config, verify_images, dry_run=True)
-
     with pipeline_run_lock(config.engine_dir):
         return _run_stages(config, verify_images, dry_run=False)
 
 
 def _run_stages(config: PipelineConfig, verify_images: Optional[Any], *, dry_run: bool) -> EngineDir:
-    precision = Precision.parse(config.precision)
-    spec = config.spec
     folder = config.engine_dir
-    plan: Optional[list] = [] if dry_run else None
+    weights = resolve_weights(folder, config.checkpoint, config.seed, replace=config.replace)
+    if weights.checkpoint != config.checkpoint:
+        _logger.info("%s: no checkpoint given; using the folder's weights '%s'", folder, weights.weights.to_text())
     if not dry_run:
         folder.mkdir(parents=True, exist_ok=True)
-    stages = _Stages(folder)
-    done: dict[str, str] = {}
-    weights = WeightsRef.from_checkpoint(config.checkpoint) if config.checkpoint else WeightsRef.random(config.seed)
+        write_owner(folder, weights)
+    run = _Run(config, weights, _Stages(folder), [] if dry_run else None)
+    for stage, step in (("export", _export), ("calibrate", _calibrate), ("rewrite", _rewrite), ("build", _build)):
+        step(run)
+        if config.until == stage:
+            return EngineDir(folder, config, run.done, plan=run.plan)
+    if run.plan is not None:
+        run.plan.append(("verify", (str(folder),), str(folder / "manifest.json")))
+        run.done["verify"] = "planned"
+        return EngineDir(folder, config, run.done, plan=run.plan)
+    report = _verify(run, verify_images)
+    return EngineDir(folder, config, run.done, report)
 
-    # export: the standard-op graph, with the artifact record in its metadata
-    exported = folder / stage_onnx_name("export")
 
-    def export() -> None:
+def _export(run: _Run) -> None:
+    """The standard-op graph, with the artifact record in its metadata."""
+    config, weights, spec = run.config, run.weights, run.config.spec
+    exported = run.onnx("export")
 
-        model = create_model(spec.variant, img_size=spec.img_size, checkpoint=config.checkpoint, seed=config.seed,
+    def make() -> None:
+        model = create_model(spec.variant, img_size=spec.img_size, checkpoint=weights.checkpoint, seed=weights.seed,
                              trust_pickle=config.trust_checkpoint)
-        save_onnx(export_onnx(model, weights=weights, variant=spec.variant, input_format=config.input_format), exported)
+        save_onnx(export_onnx(model, weights=weights.weights, variant=spec.variant,
+                              input_format=config.input_format), exported)
 
-    _step("export", stages, lambda: {"spec": [spec.variant, spec.img_size], "weights": weights.to_text(),
-                                     "input_format": config.input_format}, exported, export, done, plan=plan,
-          inputs=(config.checkpoint or weights.to_text(),))
-    if config.until == "export":
-        return EngineDir(folder, config, done, plan=plan)
+    _step("export", run, lambda: {"spec": [spec.variant, spec.img_size], "weights": weights.weights.to_text(),
+                                  "input_format": config.input_format}, exported, make,
+          inputs=(weights.checkpoint or weights.weights.to_text(),))
 
-    # calibrate: fp16 casts or int8 Q/DQ on the standard-op graph (onnxruntime's quantizer cannot load the op)
-    calibrated = folder / stage_onnx_name("calibrate", precision)
-    if precision is not Precision.FP32:
-        def calibrate() -> None:
 
-            options = CalibrateOptions(images=None if config.calib_images is None else str(config.calib_images),
-                                       num_images=config.calib_num, method=config.calib_method)
-            calibrate_file(exported, calibrated, precision.value, options, report=folder / "calibration.json")
+def _calibrate(run: _Run) -> None:
+    """fp16 casts or int8 Q/DQ on the standard-op graph (onnxruntime's quantizer cannot load the op)."""
+    config, precision = run.config, run.precision
+    if precision is Precision.FP32:
+        run.done["calibrate"] = "skipped (fp32)"
+        return
+    exported, calibrated = run.onnx("export"), run.onnx("calibrate")
 
-        def key() -> dict:
-            k = {"input": sha256_file(exported), "precision": precision.value}
-            if precision is Precision.INT8:
-                k.update(images=str(config.calib_images), n=config.calib_num, method=config.calib_method)
-            return k
+    def make() -> None:
+        options = CalibrateOptions(images=None if config.calib_images is None else str(config.calib_images),
+                                   num_images=config.calib_num, method=config.calib_method)
+        calibrate_file(exported, calibrated, precision.value, options, report=run.folder / "calibration.json")
 
-        calib_inputs = (exported,) if precision is Precision.FP16 else (exported, config.calib_images or "smoke-test set")
-        _step("calibrate", stages, key, calibrated, calibrate, done, plan=plan, inputs=calib_inputs)
-    else:
-        done["calibrate"] = "skipped (fp32)"
-    if config.until == "calibrate":
-        return EngineDir(folder, config, done, plan=plan)
+    def key() -> dict:
+        k = {"input": sha256_file(exported), "precision": precision.value}
+        if precision is Precision.INT8:
+            k.update(images=str(config.calib_images), n=config.calib_num, method=config.calib_method)
+        return k
 
-    # rewrite: each IAM region -> one SGFormerIAM node
-    rewritten = folder / stage_onnx_name("rewrite", precision)
+    inputs = (exported,) if precision is Precision.FP16 else (exported, config.calib_images or "smoke-test set")
+    _step("calibrate", run, key, calibrated, make, inputs=inputs)
 
-    def rewrite() -> None:
 
+def _rewrite(run: _Run) -> None:
+    """Each IAM region -> one SGFormerIAM node."""
+    calibrated, rewritten = run.onnx("calibrate"), run.onnx("rewrite")
+
+    def make() -> None:
         save_onnx(rewrite_iam(load_onnx(calibrated)).model, rewritten)
 
-    _step("rewrite", stages, lambda: {"input": sha256_file(calibrated)}, rewritten, rewrite, done, plan=plan,
-          inputs=(calibrated,))
-    if config.until == "rewrite":
-        return EngineDir(folder, config, done, plan=plan)
+    _step("rewrite", run, lambda: {"input": sha256_file(calibrated)}, rewritten, make, inputs=(calibrated,))
 
-    # build: engine + plugin copy + manifest (the record is checked against the graph and copied into the manifest)
 
-    engine = folder / engine_file_name(spec.variant, precision)
-    plugin = _plugin_library(config)
+def build_config(config: PipelineConfig) -> BuildConfig:
+    """The builder settings of a pipeline run (the one place they are derived from ``PipelineConfig``)."""
+    return BuildConfig(backend=config.backend, plugin_library=_plugin_library(config), max_batch=config.max_batch)
 
-    def build() -> None:
 
+def _build(run: _Run) -> None:
+    """Engine + plugin copy + manifest (the record is checked against the graph and copied into the manifest)."""
+    config, precision, folder = run.config, run.precision, run.folder
+    rewritten = run.onnx("rewrite")
+    engine = folder / engine_file_name(config.variant, precision)
+    settings = build_config(config)
+
+    def make() -> None:
         labels = artifact_info_for_build(load_onnx(rewritten), rewritten, precision=precision.value)
-        build_config = BuildConfig(backend=config.backend, plugin_library=plugin, max_batch=config.max_batch)
-        data, built = build_stage.build_engine(rewritten, build_config)  # looked up at call time (tests stand in)
+        data, built = build_stage.build_engine(rewritten, settings)  # looked up at call time (tests stand in)
         calibration = None
         if labels.record is not None and labels.record.calibration:
-
             rec = labels.record.calibration
             calibration = Calibration(set_sha256=rec["data_hash"], method=rec["method"])
         save_engine_dir(config.out_dir, data, built, variant=labels.variant, precision=labels.precision,
                         resolution=labels.resolution, weights=labels.weights, onnx_file=str(rewritten),
-                        config=build_config, calibration=calibration, dir_name=folder.name,
+                        config=settings, calibration=calibration, dir_name=folder.name,
                         input_format=labels.input_format)
 
-    def folder_sound() -> bool:
-        """The folder passes pipeline.store.integrity's check (engine, plugin, manifest and ONNX agree); else rebuild."""
-
+    def sound() -> bool:
+        """The folder passes its integrity check (engine, plugin, manifest and ONNX agree); else rebuild. The
+        manifest it returns is kept: verify uses it instead of checking the folder again."""
         try:
-            check_engine_dir(folder)
+            run.checked = check_engine_dir(folder)
         except PipelineError as exc:
             _logger.warning("build: %s fails its integrity check, rebuilding: %s", folder, exc)
             return False
         return True
 
-    _step("build", stages, lambda: {"input": sha256_file(rewritten), "plugin": sha256_file(plugin),
-                                    "backend": config.backend, "max_batch": config.max_batch},
-          engine, build, done, also=(folder / "manifest.json",), plan=plan, inputs=(rewritten, plugin),
-          sound=folder_sound)
-    if config.until == "build":
-        return EngineDir(folder, config, done, plan=plan)
-    if plan is not None:
-        plan.append(("verify", (str(folder),), str(folder / "manifest.json")))
-        done["verify"] = "planned"
-        return EngineDir(folder, config, done, plan=plan)
+    plugin = settings.plugin_library
+    _step("build", run, lambda: {"input": sha256_file(rewritten), "plugin": sha256_file(plugin),
+                                 "backend": config.backend, "max_batch": config.max_batch},
+          engine, make, also=(folder / "manifest.json",), inputs=(rewritten, plugin), sound=sound)
+    if run.done.get("build") == "made":
+        run.checked = None  # a new engine: verify checks the folder once
 
-    # verify: the engine on a GPU, else its CPU stand-in, against PyTorch; the result goes into the manifest
 
-    images = verify_images if verify_images is not None else sample_images(config.verify_images, spec.img_size)
-    report = verify_engine(folder, images, checkpoint=None if config.checkpoint is None else str(config.checkpoint),
-                           trust_pickle=config.trust_checkpoint)
-    if report:  # "engine ready" only for a consistent folder whose manifest records a pass of exactly this engine
-
-        report_ok = is_verified(check_engine_dir(folder))
-    else:
-        report_ok = False
-    done["verify"] = "passed" if report_ok else "FAILED"
-    return EngineDir(folder, config, done, report)
+def _verify(run: _Run, verify_images: Optional[Any]):
+    """The engine on a GPU, else its CPU stand-in, against PyTorch; the result goes into the manifest. "passed" only
+    for a folder whose manifest now records a pass of exactly this engine."""
+    config = run.config
+    images = verify_images if verify_images is not None else sample_images(config.verify_images, config.img_size)
+    checkpoint = None if run.weights.checkpoint is None else str(run.weights.checkpoint)
+    report = verify_engine(run.folder, images, checkpoint=checkpoint, trust_pickle=config.trust_checkpoint,
+                           checked=run.checked)
+    recorded = getattr(report, "recorded", None)
+    run.done["verify"] = "passed" if report and recorded is not None and is_verified(recorded) else "FAILED"
+    return report
 
 
 # ---------------------------------------------------------------------------------------------- CLI

@@ -11,6 +11,7 @@ import pytest
 
 from pipeline.cli import main
 from pipeline.core.errors import ConfigError
+from pipeline.core.tolerances import parity_rule
 from pipeline.flow import PipelineConfig, check_config, run_pipeline
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -76,7 +77,7 @@ def test_run_pipeline_builds_verifies_and_reuses(plugin_build, tmp_path):
     manifest = json.loads(first.manifest_path.read_text())
     assert manifest["variant"] == "tiny-test" and manifest["precision"] == "fp32" and manifest["resolution"] == 224
     assert manifest["weights"] == "random-init, seed 0" and manifest["input_format"] == "normalized"
-    assert manifest["parity"]["passed"] and manifest["parity"]["rule"] == {"atol": 1e-4, "require_top5": True}
+    assert manifest["parity"]["passed"] and manifest["parity"]["rule"] == parity_rule("fp32", "onnxruntime").to_dict()
     engine_mtime = (first.path / "tiny-test-fp32.engine").stat().st_mtime_ns
     second = run_pipeline(config, verify_images=images)
     assert second.stages == {"export": "up to date", "calibrate": "skipped (fp32)", "rewrite": "up to date",

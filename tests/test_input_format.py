@@ -74,7 +74,7 @@ def test_rewrite_keeps_the_format_and_verify_feeds_it(pixel_graphs, tmp_path, ca
     capsys.readouterr()
     assert main(["verify", "--onnx", str(iam), "--num-images", "2"]) == 0
     out = capsys.readouterr().out
-    assert out.startswith("PASS") and "atol 0.0001" in out
+    assert out.startswith("PASS") and "x scale" in out  # the fp32 rule of the table (relative since issue 23)
 
 
 def test_build_refuses_a_precision_the_graph_does_not_hold(pixel_graphs):

@@ -20,19 +20,21 @@ from pipeline.backends.onnxruntime import create_session, iam_importance_names, 
 from pipeline.core.tolerances import GRAPH_VS_GRAPH, parity_rule
 from pipeline.stages.verify import compare_logits, reference_logits, verify_onnx
 
-# The bounds come from the one tolerance table (pipeline/core/tolerances.py); the reasons are restated here.
-ATOL_TORCH = parity_rule("fp32", "onnxruntime", variant="s", img_size=224).atol
+# Absolute bounds for the seeded, parity-conditioned random weights of these export tests (logit RMS ~0.37 on s):
+# tighter than the user-facing rule (pipeline/core/tolerances.py, relative to the logits' scale since issue 23),
+# which _check_chain also applies.
+ATOL_TORCH = 1e-4
 ATOL_GRAPHS = GRAPH_VS_GRAPH.atol
 #: At 448 the stage-1 map has 12,544 values: onnxruntime's and torch's kernels round the maps differently
 #: (measured: relative 7e-6 .. 7e-5 per block) and the sorts then differ at ~3,500 stage-1 positions, which moves
 #: S's logits by 2.3e-4 on astronaut/coffee, for the exported graph and the rewritten one alike (they agree to 0.0).
 #: That is docs/sgformer.md §9's discontinuity (1e-6 mask noise: 1.3e-4 at 224), not an export bug, so 448 gets 5e-4
 #: against torch; the exported-vs-rewritten check stays at 1e-5.
-ATOL_TORCH_448 = parity_rule("fp32", "onnxruntime", variant="s", img_size=448).atol
+ATOL_TORCH_448 = 5e-4
 # m and b: docs/sgformer.md §9 measured near-tie flips of 2e-4 on m from rounding alone (batch size, sort variant) and
 # suggests 2e-3 / 3e-3; onnxruntime vs PyTorch gave 1.6e-4 on b here. 1e-3 stays far below real bugs on m/b
 # (descending sort 4.9e-2 / 7.9e-2, kv halves swapped 0.7 / 1.2, local-only map 1.2e-2 / 3.3e-2).
-ATOL_TORCH_MB = parity_rule("fp32", "onnxruntime", variant="m", img_size=224).atol
+ATOL_TORCH_MB = 1e-3
 assert (ATOL_TORCH, ATOL_GRAPHS, ATOL_TORCH_448, ATOL_TORCH_MB) == (1e-4, 1e-5, 5e-4, 1e-3)  # the values argued above
 
 
@@ -125,12 +127,16 @@ def _reference(ex, images) -> np.ndarray:
     return _REFERENCE[key]
 
 
-def _check_chain(ex, names, images, atol=ATOL_TORCH):
+def _check_chain(ex, names, images, atol=ATOL_TORCH, variant="s"):
     ref = _reference(ex, images)
     std = verify_onnx(ex.onnx, ex.model, list(zip(names, images)), atol=atol, reference_out=ref)
     iam = verify_onnx(ex.iam, ex.model, list(zip(names, images)), atol=atol, reference_out=ref)
     assert std, std.message
     assert iam, iam.message
+    rule = parity_rule("fp32", "onnxruntime", variant=variant, img_size=images.shape[-1])  # the table's rule too
+    scale = float(np.sqrt(np.mean(np.asarray(ref, np.float64) ** 2)))
+    for got in (std, iam):
+        assert got.max_abs_diff <= rule.tolerance(scale) and got.cosine_min >= rule.min_cosine, got.message
     return std, iam
 
 
@@ -151,7 +157,7 @@ def test_m_b_pytorch_onnx_rewritten(exported, sample_batch, variant):
     PyTorch and both graphs (two images took 92 s and 110 s; the second image adds runtime, not coverage)."""
     ex = exported(variant, 224)
     names, images = sample_batch(224, 1)
-    _check_chain(ex, names, images, atol=ATOL_TORCH_MB)
+    _check_chain(ex, names, images, atol=ATOL_TORCH_MB, variant=variant)
     between = compare_logits(run_model(ex.iam, images)["logits"], run_model(ex.onnx, images)["logits"],
                              backend="rewritten vs exported", atol=ATOL_GRAPHS)
     assert between, between.message

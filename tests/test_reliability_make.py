@@ -108,3 +108,27 @@ def test_engine_rebuilds_a_folder_whose_manifest_was_edited(setup, capsys, caplo
     assert code == 0 and len(calls) == 2 and "fails its integrity check, rebuilding" in caplog.text, out
     assert folder_consistent(config.engine_dir) == []
     assert out.rstrip().splitlines()[-1].startswith("engine ready")
+
+
+def test_one_integrity_check_per_engine_folder_per_run(setup, capsys, monkeypatch):
+    """Issue 20 item 3: main checked the same folder about five times in one `make engine` (the build stage's
+    soundness, verify, the runner, the final "ready" check). Now once: the verify stage reuses the build stage's
+    check, the runner takes the checked manifest, and the final decision reads the manifest verify wrote."""
+    from pipeline.store import integrity
+
+    checks = []
+    original = integrity._check_file
+
+    def counting(folder, ref, role, problems):
+        if role == "engine":
+            checks.append(folder)
+        return original(folder, ref, role, problems)
+
+    monkeypatch.setattr(integrity, "_check_file", counting)
+    config, calls = setup
+    assert _engine(config, capsys)[0] == 0  # builds: verify checks the new folder once
+    assert len(checks) == 1, checks
+    checks.clear()
+    code, out = _engine(config, capsys)  # reuses: the build stage's soundness check is the only one
+    assert code == 0 and "engine ready" in out and len(calls) == 1
+    assert len(checks) == 1, checks

@@ -59,10 +59,12 @@ def _runtime_backend(manifest: Manifest) -> trt_backend.Backend:
 class EngineRunner:
     """Runs one engine directory. Use as a context manager, or call :meth:`close`."""
 
-    def __init__(self, engine_dir: str | Path, device: int = 0, verify_sha256: bool = True) -> None:
+    def __init__(self, engine_dir: str | Path, device: int = 0, verify_sha256: bool = True,
+                 checked: Optional[Manifest] = None) -> None:
         self.engine_dir = Path(engine_dir)
         # pipeline.store.integrity: engine/plugin sha256 + size; manifest vs the engine's ONNX when the folder has it
-        self.manifest = check_engine_dir(self.engine_dir, need_onnx=False)
+        # (``checked``: the caller's check of this run, e.g. make engine's verify stage)
+        self.manifest = checked if checked is not None else check_engine_dir(self.engine_dir, need_onnx=False)
         self._ctx = None
         gpu = trt_backend.probe_gpu(device)
         if gpu is None:

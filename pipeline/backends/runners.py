@@ -23,7 +23,7 @@ import numpy as np
 
 from pipeline.core.artifact import META_INPUT_FORMAT, InputFormat
 from pipeline.core.errors import ConfigError
-from pipeline.store.manifest import engine_onnx, read_manifest
+from pipeline.store.manifest import Manifest, engine_onnx, read_manifest
 from pipeline.backends import tensorrt as trt_backend
 from pipeline.backends.onnxruntime import create_session
 from pipeline.store.io import load_onnx
@@ -161,9 +161,9 @@ class OrtRunner(BaseRunner):
 class TensorRTRunner(BaseRunner):
     """An engine directory on the GPU (``pipeline.backends.engine.EngineRunner``: manifest checks, plugin, pycuda)."""
 
-    def __init__(self, engine_dir: str | Path, batch: Optional[int] = None, device: int = 0) -> None:
-
-        self.engine = EngineRunner(engine_dir, device=device)
+    def __init__(self, engine_dir: str | Path, batch: Optional[int] = None, device: int = 0,
+                 checked: Optional[Manifest] = None) -> None:
+        self.engine = EngineRunner(engine_dir, device=device, checked=checked)
         manifest = self.engine.manifest
         super().__init__(batch or self.engine.max_batch, manifest.input_format)
         self.label = f"{manifest.backend_label} engine"
@@ -183,20 +183,22 @@ def resolve_engine_dir(path: str | Path) -> Path:
     return path
 
 
-def open_engine(engine_dir: str | Path, *, device: str = "auto", batch: int = 2, device_index: int = 0) -> BaseRunner:
+def open_engine(engine_dir: str | Path, *, device: str = "auto", batch: int = 2, device_index: int = 0,
+                checked: Optional[Manifest] = None) -> BaseRunner:
     """The engine on a GPU, or (no GPU, or ``device="cpu"``) its CPU stand-in: the engine's own ONNX (sha256
-    checked against the manifest) in onnxruntime. The runner's ``stand_in`` and ``label`` say which one runs."""
+    checked against the manifest) in onnxruntime. The runner's ``stand_in`` and ``label`` say which one runs.
+    ``checked``: the manifest of an integrity check the caller already made (the GPU runner skips its own)."""
 
     if device not in ("auto", "gpu", "cpu"):
         raise ConfigError(f"device {device!r}: expected auto, gpu or cpu")
     engine_dir = resolve_engine_dir(engine_dir)
-    manifest = read_manifest(engine_dir)
+    manifest = checked if checked is not None else read_manifest(engine_dir)
     gpu = None
     if device != "cpu":
 
         gpu = trt_backend.probe_gpu(device_index)
     if gpu is not None or device == "gpu":
-        runner = TensorRTRunner(engine_dir, batch=batch, device=device_index)
+        runner = TensorRTRunner(engine_dir, batch=batch, device=device_index, checked=checked)
         if gpu is not None:
             runner.label = f"{manifest.backend_label} engine on {gpu.name}"
         return runner

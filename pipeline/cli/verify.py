@@ -4,6 +4,7 @@ from __future__ import annotations
 import logging
 
 import argparse
+import dataclasses
 import time
 import numpy as np
 from pipeline.core.artifact import ArtifactInfo
@@ -71,7 +72,7 @@ def run(args: argparse.Namespace) -> int:
     if args.atol is not None:
         rule = ParityRule(atol=args.atol, require_top5=not args.no_top5)
     elif args.no_top5:
-        rule = ParityRule(atol=rule.atol, require_top5=False, min_cosine=rule.min_cosine, min_top1=rule.min_top1)
+        rule = dataclasses.replace(rule, require_top5=False)
     _logger.info("verify start: %s (%s, %s, %s, rule %s)", args.onnx, args.backend, info.spec, info.precision.value,
                  rule.to_dict())
     model = reference_for_record(info, args.checkpoint, args.trust_checkpoint) if not (

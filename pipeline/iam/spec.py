@@ -8,6 +8,9 @@ from __future__ import annotations
 PLUGIN_NAME = "SGFormerIAM"
 PLUGIN_VERSION = "1"
 PLUGIN_NAMESPACE = ""
+#: Largest batch the kernel takes (``kMAX_BATCH`` in plugins/sgformer_iam/sgformerIamKernel.h; a test reads it
+#: from there): ``MAX_BATCH`` / ``--max-batch`` beyond it is refused before any build.
+MAX_BATCH = 65535
 #: ONNX domain used in the artifacts. TensorRT's ONNX parser maps an unknown op of any domain to a plugin by
 #: op_type; onnxruntime-extensions only serves Python ops in ``ai.onnx.contrib`` (the CPU runner swaps it).
 ONNX_DOMAIN = "trt.plugins"

@@ -199,22 +199,16 @@ def _target(backend: trt_backend.Backend, config: BuildConfig, rtx_ccs: tuple[st
                   version_compatible=config.version_compatible)
 
 
-def build_engine(onnx_model_or_path: OnnxSource, config: BuildConfig) -> tuple[bytes, BuildInfo]:
-    """Parse the ONNX with the plugin library registered and build a serialized engine.
-
-    Raises :class:`BuildError` (no TensorRT, parser errors with hints, builder failure) or
-    :class:`PluginLibraryError` (plugin library missing or not loadable).
-    """
+def _source(onnx_model_or_path: OnnxSource) -> tuple[onnx.ModelProto, Optional[Path], Optional[bytes], str]:
+    """(header, path or None, serialized model or None, sha256) of the build's ONNX."""
     if isinstance(onnx_model_or_path, onnx.ModelProto):
-        model, path = onnx_model_or_path, None
-        payload = model.SerializeToString()
-        onnx_sha = sha256_bytes(payload)
-    else:
-        path = Path(onnx_model_or_path)
-        model = _load_header(path)
-        payload = None
-        onnx_sha = sha256_file(path)
-    ops = custom_ops(model)
+        payload = onnx_model_or_path.SerializeToString()
+        return onnx_model_or_path, None, payload, sha256_bytes(payload)
+    path = Path(onnx_model_or_path)
+    return _load_header(path), path, None, sha256_file(path)
+
+
+def _check_plugin(ops: Sequence[str], config: BuildConfig) -> None:
     if ops and config.plugin_library is None:
         raise BuildError(f"the ONNX holds custom op(s) {', '.join(ops)}; {_plugin_hint(ops)}")
     if config.plugin_library is not None and not config.plugin_library.is_file():
@@ -222,20 +216,14 @@ def build_engine(onnx_model_or_path: OnnxSource, config: BuildConfig) -> tuple[b
             f"plugin library {config.plugin_library} does not exist; build it with `make plugins` and pass its path"
         )
 
-    backend = trt_backend.load_backend(config.backend)
-    trt = backend.module
-    if backend.is_rtx:
-        trt_backend.require_rtx_parser_library()
-    logger = trt_backend.get_logger(backend)
-    trt_backend.clear_errors(backend)
-    builder = trt.Builder(logger)
-    if config.plugin_library is not None:
-        trt_backend.load_plugin_library(backend, config.plugin_library, builder)
 
+def _parse(backend: trt_backend.Backend, builder, source, path: Optional[Path], payload: Optional[bytes],
+           ops: Sequence[str], config: BuildConfig):
+    """The parsed network, or a BuildError naming the ops without a plugin."""
+    trt = backend.module
     flags, strongly_typed = trt_backend.network_flags(backend)
     network = builder.create_network(flags)
-    parser = trt.OnnxParser(network, logger)
-    source = path if path is not None else "<in-memory model>"
+    parser = trt.OnnxParser(network, trt_backend.get_logger(backend))
     _logger.info("parsing %s with %s", source, backend.describe())
     ok = parser.parse_from_file(str(path)) if path is not None else parser.parse(payload)
     if not ok:
@@ -247,7 +235,11 @@ def build_engine(onnx_model_or_path: OnnxSource, config: BuildConfig) -> tuple[b
             hint = (f"{config.plugin_library} does not register {', '.join(plugin_ops)} (name, version \"1\", "
                     f"empty namespace); rebuild it with `make plugins`")
         raise BuildError(f"{backend.flavour} could not parse {source}:\n  " + "\n  ".join(errors) + f"\n{hint}")
+    return network, parser, strongly_typed
 
+
+def _configure(backend: trt_backend.Backend, builder, config: BuildConfig):
+    """(builder config, TensorRT-RTX targets, timing cache used?, progress monitor) for ``config``."""
     builder_config = builder.create_builder_config()
     trt_backend.set_workspace(backend, builder_config, config.workspace_mb)
     trt_backend.set_optimization_level(backend, builder_config, config.opt_level)
@@ -257,7 +249,11 @@ def build_engine(onnx_model_or_path: OnnxSource, config: BuildConfig) -> tuple[b
         trt_backend.set_version_compatible(backend, builder_config, config.plugin_library)
     use_cache = trt_backend.load_timing_cache(backend, builder_config, config.timing_cache)
     monitor = trt_backend.attach_progress_monitor(backend, builder_config, config.progress_interval_s)
+    return builder_config, rtx_ccs, use_cache, monitor
 
+
+def _io_and_profile(trt, builder, network, builder_config, config: BuildConfig):
+    """The network's input / output specs; the batch profile added to ``builder_config``."""
     inputs, outputs = [], []
     profile = builder.create_optimization_profile()
     for i in range(network.num_inputs):
@@ -269,7 +265,41 @@ def build_engine(onnx_model_or_path: OnnxSource, config: BuildConfig) -> tuple[b
         tensor = network.get_output(i)
         outputs.append(TensorSpec(tensor.name, tuple(tensor.shape), _dtype_name(trt, tensor.dtype)))
     builder_config.add_optimization_profile(profile)
+    return tuple(inputs), tuple(outputs)
 
+
+def _build_failed(backend: trt_backend.Backend, source, seconds: float) -> BuildError:
+    errors = trt_backend.recent_errors(backend)
+    hint = ""
+    if any(_TOPK_LIMIT_TEXT in e for e in errors):
+        hint = ("\nTensorRT's TopK is limited to K <= 3840, so the standard-op graph cannot build beyond 224: "
+                "rewrite it with `sgformer-trt rewrite` (IAM plugin) and build that graph")
+    return BuildError(
+        f"{backend.flavour} failed to build an engine from {source} after {seconds:.1f} s:\n  "
+        + "\n  ".join(errors[-8:] or ["(no error logged; rerun with -vv)"]) + hint
+    )
+
+
+def build_engine(onnx_model_or_path: OnnxSource, config: BuildConfig) -> tuple[bytes, BuildInfo]:
+    """Parse the ONNX with the plugin library registered and build a serialized engine.
+
+    Raises :class:`BuildError` (no TensorRT, parser errors with hints, builder failure) or
+    :class:`PluginLibraryError` (plugin library missing or not loadable).
+    """
+    model, path, payload, onnx_sha = _source(onnx_model_or_path)
+    ops = custom_ops(model)
+    _check_plugin(ops, config)
+    backend = trt_backend.load_backend(config.backend)
+    if backend.is_rtx:
+        trt_backend.require_rtx_parser_library()
+    trt_backend.clear_errors(backend)
+    builder = backend.module.Builder(trt_backend.get_logger(backend))
+    if config.plugin_library is not None:
+        trt_backend.load_plugin_library(backend, config.plugin_library, builder)
+    source = path if path is not None else "<in-memory model>"
+    network, _parser, strongly_typed = _parse(backend, builder, source, path, payload, ops, config)
+    builder_config, rtx_ccs, use_cache, monitor = _configure(backend, builder, config)
+    inputs, outputs = _io_and_profile(backend.module, builder, network, builder_config, config)
     _logger.info(
         "building %s engine: %d layers, batch %d/%d/%d, opt level %d, workspace %s, strongly typed %s%s",
         backend.describe(), network.num_layers, config.min_batch, config.opt_batch, config.max_batch,
@@ -281,15 +311,7 @@ def build_engine(onnx_model_or_path: OnnxSource, config: BuildConfig) -> tuple[b
     seconds = time.perf_counter() - start
     del monitor
     if engine is None:
-        errors = trt_backend.recent_errors(backend)
-        hint = ""
-        if any(_TOPK_LIMIT_TEXT in e for e in errors):
-            hint = ("\nTensorRT's TopK is limited to K <= 3840, so the standard-op graph cannot build beyond 224: "
-                    "rewrite it with `sgformer-trt rewrite` (IAM plugin) and build that graph")
-        raise BuildError(
-            f"{backend.flavour} failed to build an engine from {source} after {seconds:.1f} s:\n  "
-            + "\n  ".join(errors[-8:] or ["(no error logged; rerun with -vv)"]) + hint
-        )
+        raise _build_failed(backend, source, seconds)
     if use_cache and config.timing_cache is not None:
         data = trt_backend.timing_cache_bytes(builder_config)
         if data:
@@ -297,19 +319,11 @@ def build_engine(onnx_model_or_path: OnnxSource, config: BuildConfig) -> tuple[b
             _logger.info("saved timing cache %s (%d bytes)", config.timing_cache, len(data))
     _logger.info("built %s engine in %.1f s (%.1f MB)", backend.flavour, seconds, len(engine) / 1e6)
     info = BuildInfo(
-        backend_flavour=backend.flavour,
-        backend_version=backend.version,
-        cuda_version=trt_backend.cuda_version(backend),
-        strongly_typed=strongly_typed,
-        seconds=round(seconds, 3),
-        engine_bytes=len(engine),
-        num_layers=network.num_layers,
-        inputs=tuple(inputs),
-        outputs=tuple(outputs),
+        backend_flavour=backend.flavour, backend_version=backend.version, cuda_version=trt_backend.cuda_version(backend),
+        strongly_typed=strongly_typed, seconds=round(seconds, 3), engine_bytes=len(engine),
+        num_layers=network.num_layers, inputs=inputs, outputs=outputs,
         batch=BatchProfile(config.min_batch, config.opt_batch, config.max_batch),
-        target=_target(backend, config, rtx_ccs),
-        onnx_sha256=onnx_sha,
-        plugin_library=config.plugin_library,
+        target=_target(backend, config, rtx_ccs), onnx_sha256=onnx_sha, plugin_library=config.plugin_library,
         timing_cache=config.timing_cache if use_cache else None,
     )
     return engine, info

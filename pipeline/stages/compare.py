@@ -8,7 +8,11 @@ rule from ``pipeline.core.tolerances``), ``evaluate`` in its accuracy table. Met
 - ``top1_agreement``: fraction of samples with the same arg-max;
 - ``top5_exact``: fraction of samples whose ordered top-5 classes are identical;
 - ``top1_in_top5``: fraction of samples whose reference top-1 is among the candidate's top-5;
-- ``top1_accuracy`` / ``top5_accuracy``: against labels (``-1`` = unknown), when given.
+- ``top1_accuracy`` / ``top5_accuracy``: against labels (``-1`` = unknown), when given;
+- ``scale``: root mean square of the reference logits (a trained ImageNet head: several units; seeded random
+  weights: ~0.1). Pass rules are relative to it (``pipeline.core.tolerances``);
+- ``top1_tied`` / ``top5_tied``: like ``top1_agreement`` / ``top5_exact``, but a difference where the reference's
+  own logits are within the rule's tie tolerance counts as agreement (a near-tie: legitimately either order).
 """
 from __future__ import annotations
 
@@ -20,7 +24,7 @@ import numpy as np
 from pipeline.core.tolerances import ParityRule
 from pipeline.core.errors import ParityError
 
-__all__ = ["LogitStats", "logit_stats", "ParityReport", "compare_logits", "DEFAULT_ATOL"]
+__all__ = ["LogitStats", "logit_stats", "tie_agreement", "ParityReport", "compare_logits", "DEFAULT_ATOL"]
 
 #: fp32 onnxruntime vs PyTorch at 224 (``pipeline.core.tolerances``).
 DEFAULT_ATOL = 1e-4
@@ -39,6 +43,21 @@ class LogitStats:
     top1_in_top5: float
     top1_accuracy: Optional[float] = None
     top5_accuracy: Optional[float] = None
+    scale: float = 0.0
+    finite: bool = True
+
+
+def tie_agreement(candidate: np.ndarray, reference: np.ndarray, tol: float, k: int = 5) -> tuple[float, float]:
+    """(top-1, ordered top-k) agreement fractions where a position whose classes differ still agrees when the
+    reference logits of the two classes are within ``tol`` (a near-tie, legitimately either order)."""
+    cand = np.asarray(candidate, dtype=np.float64)
+    ref = np.asarray(reference, dtype=np.float64)
+    k = min(k, cand.shape[1])
+    top_c, top_r = _topk(cand, k), _topk(ref, k)
+    rows = np.arange(len(ref))[:, None]
+    close = np.abs(ref[rows, top_c] - ref[rows, top_r]) <= tol
+    agree = (top_c == top_r) | close
+    return float(agree[:, 0].mean()), float(agree.all(axis=1).mean())
 
 
 def _topk(x: np.ndarray, k: int) -> np.ndarray:
@@ -72,6 +91,8 @@ def logit_stats(candidate: np.ndarray, reference: np.ndarray, labels: Optional[n
         top1_agreement=float(np.mean(top_c[:, 0] == top_r[:, 0])),
         top5_exact=float(np.mean((top_c == top_r).all(axis=1))),
         top1_in_top5=float(np.mean((top_c == top_r[:, :1]).any(axis=1))),
+        scale=float(np.sqrt(np.mean(ref ** 2))) if ref.size else 0.0,
+        finite=bool(np.isfinite(cand).all()),
     )
     if labels is not None and (np.asarray(labels) >= 0).any():
         labels = np.asarray(labels)
@@ -103,19 +124,32 @@ class ParityReport:
     min_cosine: Optional[float] = None
     min_top1: float = 1.0
     top1_in_top5: float = 1.0
+    rel_atol: Optional[float] = None
+    scale: float = 0.0  # RMS of the reference logits
+    top1_tied: float = 1.0  # top-1 agreement counting near-ties (within ``tie_tolerance``) as agreement
+    top5_tied: float = 1.0
+    finite: bool = True
 
     @property
     def rule(self) -> ParityRule:
         return ParityRule(atol=self.atol, require_top5=self.require_top5, min_cosine=self.min_cosine,
-                          min_top1=self.min_top1)
+                          min_top1=self.min_top1, rel_atol=self.rel_atol)
+
+    @property
+    def tolerance(self) -> float:
+        """The element-wise bound of this comparison: ``atol``, or ``rel_atol`` x the logits' scale if larger."""
+        return self.rule.tolerance(self.scale)
 
     @property
     def passed(self) -> bool:
-        if self.min_cosine is not None:
-            return (bool(np.isfinite(self.max_abs_diff)) and self.cosine_min >= self.min_cosine
-                    and self.top1_agreement >= self.min_top1)
-        ok = self.max_abs_diff <= self.atol and self.top1_agreement == 1.0
-        return ok and (self.top5_exact == 1.0 or not self.require_top5)
+        if not self.finite or not np.isfinite(self.max_abs_diff):
+            return False
+        if self.min_cosine is not None and (self.cosine_min < self.min_cosine or self.top1_tied < self.min_top1):
+            return False
+        if self.rule.is_agreement:
+            return True
+        ok = self.max_abs_diff <= self.tolerance and self.top1_tied >= self.min_top1
+        return ok and (self.top5_tied == 1.0 or not self.require_top5)
 
     def __bool__(self) -> bool:
         return self.passed
@@ -126,23 +160,29 @@ class ParityReport:
         head = (
             f"{self.backend} vs PyTorch on {self.num_samples} images (batch {self.batch}): max |dlogit| "
             f"{self.max_abs_diff:.3g} at sample {sample} ('{self.sample_name}'), class {cls}; mean "
-            f"{self.mean_abs_diff:.3g}; top-1 agreement {self.top1_agreement:.1%}, identical top-5 "
-            f"{self.top5_exact:.1%}; min cosine {self.cosine_min:.6f}"
+            f"{self.mean_abs_diff:.3g}; logit scale (RMS) {self.scale:.3g}; top-1 agreement {self.top1_agreement:.1%}, "
+            f"identical top-5 {self.top5_exact:.1%}; min cosine {self.cosine_min:.6f}"
         )
-        if self.min_cosine is not None:
-            rule = f"cosine >= {self.min_cosine:g}, top-1 agreement >= {self.min_top1:.1%}"
-            if self.passed:
-                return f"PASS: {head} ({rule})"
-            return f"FAIL: {head}: needs {rule}"
+        if not self.finite:
+            return f"FAIL: {head}: the candidate's logits are not finite (NaN or Inf); no tolerance passes them"
+        if self.rule.is_agreement:
+            rule = f"cosine >= {self.min_cosine:g}, top-1 agreement (near-ties counted) >= {self.min_top1:.1%}"
+            return f"PASS: {head} ({rule})" if self.passed else f"FAIL: {head}: needs {rule}"
+        bound = (f"{self.tolerance:.3g} = max(atol {self.atol:g}, {self.rel_atol:g} x scale)" if self.rel_atol
+                 else f"atol {self.atol:g}")
         if self.passed:
-            return f"PASS: {head} (atol {self.atol:g})"
+            return f"PASS: {head} (|dlogit| <= {bound})"
         reasons = []
-        if self.max_abs_diff > self.atol:
-            reasons.append(f"atol {self.atol:g} exceeded; atol >= {self.max_abs_diff:.3g} would have passed")
-        if self.top1_agreement < 1.0:
-            reasons.append("top-1 differs")
-        if self.require_top5 and self.top5_exact < 1.0:
-            reasons.append("top-5 differs")
+        if self.max_abs_diff > self.tolerance:
+            needed = (f"atol >= {self.max_abs_diff:.3g}" if not self.rel_atol
+                      else f"rel_atol >= {self.max_abs_diff / max(self.scale, 1e-30):.3g}")
+            reasons.append(f"{bound} exceeded; {needed} would have passed")
+        if self.top1_tied < self.min_top1:
+            reasons.append("top-1 differs (beyond a near-tie)")
+        if self.require_top5 and self.top5_tied < 1.0:
+            reasons.append("top-5 differs (beyond near-ties)")
+        if self.min_cosine is not None and self.cosine_min < self.min_cosine:
+            reasons.append(f"cosine below {self.min_cosine:g}")
         return f"FAIL: {head}: {'; '.join(reasons)}"
 
     def __str__(self) -> str:
@@ -169,12 +209,14 @@ def compare_logits(
 ) -> ParityReport:
     """Judge two ``[num_samples, classes]`` logit arrays by a rule (``rule``, or the keyword arguments).
 
-    With ``min_cosine`` the report passes on per-sample cosine similarity and top-1 agreement (the fp16 / int8
-    rule); otherwise on ``atol``, identical top-1 and (``require_top5``) identical ordered top-5.
+    With an agreement rule (``min_cosine`` and no element-wise bound) the report passes on per-sample cosine
+    similarity and top-1 agreement (the fp16 / int8 rule); otherwise on ``max(atol, rel_atol x scale)``, identical
+    top-1 and (``require_top5``) identical ordered top-5, near-ties within that bound counted as agreement.
     """
-    if rule is not None:
-        atol, require_top5, min_cosine, min_top1 = rule.atol, rule.require_top5, rule.min_cosine, rule.min_top1
+    if rule is None:
+        rule = ParityRule(atol=atol, require_top5=require_top5, min_cosine=min_cosine, min_top1=min_top1)
     stats = logit_stats(candidate, reference, what=backend)
+    tied = tie_agreement(candidate, reference, rule.tie_tolerance(stats.scale)) if stats.finite else (0.0, 0.0)
     names = list(names) if names else [str(i) for i in range(stats.num_samples)]
     return ParityReport(
         backend=backend,
@@ -183,14 +225,19 @@ def compare_logits(
         sample_name=names[stats.where[0]],
         top1_agreement=stats.top1_agreement,
         top5_exact=stats.top5_exact,
-        atol=float(atol),
-        require_top5=require_top5,
+        atol=float(rule.atol),
+        require_top5=rule.require_top5,
         num_samples=stats.num_samples,
         batch=batch,
         mean_abs_diff=stats.mean_abs_diff,
         names=names,
         cosine_min=stats.cosine_min,
-        min_cosine=min_cosine,
-        min_top1=min_top1,
+        min_cosine=rule.min_cosine,
+        min_top1=rule.min_top1,
         top1_in_top5=stats.top1_in_top5,
+        rel_atol=rule.rel_atol,
+        scale=stats.scale,
+        top1_tied=tied[0],
+        top5_tied=tied[1],
+        finite=stats.finite,
     )

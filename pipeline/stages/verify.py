@@ -13,6 +13,7 @@ from ``pipeline.core.tolerances``) and input format (the runners feed the graph 
 """
 from __future__ import annotations
 
+import datetime
 import logging
 import time
 from pathlib import Path
@@ -30,6 +31,7 @@ from pipeline.core.errors import ConfigError
 from pipeline.backends.runners import OrtRunner, TorchRunner, open_engine, split_images
 from pipeline.model.sgformer import create_model
 from pipeline.store.integrity import check_engine_dir, record_parity
+from pipeline.store.manifest import Manifest
 from pipeline.backends.runners import resolve_engine_dir
 
 __all__ = ["ParityReport", "compare_logits", "verify", "verify_onnx", "verify_engine", "reference_logits", "onnxruntime_logits",
@@ -132,27 +134,31 @@ def verify_engine(
     batch: int = 2,
     device: Optional[str] = "auto",
     record: bool = True,
+    checked: Optional[Manifest] = None,
 ) -> ParityReport:
     """Check an engine directory against PyTorch and (``record``) write the result into its manifest.
 
     ``device="auto"``: on a machine with an NVIDIA GPU the engine itself runs (``pipeline.backends.engine``); without
     one, its CPU stand-in does: the very ONNX the engine was built from (sha256 checked against the manifest),
     with the SGFormerIAM op, in onnxruntime. The report and the manifest say which one ran. ``device="cpu"``
-    forces the stand-in.
+    forces the stand-in. ``checked``: the folder's manifest from an integrity check this run already made (the
+    folder is not checked again). The report's ``recorded`` is the manifest with the result (``record``).
     """
-    import datetime
-
-
     engine_dir = resolve_engine_dir(engine_dir)
-    manifest = check_engine_dir(engine_dir)  # sha256/size of engine + plugin, manifest vs ONNX metadata
+    # sha256/size of engine + plugin, manifest vs ONNX metadata: once per run
+    manifest = checked if checked is not None else check_engine_dir(engine_dir)
     info = manifest.info
     array, names = _split_images(images)
     if array.shape[-1] != info.img_size:
         raise ConfigError(f"images are {array.shape[-1]} px, the engine takes {info.img_size} px")
+    if batch > manifest.batch.max:
+        raise ConfigError(f"batch {batch} is beyond the engine's profile (batch {manifest.batch.min} to "
+                          f"{manifest.batch.max}); pass --batch {manifest.batch.max} or less")
     model = reference_for_record(info, checkpoint, trust_pickle)
     start = time.perf_counter()
     ref = reference_logits(model, array, batch)
-    with open_engine(engine_dir, device="cpu" if device == "cpu" else "auto", batch=batch) as runner:
+    with open_engine(engine_dir, device="cpu" if device == "cpu" else "auto", batch=batch,
+                     checked=manifest) as runner:
         got = runner.infer(array)
         backend, stand_in = runner.label, runner.stand_in
     rule = parity_rule(info.precision, "onnxruntime" if stand_in else "tensorrt", variant=info.variant,
@@ -173,9 +179,10 @@ def verify_engine(
             "top1_agreement": report.top1_agreement,
             "top5_exact": report.top5_exact,
             "rule": rule.to_dict(),
+            "scale": report.scale,
             "checked": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         }
-        record_parity(engine_dir, manifest, parity)  # only if the engine is still the one checked
+        report.recorded = record_parity(engine_dir, manifest, parity)  # only if the engine is still the one checked
     return report
 
 

@@ -148,8 +148,9 @@ def check_engine_dir(path: str | Path, *, need_onnx: bool = True) -> Manifest:
     return manifest
 
 
-def record_parity(path: str | Path, checked: Manifest, parity: dict[str, Any]) -> Path:
-    """Write ``parity`` into the folder's manifest if the engine is still the one ``checked`` describes.
+def record_parity(path: str | Path, checked: Manifest, parity: dict[str, Any]) -> Manifest:
+    """Write ``parity`` into the folder's manifest if the engine is still the one ``checked`` describes; returns
+    the manifest written.
 
     Under the folder's exclusive lock: re-read the manifest and hash the engine; if either changed since the
     check (another build published meanwhile), nothing is written and :class:`IntegrityError` says so.
@@ -165,7 +166,9 @@ def record_parity(path: str | Path, checked: Manifest, parity: dict[str, Any]) -
             raise IntegrityError(
                 f"the engine in {folder} was replaced while it was being verified (another build published it); the "
                 f"result was not recorded. Run verify again")
-        return write_manifest(folder, with_parity(current, {**parity, "engine_sha256": checked.engine.sha256}))
+        updated = with_parity(current, {**parity, "engine_sha256": checked.engine.sha256})
+        write_manifest(folder, updated)
+        return updated
 
 
 def is_verified(manifest: Manifest) -> bool:
