@@ -104,7 +104,7 @@ help: ## list the targets and every variable
 	@echo "  PYTEST_ARGS    extra pytest arguments of make test / test-full                      [$(PYTEST_ARGS)]"
 	@echo "  GPU_CHECK_PYTHON  interpreter of make gpu-check (the GPU machine's own, no venv)     [$(GPU_CHECK_PYTHON)]"
 	@echo "  GPU_CHECK_OUT  report directory of make gpu-check                                  [$(GPU_CHECK_OUT)]"
-	@echo "  GPU_CHECK_ARGS extra flags of scripts/gpu_check.py (e.g. --dry-run --arch 90)      [$(GPU_CHECK_ARGS)]"
+	@echo "  GPU_CHECK_ARGS extra flags of scripts/gpu_check (e.g. --dry-run --arch 90)         [$(GPU_CHECK_ARGS)]"
 	@echo "  BENCH_RES      resolutions of make bench, one report each (e.g. \"224 448\")          [$(BENCH_RES)]"
 	@echo "  BENCH_ARGS     extra sgformer-trt bench flags of make bench (e.g. --max-seconds 60)  [$(BENCH_ARGS)]"
 	@echo "  JETSON         orin | thor | empty (not a Jetson); default: detected (see print-config)"
@@ -191,7 +191,7 @@ bench: $(VENV_STAMP) ## latency / throughput / memory / ORT op profile for VARIA
 	set -e; for res in $(BENCH_RES); do $(CLI) bench --variant $(VARIANT) --img-size $$res $(BENCH_ARGS) -o build/bench; done
 
 gpu-check: ## one-shot GPU acceptance run (<= 6 min; no TensorRT, venv or network) -> GPU_CHECK_OUT=build/gpu-check
-	$(GPU_CHECK_PYTHON) scripts/gpu_check.py --out $(GPU_CHECK_OUT) $(GPU_CHECK_ARGS)
+	$(GPU_CHECK_PYTHON) scripts/gpu_check --out $(GPU_CHECK_OUT) $(GPU_CHECK_ARGS)
 
 test: $(VENV_STAMP) third_party/tensorrt/include/NvInfer.h ## run the CPU test suite (what CI runs)
 	SGFORMER_REQUIRE_NVCC=1 $(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
