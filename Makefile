@@ -115,7 +115,7 @@ help: ## list the targets and every variable
 	@printf '%s[%s]\n' '  PYTEST_ARGS    extra pytest arguments of make test / test-full                      ' "$$SGF_PYTEST_ARGS"
 	@echo "  GPU_CHECK_PYTHON  interpreter of make gpu-check (the GPU machine's own, no venv)     [$(GPU_CHECK_PYTHON)]"
 	@printf '%s[%s]\n' '  GPU_CHECK_OUT  report directory of make gpu-check                                  ' "$$SGF_GPU_CHECK_OUT"
-	@printf '%s[%s]\n' '  GPU_CHECK_ARGS extra flags of scripts/gpu_check.py (e.g. --dry-run --arch 90)      ' "$$SGF_GPU_CHECK_ARGS"
+	@printf '%s[%s]\n' '  GPU_CHECK_ARGS extra flags of scripts/gpu_check (e.g. --dry-run --arch 90)         ' "$$SGF_GPU_CHECK_ARGS"
 	@printf '%s[%s]\n' '  BENCH_RES      resolutions of make bench, one report each (e.g. "224 448"; default RES) ' "$$SGF_BENCH_RES"
 	@printf '%s[%s]\n' '  BENCH_ARGS     extra sgformer-trt bench flags of make bench (e.g. --max-seconds 60)  ' "$$SGF_BENCH_ARGS"
 	@echo "  JETSON         orin | thor | empty (not a Jetson); default: detected (see print-config)"
@@ -220,7 +220,7 @@ bench: $(VENV_STAMP) ## latency / throughput / memory / ORT op profile for VARIA
 	set -ef; for res in $${SGF_BENCH_RES:-$$SGF_RES}; do $(CLI) bench --variant "$$SGF_VARIANT" --img-size "$$res" $$SGF_BENCH_ARGS -o build/bench; done
 
 gpu-check: ## one-shot GPU acceptance run (<= 6 min; no TensorRT, venv or network) -> GPU_CHECK_OUT=build/gpu-check
-	set -f; $(GPU_CHECK_PYTHON) scripts/gpu_check.py --out "$$SGF_GPU_CHECK_OUT" $$SGF_GPU_CHECK_ARGS
+	set -f; $(GPU_CHECK_PYTHON) scripts/gpu_check --out "$$SGF_GPU_CHECK_OUT" $$SGF_GPU_CHECK_ARGS
 
 test: $(VENV_STAMP) third_party/tensorrt/include/NvInfer.h ## run the CPU test suite (what CI runs)
 	set -f; SGFORMER_REQUIRE_NVCC=1 SGFORMER_REQUIRE_RTX=1 SGFORMER_REQUIRE_CXX=1 $(PY) -m pytest -m "not slow" $$SGF_PYTEST_ARGS

@@ -336,15 +336,16 @@ def _build_with_nvcc(nvcc: str, build_dir: Path, archs: list[str], targets: dict
     jobs = [(src, build_dir / f"{src.stem}.o", ["--fmad=false"]) for src in kernels]
     jobs.append((PLUGIN_SOURCE_DIR / "sgformerIamTorchShim.cpp", build_dir / "sgformerIamTorchShim.o", []))
     if "harness" in targets:
+        # The harness's C API is what ctypes calls: default visibility, as the CMake target builds it.
         src = PLUGIN_SOURCE_DIR / "test" / "sgformerIamKernelHarness.cu"
-        jobs.append((src, build_dir / "sgformerIamKernelHarness.o", []))
+        jobs.append((src, build_dir / "sgformerIamKernelHarness.o", ["-Xcompiler=-fvisibility=default"]))
 
     # Rebuild an object only when it is older than a source or header of the plugin directory (or the flags changed).
     deps = [*PLUGIN_SOURCE_DIR.glob("*.h"), *PLUGIN_SOURCE_DIR.glob("*.cu"), *PLUGIN_SOURCE_DIR.glob("*.cpp"),
             *PLUGIN_SOURCE_DIR.glob("test/*.cu")]
     newest = max(d.stat().st_mtime for d in deps)
     stamp = build_dir / "nvcc-flags.txt"
-    flags = " ".join(common[1:])
+    flags = " ".join(common[1:] + [f"{job[1].name}:{' '.join(job[2])}" for job in jobs])
     fresh = stamp.is_file() and stamp.read_text() == flags
 
     def compile_one(job) -> None:
