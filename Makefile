@@ -11,6 +11,8 @@ CLI := $(PY) -m pipeline.cli
 VARIANT ?= s
 PRECISION ?= fp16
 RES ?= 224
+# classify: ImageNet logits; features: a backbone engine with one NCHW map per stage (strides 4, 8, 16, 32).
+TASK ?= classify
 CKPT ?=
 CALIB ?=
 CALIB_N ?= 32
@@ -59,7 +61,7 @@ UNSUPPORTED_JETSON = $(error this Jetson ($(patsubst unsupported:%,%,$(JETSON)))
   with TensorRT 8.x; the plugin needs TensorRT 10 (JetPack 6 on Orin, JetPack 7 on Thor). See docs/jetson.md)
 
 VENV_STAMP := $(VENV)/.installed
-DIR := engines/$(VARIANT)-$(PRECISION)-$(RES)
+DIR := engines/$(VARIANT)-$(PRECISION)-$(RES)$(if $(filter features,$(TASK)),-features)
 PLUGIN_BUILD := build/plugins
 PLUGIN_LIB := $(PLUGIN_BUILD)/libsgformer_plugins.so
 PLUGIN_SRC := $(wildcard plugins/sgformer_iam/*.h plugins/sgformer_iam/*.cpp plugins/sgformer_iam/*.cu plugins/sgformer_iam/CMakeLists.txt)
@@ -86,7 +88,8 @@ help: ## list the targets and every variable
 	@echo "variables (make engine VARIANT=m PRECISION=int8 ...; current value in brackets):"
 	@echo "  VARIANT        SG-Former variant: s | m | b                                        [$(VARIANT)]"
 	@echo "  PRECISION      fp32 | fp16 | int8                                                  [$(PRECISION)]"
-	@echo "  RES            input side, a multiple of 224 up to 2240                            [$(RES)]"
+	@echo "  RES            input size: S (square) or HxW (e.g. 448x672), each side a multiple of 224 up to 2240 [$(RES)]"
+	@echo "  TASK           classify (logits) or features (backbone: stage1..stage4 maps)           [$(TASK)]"
 	@echo "  CKPT           official .pth checkpoint; empty: seeded random weights              [$(CKPT)]"
 	@echo "  CALIB          int8 calibration images (folder, recursive); empty: built-in smoke set [$(CALIB)]"
 	@echo "  CALIB_N        how many calibration images (seeded subset of CALIB)                [$(CALIB_N)]"
@@ -163,14 +166,14 @@ plugins-ref: ## build the CPU host reference of the plugin (no CUDA / TensorRT n
 # The stage order (export -> calibrate -> rewrite -> build -> verify), the up-to-date checks and the validation of
 # VARIANT/PRECISION/RES/CKPT/CALIB/CALIB_N live in `sgformer-trt engine` (pipeline/flow.py); make only passes the
 # settings on (quoted, so paths with spaces work: CKPT="my weights.pth") and builds the plugin library.
-ENGINE_ARGS = --variant "$(VARIANT)" --precision "$(PRECISION)" --img-size "$(RES)" \
+ENGINE_ARGS = --variant "$(VARIANT)" --precision "$(PRECISION)" --img-size "$(RES)" --task "$(TASK)" \
   $(if $(CKPT),--checkpoint "$(CKPT)") $(if $(CALIB),--images "$(CALIB)") --num-images "$(CALIB_N)" \
   --method "$(CALIB_METHOD)" --backend "$(BACKEND)" --max-batch "$(MAX_BATCH)" --plugins "$(PLUGIN_LIB)"
 
 onnx: $(VENV_STAMP) ## export, calibrate (fp16/int8) and rewrite: the ONNX files of engines/<variant>-<precision>-<res>/
 	$(CLI) engine $(ENGINE_ARGS) --until rewrite
 
-engine: $(VENV_STAMP) $(TRT_DEP) ## VARIANT=s|m|b PRECISION=fp32|fp16|int8 RES=224 [CKPT=..] [CALIB=dir]: ONNX -> engine + manifest, verified
+engine: $(VENV_STAMP) $(TRT_DEP) ## VARIANT=s|m|b PRECISION=fp32|fp16|int8 RES=224|HxW TASK=classify|features [CKPT=..] [CALIB=dir]: ONNX -> engine + manifest, verified
 	@$(CLI) engine --check $(ENGINE_ARGS)
 	@$(MAKE) --no-print-directory $(PLUGIN_LIB)
 	$(CLI) engine $(ENGINE_ARGS)

@@ -23,7 +23,8 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-from pipeline.core.artifact import InputFormat, ModelSpec, Precision, WeightsRef, engine_dir_name, stage_onnx_name
+from pipeline.core.artifact import (ImageSize, InputFormat, ModelSpec, Precision, Task, WeightsRef, engine_dir_name,
+                                    stage_onnx_name)
 from pipeline.core.flavours import BACKEND_CHOICES
 from pipeline.core.errors import ConfigError
 from pipeline.store.io import write_json
@@ -59,7 +60,7 @@ STAGES = ("export", "calibrate", "rewrite", "build", "verify")
 _ROOT = Path(__file__).resolve().parents[1]
 #: Source files whose change makes a stage's output stale (the Makefile's old prerequisites, now in code).
 _STAGE_CODE = {
-    "export": ("pipeline/model/sgformer.py", "pipeline/iam/reference.py", "pipeline/stages/export.py",
+    "export": ("pipeline/model/sgformer.py", "pipeline/model/layers.py", "pipeline/iam/reference.py", "pipeline/stages/export.py",
                "pipeline/core/artifact.py", "pipeline/core/variants.py"),
     "calibrate": ("calibration/fp16.py", "calibration/int8.py", "calibration/graph.py", "calibration/data.py",
                   "calibration/calibrate.py"),
@@ -75,7 +76,12 @@ class PipelineConfig:
 
     variant: str = option("s", help="SG-Former variant: s, m or b (make: VARIANT)", metavar="VARIANT")
     precision: str = option("fp16", choices=Precision.values(), help="engine precision (make: PRECISION)")
-    img_size: int = option(224, help="input side, a multiple of 224 (make: RES)", metavar="RES")
+    img_size: ImageSize = option(ImageSize(224, 224), metavar="RES",
+                                 help="input size: S for a square or HxW (e.g. 448x672), each side a multiple of 224 "
+                                      "(make: RES)")
+    task: str = option(Task.CLASSIFY.value, choices=Task.values(),
+                       help="classify: ImageNet logits; features: a backbone engine with the NCHW map of every stage "
+                            "(strides 4, 8, 16, 32) (make: TASK)")
     checkpoint: Optional[Path] = option(None, help="official checkpoint .pth (make: CKPT; default: seeded random "
                                                    "weights)", metavar="CKPT")
     trust_checkpoint: bool = option(False, help="allow arbitrary pickled objects in the checkpoint (trusted files)")
@@ -98,6 +104,10 @@ class PipelineConfig:
     until: str = option("verify", choices=STAGES, help="stop after this stage (make onnx: rewrite)")
 
     def __post_init__(self) -> None:
+        try:
+            object.__setattr__(self, "img_size", ImageSize.parse(self.img_size))
+        except ConfigError as exc:
+            raise ConfigError(f"{exc} {_make('img_size')}") from None
         for name in ("checkpoint", "calib_images", "plugin_library", "out_dir"):
             value = getattr(self, name)
             if value is not None and not isinstance(value, Path):
@@ -105,11 +115,11 @@ class PipelineConfig:
 
     @property
     def spec(self) -> ModelSpec:
-        return ModelSpec(self.variant, self.img_size)
+        return ModelSpec(self.variant, self.img_size, self.task)
 
     @property
     def engine_dir(self) -> Path:
-        return self.out_dir / engine_dir_name(self.variant, self.precision, self.img_size)
+        return self.out_dir / engine_dir_name(self.variant, self.precision, self.img_size, self.task)
 
 
 def _make(option_name: str) -> str:
@@ -127,7 +137,8 @@ def check_config(config: PipelineConfig, *, plugin: bool = True) -> None:
 
     ``plugin=False``: skip the plugin-library check (``make engine`` validates before it builds the library)."""
 
-    for name, check, value in (("variant", check_variant, config.variant), ("img_size", check_img_size, config.img_size)):
+    for name, check, value in (("variant", check_variant, config.variant), ("img_size", check_img_size, config.img_size),
+                               ("task", Task.parse, config.task)):
         try:
             check(value)
         except ConfigError as exc:
@@ -275,10 +286,12 @@ def _run_stages(config: PipelineConfig, verify_images: Optional[Any], *, dry_run
     def export() -> None:
 
         model = create_model(spec.variant, img_size=spec.img_size, checkpoint=config.checkpoint, seed=config.seed,
-                             trust_pickle=config.trust_checkpoint)
+                             trust_pickle=config.trust_checkpoint, features_only=spec.task is Task.FEATURES,
+                             out_indices=spec.out_indices)
         save_onnx(export_onnx(model, weights=weights, variant=spec.variant, input_format=config.input_format), exported)
 
-    _step("export", stages, lambda: {"spec": [spec.variant, spec.img_size], "weights": weights.to_text(),
+    _step("export", stages, lambda: {"spec": [spec.variant, str(spec.img_size), spec.task.value],
+                                     "weights": weights.to_text(),
                                      "input_format": config.input_format}, exported, export, done, plan=plan,
           inputs=(config.checkpoint or weights.to_text(),))
     if config.until == "export":
@@ -334,9 +347,9 @@ def _run_stages(config: PipelineConfig, verify_images: Optional[Any], *, dry_run
             rec = labels.record.calibration
             calibration = Calibration(set_sha256=rec["data_hash"], method=rec["method"])
         save_engine_dir(config.out_dir, data, built, variant=labels.variant, precision=labels.precision,
-                        resolution=labels.resolution, weights=labels.weights, onnx_file=str(rewritten),
+                        img_size=labels.img_size, weights=labels.weights, onnx_file=str(rewritten),
                         config=build_config, calibration=calibration, dir_name=folder.name,
-                        input_format=labels.input_format)
+                        input_format=labels.input_format, task=labels.task, output_specs=labels.output_specs)
 
     def folder_sound() -> bool:
         """The folder passes pipeline.store.integrity's check (engine, plugin, manifest and ONNX agree); else rebuild."""

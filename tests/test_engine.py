@@ -84,7 +84,7 @@ def test_engine_built_by_tensorrt_rtx_and_verified(precision, built_engine_dir):
     """calibrate -> rewrite -> build --max-batch 2 (conftest's ``built_engine_dir``, shared with test_package) -> verify."""
     engine_dir = built_engine_dir(precision)
     manifest = json.loads((engine_dir / "manifest.json").read_text())
-    assert manifest["precision"] == precision and manifest["variant"] == "s" and manifest["resolution"] == 224
+    assert manifest["precision"] == precision and manifest["variant"] == "s" and manifest["img_size"] == [224, 224]
     assert manifest["backend"]["flavour"] == "TensorRT-RTX"
     assert "RTX GPUs" in manifest["target"]["description"]
     assert manifest["weights"] == "random-init, seed 0"

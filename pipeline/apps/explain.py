@@ -238,7 +238,7 @@ def _mosaic(image: Image.Image, stages: Sequence[StageMap], box: tuple[float, fl
 def explain(
     image_path: str | Path,
     variant: Optional[str] = None,
-    img_size: Optional[int] = None,
+    img_size: Optional[object] = None,
     checkpoint: Optional[str | Path] = None,
     out_png: str | Path = "explain.png",
     *,
@@ -258,8 +258,14 @@ def explain(
         record = read_record(load_onnx(onnx), str(onnx), variant=variant, img_size=img_size)
         variant, img_size = record.variant, record.img_size
     variant = variant or "s"
-    img_size = img_size or 224
-    check_img_size(img_size)
+    if img_size is None:
+        raise ConfigError("explain needs the input size: pass img_size (CLI --img-size, e.g. 224) or an ONNX whose "
+                          "record names it (--onnx)")
+    size = check_img_size(img_size)
+    if not size.is_square:
+        raise ConfigError(f"explain draws square crops; {size} is not square: pass a square --img-size (e.g. "
+                          f"{min(size)})")
+    img_size = size.height
     if reduce not in REDUCTIONS:
         raise ConfigError(f"reduce must be one of {', '.join(REDUCTIONS)}, got {reduce!r}")
     stage = str(stage)
@@ -270,7 +276,7 @@ def explain(
     start = time.perf_counter()
     image = load_image(image_path)  # PipelineError naming the file if missing or unreadable
     width, height = image.size
-    _logger.info("explain start: %s (%dx%d), %s @ %d", image_path, width, height, variant, img_size)
+    _logger.info("explain start: %s (%dx%d), %s @ %s", image_path, width, height, variant, img_size)
     images = preprocess(image, img_size)[None]
     if onnx is not None:
         maps, top1 = _maps_from_onnx(images, str(onnx), img_size)

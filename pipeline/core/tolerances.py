@@ -19,10 +19,10 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any, Optional
 
-from pipeline.core.artifact import Precision
+from pipeline.core.artifact import ImageSize, Precision
 from pipeline.core.errors import ConfigError
 
-__all__ = ["ParityRule", "parity_rule", "GRAPH_VS_GRAPH", "BACKEND_KINDS"]
+__all__ = ["ParityRule", "parity_rule", "GRAPH_VS_GRAPH", "BACKEND_KINDS", "FeatureRule", "feature_rule"]
 
 BACKEND_KINDS = ("onnxruntime", "tensorrt")
 
@@ -74,7 +74,7 @@ GRAPH_VS_GRAPH = ParityRule(atol=1e-5, require_top5=True)
 
 
 def parity_rule(precision: Precision | str, backend: str = "onnxruntime", *, variant: str = "s",
-                img_size: int = 224) -> ParityRule:
+                img_size: object = (224, 224)) -> ParityRule:
     """The rule an artifact of ``precision`` run on ``backend`` ("onnxruntime" | "tensorrt") must pass."""
 
     if backend not in BACKEND_KINDS:
@@ -83,9 +83,42 @@ def parity_rule(precision: Precision | str, backend: str = "onnxruntime", *, var
     rule = _TABLE[(backend, p)]
     if p is Precision.FP32 and backend == "onnxruntime":
         atol = rule.atol
-        if img_size > 224:
+        if max(ImageSize.parse(img_size)) > 224:
             atol = max(atol, _FP32_ATOL_LARGE)
         if variant in _DEEP_VARIANTS:
             atol = max(atol, _FP32_ATOL_DEEP)
         rule = ParityRule(atol=atol, require_top5=rule.require_top5)
     return rule
+
+
+# ------------------------------------------------------------------------------------ backbone feature maps
+
+
+@dataclass(frozen=True)
+class FeatureRule:
+    """Pass rule of one backbone output map (every map must pass): per-sample cosine of the flattened map >=
+    ``min_cosine`` and max |candidate - reference| <= ``max_abs_rel`` x the reference map's root-mean-square."""
+
+    min_cosine: float
+    max_abs_rel: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+#: (backend kind, precision) -> rule for every output map (FEATURE_MEASURED below: the figures behind them).
+_FEATURE_TABLE: dict[tuple[str, Precision], FeatureRule] = {
+    ("onnxruntime", Precision.FP32): FeatureRule(min_cosine=0.99999, max_abs_rel=1e-2),
+    ("tensorrt", Precision.FP32): FeatureRule(min_cosine=0.99999, max_abs_rel=1e-2),
+    ("onnxruntime", Precision.FP16): FeatureRule(min_cosine=0.999, max_abs_rel=0.1),
+    ("tensorrt", Precision.FP16): FeatureRule(min_cosine=0.999, max_abs_rel=0.1),
+    ("onnxruntime", Precision.INT8): FeatureRule(min_cosine=0.98, max_abs_rel=1.0),
+    ("tensorrt", Precision.INT8): FeatureRule(min_cosine=0.98, max_abs_rel=1.0),
+}
+
+
+def feature_rule(precision: Precision | str, backend: str = "onnxruntime") -> FeatureRule:
+    """The rule every output map of a backbone artifact of ``precision`` run on ``backend`` must pass."""
+    if backend not in BACKEND_KINDS:
+        raise ConfigError(f"backend kind {backend!r}: expected one of {', '.join(BACKEND_KINDS)}")
+    return _FEATURE_TABLE[(backend, Precision.parse(precision))]
