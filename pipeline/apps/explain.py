@@ -38,7 +38,7 @@ from typing import Optional, Sequence
 import numpy as np
 from PIL import Image, ImageDraw
 
-from pipeline.graph import read_record
+from pipeline.graph import image_input, read_record
 from pipeline.store.io import load_onnx
 from pipeline.core.errors import ConfigError, PipelineError
 from pipeline.model.sgformer import PRETRAINED_CFG
@@ -144,10 +144,10 @@ def _maps_from_onnx(images: np.ndarray, onnx_path: str, img_size: int) -> tuple[
             f"{onnx_path} has no SGFormerIAM nodes: only a rewritten graph exposes the importance maps (as the "
             f"nodes' inputs); pass the output of `sgformer-trt rewrite`, or drop --onnx to use the PyTorch model"
         )
-    dims = model.graph.input[0].type.tensor_type.shape.dim
-    side = dims[-1].dim_value if len(dims) == 4 else 0
-    if side and side != img_size:
-        raise ConfigError(f"{onnx_path} takes {side}x{side} images but --img-size is {img_size}; pass --img-size {side}")
+    image = image_input(model)
+    hw = image.image_hw if image is not None else None
+    if hw is not None and hw != (img_size, img_size):
+        raise ConfigError(f"{onnx_path} takes {hw} images but --img-size is {img_size}; pass --img-size {hw}")
     names = iam_importance_names(model)
     outputs = run_model(model, images, extra_outputs=names)
     maps = []
