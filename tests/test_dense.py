@@ -50,6 +50,16 @@ def test_an_800x1333_image_is_told_to_pad_to_896x1344():
             check_img_size(bad)
 
 
+def test_engine_verb_takes_task_and_hxw_and_refuses_in_one_line(capsys):
+    from pipeline.cli import main
+
+    assert main(["engine", "--check", "--task", "features", "--img-size", "448x672"]) == 0
+    assert "engines/s-fp16-448x672-features" in capsys.readouterr().out
+    assert main(["engine", "--check", "--task", "features", "--img-size", "800x1333"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "896x1344" in err[0] and "(make: RES)" in err[0], err
+
+
 def test_records_keep_reading_what_older_versions_wrote():
     """Metadata "224" and a manifest's "resolution": 224 are (224, 224); a non-square record round-trips."""
     from pipeline.store.manifest import _read_size

@@ -13,6 +13,23 @@ even a correct fp32 graph moves logits a little; real bugs move them by >= 6.8e-
   meaningless once every activation is rounded; measured cosine 0.999998 on S at 224).
 - int8: cosine >= 0.99 and top-1 agreement >= 97% (measured cosine 0.9994 on S at 224, smoke set).
 - Two graphs that share every kernel outside the IAM region (rewritten vs exported): 1e-5 (``GRAPH_VS_GRAPH``).
+
+Backbone engines (``feature_rule``): every output map (stage1..stage4) must pass, by per-sample cosine of the
+flattened map and by max |d| relative to the reference map's root-mean-square (post-LayerNorm maps have rms ~1;
+dividing by it makes one number mean the same at every stage and for every checkpoint). Measured (issue 22,
+tiny-test at 448x672, 2-4 images, seeded random weights, CPU):
+
+- onnxruntime fp32 vs PyTorch: cosine >= 0.9999995, max_abs_rel 8.8e-5 (worst map). Rule: cosine >= 0.99999,
+  max_abs_rel <= 1e-2. Loose on purpose: a near-tied token pair that flips across a tier boundary (see above)
+  changes one merged key and moves some map elements locally, which an average (logits) hides and a maximum
+  does not; a real bug (a wrong column of a map, tests/test_dense.py's planted control) moves them by >= 0.5.
+- fp16 (casts; engine CPU stand-in) vs PyTorch: cosine >= 0.999999, max_abs_rel 0.0128 (stage4). Rule: cosine
+  >= 0.999, max_abs_rel <= 0.1 (7.8x the measured figure: deeper variants accumulate more fp16 rounding over
+  their 16-28 stage-3 blocks, and S was not measured here).
+- int8 (Q/DQ, smoke calibration set at the engine's size) vs PyTorch: see FEATURE_MEASURED_INT8 below.
+- TensorRT on a GPU: not measured (no GPU here). fp32 engines may run TF32 matmuls (10-bit mantissa, relative
+  rounding 2^-11 ~ 4.9e-4 per product), so the fp32 rule allows cosine 0.9999 and max_abs_rel 5e-2; fp16 and
+  int8 engines get their onnxruntime rule (the graph fixes the precision; TensorRT adds only other kernels).
 """
 from __future__ import annotations
 
@@ -109,7 +126,7 @@ class FeatureRule:
 #: (backend kind, precision) -> rule for every output map (FEATURE_MEASURED below: the figures behind them).
 _FEATURE_TABLE: dict[tuple[str, Precision], FeatureRule] = {
     ("onnxruntime", Precision.FP32): FeatureRule(min_cosine=0.99999, max_abs_rel=1e-2),
-    ("tensorrt", Precision.FP32): FeatureRule(min_cosine=0.99999, max_abs_rel=1e-2),
+    ("tensorrt", Precision.FP32): FeatureRule(min_cosine=0.9999, max_abs_rel=5e-2),
     ("onnxruntime", Precision.FP16): FeatureRule(min_cosine=0.999, max_abs_rel=0.1),
     ("tensorrt", Precision.FP16): FeatureRule(min_cosine=0.999, max_abs_rel=0.1),
     ("onnxruntime", Precision.INT8): FeatureRule(min_cosine=0.98, max_abs_rel=1.0),
