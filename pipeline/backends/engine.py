@@ -1,4 +1,5 @@
-"""Python runtime: an engine directory (engine + plugin library + manifest.json) in, logits out.
+"""Python runtime: an engine directory (engine + plugin library + manifest.json) in, logits (or a backbone's
+stage maps, ``infer_outputs``) out.
 
 ``EngineRunner(engine_dir)`` checks the manifest against this machine (TensorRT flavour and version, GPU compute
 capability), loads the plugin library, deserializes the engine and binds inputs and outputs by the names the engine
@@ -161,6 +162,8 @@ class EngineRunner:
         if images.ndim != 4 or tuple(images.shape[1:]) != tuple(expected):
             raise EngineRuntimeError(f"expected images [N, {', '.join(map(str, expected))}], got {list(images.shape)}")
         chunks = [self._run_chunk(images[i: i + self.max_batch]) for i in range(0, len(images), self.max_batch)]
+        if not chunks:
+            return {name: np.zeros((0,), np.float32) for name in self.outputs}
         return {name: np.concatenate([c[name] for c in chunks]) for name in self.outputs}
 
     def infer(self, images: np.ndarray, output: Optional[str] = None) -> np.ndarray:
