@@ -11,6 +11,8 @@ CLI := $(PY) -m pipeline.cli
 VARIANT ?= s
 PRECISION ?= fp16
 RES ?= 224
+# classify: ImageNet logits; features: a backbone engine with one NCHW map per stage (strides 4, 8, 16, 32).
+TASK ?= classify
 CKPT ?=
 CALIB ?=
 CALIB_N ?= 32
@@ -80,7 +82,7 @@ endif
 # The settings of a run reach recipes only as environment variables SGF_<NAME>, holding the text as typed: make never
 # expands them ($(value ...): `$HOME`, `$(shell ...)` stay text) and recipes quote them ("$$SGF_CKPT"), so backticks,
 # $(...), quotes, spaces and newlines in a value are data, never shell code (tests/test_reliability_make_quoting.py).
-USER_VARS := VARIANT PRECISION RES CKPT CALIB CALIB_N CALIB_METHOD BACKEND MAX_BATCH REPLACE BENCH_RES BENCH_ARGS \
+USER_VARS := VARIANT PRECISION RES TASK CKPT CALIB CALIB_N CALIB_METHOD BACKEND MAX_BATCH REPLACE BENCH_RES BENCH_ARGS \
   PYTEST_ARGS GPU_CHECK_OUT GPU_CHECK_ARGS
 $(foreach v,$(USER_VARS),$(eval export SGF_$(v) = $$(value $(v))))
 unexport $(USER_VARS)
@@ -97,7 +99,8 @@ help: ## list the targets and every variable
 	@echo "variables (make engine VARIANT=m PRECISION=int8 ...; current value in brackets):"
 	@printf '%s[%s]\n' '  VARIANT        SG-Former variant: s | m | b                                        ' "$$SGF_VARIANT"
 	@printf '%s[%s]\n' '  PRECISION      fp32 | fp16 | int8                                                  ' "$$SGF_PRECISION"
-	@printf '%s[%s]\n' '  RES            input side, a multiple of 224 up to 2240                            ' "$$SGF_RES"
+	@printf '%s[%s]\n' '  RES            input size: S (square) or HxW (e.g. 448x672), each side a multiple of 224 up to 2240 ' "$$SGF_RES"
+	@printf '%s[%s]\n' '  TASK           classify (logits) or features (backbone: stage1..stage4 maps)       ' "$$SGF_TASK"
 	@printf '%s[%s]\n' '  CKPT           official .pth checkpoint; empty: seeded random weights              ' "$$SGF_CKPT"
 	@printf '%s[%s]\n' '  CALIB          int8 calibration images (folder, recursive); empty: built-in smoke set ' "$$SGF_CALIB"
 	@printf '%s[%s]\n' '  CALIB_N        how many calibration images (seeded subset of CALIB)                ' "$$SGF_CALIB_N"
@@ -192,7 +195,7 @@ plugins-ref: ## build the CPU host reference of the plugin (no CUDA / TensorRT n
 # The stage order (export -> calibrate -> rewrite -> build -> verify), the up-to-date checks and the validation of
 # VARIANT/PRECISION/RES/CKPT/CALIB/CALIB_N live in `sgformer-trt engine` (pipeline/flow.py); make only passes the
 # settings on (from the environment, quoted: paths with spaces, quotes or `$` work) and builds the plugin library.
-ENGINE_ARGS = --variant "$$SGF_VARIANT" --precision "$$SGF_PRECISION" --img-size "$$SGF_RES" \
+ENGINE_ARGS = --variant "$$SGF_VARIANT" --precision "$$SGF_PRECISION" --img-size "$$SGF_RES" --task "$$SGF_TASK" \
   $${SGF_CKPT:+--checkpoint="$$SGF_CKPT"} $${SGF_CALIB:+--images="$$SGF_CALIB"} --num-images "$$SGF_CALIB_N" \
   --method "$$SGF_CALIB_METHOD" --backend "$$SGF_BACKEND" --max-batch "$$SGF_MAX_BATCH" --plugins "$(PLUGIN_LIB)" \
   $${SGF_REPLACE:+--replace}
@@ -200,7 +203,7 @@ ENGINE_ARGS = --variant "$$SGF_VARIANT" --precision "$$SGF_PRECISION" --img-size
 onnx: $(VENV_STAMP) ## export, calibrate (fp16/int8) and rewrite: the ONNX files of engines/<variant>-<precision>-<res>/
 	$(CLI) engine $(ENGINE_ARGS) --until rewrite
 
-engine: $(VENV_STAMP) $(TRT_DEP) ## VARIANT=s|m|b PRECISION=fp32|fp16|int8 RES=224 [CKPT=..] [CALIB=dir] [REPLACE=1]: ONNX -> engine + manifest, verified
+engine: $(VENV_STAMP) $(TRT_DEP) ## VARIANT=s|m|b PRECISION=fp32|fp16|int8 RES=224|HxW TASK=classify|features [CKPT=..] [CALIB=dir] [REPLACE=1]: ONNX -> engine + manifest, verified
 	@$(CLI) engine --check $(ENGINE_ARGS)
 	@$(MAKE) --no-print-directory $(PLUGIN_LIB)
 	$(CLI) engine $(ENGINE_ARGS)

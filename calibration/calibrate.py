@@ -22,7 +22,8 @@ from pipeline.core.options import option
 
 from calibration.fp16 import DEFAULT_KEEP_FP32
 from calibration.int8 import DEFAULT_CACHE_DIR, METHODS
-from pipeline.core.artifact import META_CALIBRATION, META_PRECISION, META_VARIANT, ArtifactInfo, Precision
+from pipeline.core.artifact import META_CALIBRATION, META_PRECISION, META_VARIANT, ArtifactInfo, ImageSize, Precision
+from pipeline.graph import image_input
 from pipeline.store.io import load_onnx, save_onnx, write_json
 from pipeline.core.hashing import sha256_file
 from calibration.fp16 import convert_fp16
@@ -37,7 +38,7 @@ class CalibrateOptions:
     """Everything ``calibrate`` can be told besides input, output and precision. The fields are the single source
     of the command-line options (``pipeline.cli.options.add_dataclass_arguments``) and of ``run_pipeline``'s settings."""
 
-    img_size: Optional[int] = option(None, help="input size (default: from the graph's input shape)")
+    img_size: Optional[str] = option(None, help="input size, S or HxW (default: from the graph's input shape)")
     images: Optional[str] = option(None, help="calibration image folder (recursive; suffixes: docs/images.md)")
     list_file: Optional[str] = option(None, flag="--list", help="file with one image path per line")
     num_images: Optional[int] = option(None, help="deterministic sample of N images (default: all)")
@@ -63,13 +64,18 @@ class CalibrateOptions:
             object.__setattr__(self, name, tuple(getattr(self, name)))
 
 
-def _img_size(model, given):
+def _img_size(model, given) -> ImageSize:
+    """The calibration images' size: ``given`` (must match the graph), else the graph's static input size."""
+    image = image_input(model)
+    hw = image.image_hw if image is not None else None
     if given:
-        return given
-    dims = model.graph.input[0].type.tensor_type.shape.dim
-    if len(dims) == 4 and dims[2].HasField("dim_value"):
-        return int(dims[2].dim_value)
-    raise CalibrationError("cannot read the input size from the graph; pass --img-size")
+        size = ImageSize.parse(given, "--img-size")
+        if hw is not None and size != hw:
+            raise CalibrationError(f"--img-size {size} does not match the graph's input {hw}; drop --img-size")
+        return size
+    if hw is None:
+        raise CalibrationError("cannot read the input size from the graph (no static H x W); pass --img-size")
+    return hw
 
 
 def _carry_record(model, out_model, precision: str, summary: dict, source: str) -> None:

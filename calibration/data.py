@@ -40,6 +40,7 @@ from PIL import Image
 from pipeline.data import images
 from pipeline.core.errors import CalibrationError, ImageError, PipelineError
 from pipeline.core.hashing import sha256_file
+from pipeline.core.variants import ImageSize
 from pipeline.model.sgformer import PRETRAINED_CFG, check_img_size
 from tqdm import tqdm
 
@@ -86,14 +87,14 @@ SMOKE_VARIANTS = {
 class Preprocess:
     """The evaluation transform; its fields are recorded in the data hash."""
 
-    img_size: int = 224
+    img_size: ImageSize = ImageSize(224, 224)
     crop_pct: float = float(PRETRAINED_CFG["crop_pct"])
     interpolation: str = str(PRETRAINED_CFG["interpolation"])
     mean: tuple[float, float, float] = tuple(PRETRAINED_CFG["mean"])  # type: ignore[assignment]
     std: tuple[float, float, float] = tuple(PRETRAINED_CFG["std"])  # type: ignore[assignment]
 
     def __post_init__(self) -> None:
-        check_img_size(self.img_size)
+        object.__setattr__(self, "img_size", check_img_size(self.img_size))
         if not 0.0 < self.crop_pct <= 1.0:
             raise CalibrationError(f"crop_pct must be in (0, 1], got {self.crop_pct}")
         if self.interpolation not in images.INTERPOLATIONS:
@@ -216,12 +217,13 @@ class CalibrationSet:
 
 def _params_dict(params: Preprocess) -> dict:
     return {
-        "img_size": params.img_size,
+        # a square keeps the int it always had, so existing data hashes (and statistics caches) stay valid
+        "img_size": params.img_size.height if params.img_size.is_square else list(params.img_size),
         "crop_pct": params.crop_pct,
         "interpolation": params.interpolation,
         "mean": list(params.mean),
         "std": list(params.std),
-        "resize": "shorter side to floor(S / crop_pct), center crop",
+        "resize": "cover floor(H / crop_pct) x floor(W / crop_pct), center crop",
     }
 
 
@@ -317,7 +319,7 @@ def smoke_test_set(params: Preprocess) -> CalibrationSet:
 
 
 def load_calibration_set(
-    img_size: int,
+    img_size: object,
     images: Optional[str | Path] = None,
     list_file: Optional[str | Path] = None,
     num_images: Optional[int] = None,

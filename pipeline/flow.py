@@ -24,8 +24,8 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-from pipeline.core.artifact import (InputFormat, ModelSpec, Precision, engine_dir_name, engine_file_name,
-                                    stage_onnx_name)
+from pipeline.core.artifact import (ImageSize, InputFormat, ModelSpec, Precision, Task, engine_dir_name,
+                                    engine_file_name, stage_onnx_name)
 from pipeline.core.errors import ConfigError, PipelineError
 from pipeline.core.flavours import BACKEND_CHOICES
 from pipeline.core.hashing import sha256_file
@@ -56,7 +56,7 @@ STAGES = ("export", "calibrate", "rewrite", "build", "verify")
 _ROOT = Path(__file__).resolve().parents[1]
 #: Source files whose change makes a stage's output stale (the Makefile's old prerequisites, now in code).
 _STAGE_CODE = {
-    "export": ("pipeline/model/sgformer.py", "pipeline/iam/reference.py", "pipeline/stages/export.py",
+    "export": ("pipeline/model/sgformer.py", "pipeline/model/layers.py", "pipeline/iam/reference.py", "pipeline/stages/export.py",
                "pipeline/core/artifact.py", "pipeline/core/variants.py"),
     "calibrate": ("calibration/fp16.py", "calibration/int8.py", "calibration/graph.py", "calibration/data.py",
                   "calibration/calibrate.py"),
@@ -72,7 +72,12 @@ class PipelineConfig:
 
     variant: str = option("s", help="SG-Former variant: s, m or b (make: VARIANT)", metavar="VARIANT")
     precision: str = option("fp16", choices=Precision.values(), help="engine precision (make: PRECISION)")
-    img_size: int = option(224, help="input side, a multiple of 224 (make: RES)", metavar="RES")
+    img_size: ImageSize = option(ImageSize(224, 224), metavar="RES",
+                                 help="input size: S for a square or HxW (e.g. 448x672), each side a multiple of 224 "
+                                      "(make: RES)")
+    task: str = option(Task.CLASSIFY.value, choices=Task.values(),
+                       help="classify: ImageNet logits; features: a backbone engine with the NCHW map of every stage "
+                            "(strides 4, 8, 16, 32) (make: TASK)")
     checkpoint: Optional[Path] = option(None, help="official checkpoint .pth (make: CKPT; default: seeded random "
                                                    "weights)", metavar="CKPT")
     trust_checkpoint: bool = option(False, help="allow arbitrary pickled objects in the checkpoint (trusted files)")
@@ -98,6 +103,10 @@ class PipelineConfig:
     until: str = option("verify", choices=STAGES, help="stop after this stage (make onnx: rewrite)")
 
     def __post_init__(self) -> None:
+        try:
+            object.__setattr__(self, "img_size", ImageSize.parse(self.img_size))
+        except ConfigError as exc:
+            raise ConfigError(f"{exc} {_make('img_size')}") from None
         for name in ("checkpoint", "calib_images", "plugin_library", "out_dir"):
             value = getattr(self, name)
             if value is not None and not isinstance(value, Path):
@@ -105,11 +114,11 @@ class PipelineConfig:
 
     @property
     def spec(self) -> ModelSpec:
-        return ModelSpec(self.variant, self.img_size)
+        return ModelSpec(self.variant, self.img_size, self.task)
 
     @property
     def engine_dir(self) -> Path:
-        return self.out_dir / engine_dir_name(self.variant, self.precision, self.img_size)
+        return self.out_dir / engine_dir_name(self.variant, self.precision, self.img_size, self.task)
 
 
 def _make(option_name: str) -> str:
@@ -141,7 +150,8 @@ def check_config(config: PipelineConfig, *, plugin: bool = True) -> None:
 
 
 def _check_model(config: PipelineConfig) -> None:
-    for name, check, value in (("variant", check_variant, config.variant), ("img_size", check_img_size, config.img_size)):
+    for name, check, value in (("variant", check_variant, config.variant), ("img_size", check_img_size, config.img_size),
+                               ("task", Task.parse, config.task)):
         try:
             check(value)
         except ConfigError as exc:
@@ -336,11 +346,13 @@ def _export(run: _Run) -> None:
 
     def make() -> None:
         model = create_model(spec.variant, img_size=spec.img_size, checkpoint=weights.checkpoint, seed=weights.seed,
-                             trust_pickle=config.trust_checkpoint)
+                             trust_pickle=config.trust_checkpoint, features_only=spec.task is Task.FEATURES,
+                             out_indices=spec.out_indices)
         save_onnx(export_onnx(model, weights=weights.weights, variant=spec.variant,
                               input_format=config.input_format), exported)
 
-    _step("export", run, lambda: {"spec": [spec.variant, spec.img_size], "weights": weights.weights.to_text(),
+    _step("export", run, lambda: {"spec": [spec.variant, str(spec.img_size), spec.task.value],
+                                  "weights": weights.weights.to_text(),
                                   "input_format": config.input_format}, exported, make,
           inputs=(weights.checkpoint or weights.weights.to_text(),))
 
@@ -398,9 +410,9 @@ def _build(run: _Run) -> None:
             rec = labels.record.calibration
             calibration = Calibration(set_sha256=rec["data_hash"], method=rec["method"])
         save_engine_dir(config.out_dir, data, built, variant=labels.variant, precision=labels.precision,
-                        resolution=labels.resolution, weights=labels.weights, onnx_file=str(rewritten),
+                        img_size=labels.img_size, weights=labels.weights, onnx_file=str(rewritten),
                         config=settings, calibration=calibration, dir_name=folder.name,
-                        input_format=labels.input_format)
+                        input_format=labels.input_format, task=labels.task, output_specs=labels.output_specs)
 
     def sound() -> bool:
         """The folder passes its integrity check (engine, plugin, manifest and ONNX agree); else rebuild. The

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any, Optional
 
 from pipeline.core.artifact import (META_INPUT_FORMAT, META_VARIANT, META_WEIGHTS, ArtifactInfo, ArtifactInfoError,
-                                    InputFormat, ModelSpec, Precision, WeightsRef)
+                                    ImageSize, InputFormat, ModelSpec, Precision, WeightsRef)
 from pipeline.core.errors import ConfigError
 
 __all__ = ["op_histogram", "custom_ops", "detect_precision", "metadata", "image_input", "GraphInput",
@@ -69,10 +69,11 @@ class GraphInput:
     elem_type: int
 
     @property
-    def image_hw(self) -> Optional[tuple[int, int]]:
-        """(H, W) of an NCHW image input when both are static, else None."""
+    def image_hw(self) -> Optional[ImageSize]:
+        """(H, W) of an NCHW image input when both are static, else None: the one place the size is read from a
+        graph's shape."""
         if len(self.dims) == 4 and self.dims[2] > 0 and self.dims[3] > 0:
-            return self.dims[2], self.dims[3]
+            return ImageSize(self.dims[2], self.dims[3])
         return None
 
 
@@ -93,7 +94,7 @@ def record(model: Any, *, source: str = "the ONNX", check_graph: bool = True) ->
 
 
 def read_record(model: Any, source: str, *, variant: Optional[str] = None,
-                img_size: Optional[int] = None) -> ArtifactInfo:
+                img_size: Optional[object] = None) -> ArtifactInfo:
     """The record of ``model`` (loaded from ``source``), checked against its graph.
 
     Explicit ``variant`` / ``img_size`` must agree with a recorded one, and fill in for graphs that were not made by
@@ -106,17 +107,18 @@ def read_record(model: Any, source: str, *, variant: Optional[str] = None,
                                     f"pass --variant")
         image = image_input(model)
         hw = image.image_hw if image is not None else None
-        side = hw[1] if hw is not None else None
-        if img_size is not None and side is not None and img_size != side:
-            raise ConfigError(f"--img-size {img_size} does not match {source}, which takes {side} px images")
-        if img_size is None and side is None:
+        given = None if img_size is None else ImageSize.parse(img_size, "--img-size")
+        if given is not None and hw is not None and given != hw:
+            raise ConfigError(f"--img-size {given} does not match {source}, which takes {hw} images")
+        if given is None and hw is None:
             raise ArtifactInfoError(f"{source} records no input size and its image input has no static size; "
                                     f"pass --img-size")
-        return ArtifactInfo(ModelSpec(variant, img_size or side), WeightsRef.parse(meta.get(META_WEIGHTS)),
+        return ArtifactInfo(ModelSpec(variant, given or hw), WeightsRef.parse(meta.get(META_WEIGHTS)),
                             detect_precision(model),
                             InputFormat.parse(meta.get(META_INPUT_FORMAT, InputFormat.NORMALIZED.value)))
     info = record(model, source=source)
-    for option, given, recorded in (("--variant", variant, info.variant), ("--img-size", img_size, info.img_size)):
+    size = None if img_size is None else ImageSize.parse(img_size, "--img-size")
+    for option, given, recorded in (("--variant", variant, info.variant), ("--img-size", size, info.img_size)):
         if given is not None and given != recorded:
             raise ConfigError(f"{option} {given} does not match {source}, which records {info.spec}; drop {option}")
     return info

@@ -91,7 +91,7 @@ def publish(out_root: Path, onnx_path: Path, *, precision: str = "fp32", engine:
     if engine is None:
         engine = hashlib.sha256(f"engine {seed}".encode()).digest() * 2048  # 64 KiB, distinct per seed
     info = fake_info(onnx_path, engine, plugin=plugin)
-    return save_engine_dir(out_root, engine, info, variant="tiny-test", precision=precision, resolution=224,
+    return save_engine_dir(out_root, engine, info, variant="tiny-test", precision=precision, img_size=224,
                            weights="random-init, seed 0", onnx_file=str(onnx_path), config=BuildConfig(),
                            dir_name=name)
 

@@ -359,7 +359,7 @@ def test_rtx_builds_tiny_sgformer_fp32(tiny_onnx, tmp_path):
     assert info.backend_flavour == "TensorRT-RTX" and info.strongly_typed
     assert info.inputs[0].name == "images" and info.inputs[0].shape == (-1, 3, 224, 224)
     assert info.outputs[0].name == "logits" and info.outputs[0].shape == (-1, 1000)
-    engine_dir = save_engine_dir(tmp_path, engine, info, variant="tiny-test", precision="fp32", resolution=224,
+    engine_dir = save_engine_dir(tmp_path, engine, info, variant="tiny-test", precision="fp32", img_size=224,
                                  weights="random-init, seed 0", onnx_file=str(tiny_onnx), config=config)
     assert engine_dir == tmp_path / "tiny-test-fp32-224"
     manifest = read_manifest(engine_dir)
@@ -412,7 +412,7 @@ def test_rtx_builds_graph_with_plugin(probe_plugin, tmp_path):
     config = BuildConfig(backend="tensorrt-rtx", plugin_library=probe_plugin, max_batch=4)
     engine, info = build_engine(model, config)
     assert engine and info.plugin_library == probe_plugin
-    engine_dir = save_engine_dir(tmp_path, engine, info, variant="probe", precision="fp32", resolution=8,
+    engine_dir = save_engine_dir(tmp_path, engine, info, variant="probe", precision="fp32", img_size=8,
                                  weights="none", onnx_file="probe.onnx", config=config)
     manifest = read_manifest(engine_dir)
     assert manifest.plugin is not None and (engine_dir / manifest.plugin.file).is_file()
@@ -501,7 +501,7 @@ def test_rtx_builds_rewritten_tiny_sgformer_at_448_with_the_iam_plugin(tmp_path,
     config = BuildConfig(backend="tensorrt-rtx", plugin_library=library, max_batch=2)
     engine, info = build_engine(rewritten, config)
     assert len(engine) > 100_000 and info.inputs[0].shape == (-1, 3, 448, 448)
-    engine_dir = save_engine_dir(tmp_path, engine, info, variant="tiny-test", precision="fp32", resolution=448,
+    engine_dir = save_engine_dir(tmp_path, engine, info, variant="tiny-test", precision="fp32", img_size=448,
                                  weights="random-init, seed 0", onnx_file="tiny-test.iam.onnx", config=config)
     manifest = read_manifest(engine_dir)
     assert manifest.plugin is not None and manifest.plugin.file == library.name

@@ -49,7 +49,7 @@ def checkpoints(tmp_path_factory):
 def _manifest(weights: str):
     from test_manifest import make_manifest
 
-    return make_manifest(variant="tiny-test", resolution=224, weights=weights)
+    return make_manifest(variant="tiny-test", img_size=(224, 224), weights=weights)
 
 
 def test_weights_check_in_verify_works_for_every_manifest_form(checkpoints):
@@ -98,9 +98,9 @@ def test_artifact_info_round_trips_through_metadata_and_manifest():
     assert meta["opset"] == "17" and meta["precision"] == "int8" and meta["input_format"] == "rgb-uint8"
     assert graph_record(model) == info
     fields = info.to_manifest_fields()
-    assert fields == {"variant": "s", "resolution": 448, "precision": "int8", "weights": f"x.pth sha256:{HEX}",
-                      "input_format": "rgb-uint8"}
-    manifest = dataclasses.replace(_manifest(fields["weights"]), variant="s", resolution=448, precision="int8",
+    assert fields == {"variant": "s", "img_size": (448, 448), "task": "classify", "precision": "int8",
+                      "weights": f"x.pth sha256:{HEX}", "input_format": "rgb-uint8"}
+    manifest = dataclasses.replace(_manifest(fields["weights"]), variant="s", img_size=(448, 448), precision="int8",
                                    input_format="rgb-uint8")
     from pipeline.store.manifest import Manifest
 

@@ -111,7 +111,7 @@ def test_engine_built_by_tensorrt_rtx_and_verified(variant, precision, built_eng
 
     engine_dir = built_engine_dir(precision, variant)
     manifest = json.loads((engine_dir / "manifest.json").read_text())
-    assert manifest["precision"] == precision and manifest["variant"] == variant and manifest["resolution"] == 224
+    assert manifest["precision"] == precision and manifest["variant"] == variant and manifest["img_size"] == [224, 224]
     assert manifest["backend"]["flavour"] == "TensorRT-RTX"
     assert "RTX GPUs" in manifest["target"]["description"]
     assert manifest["weights"] == "random-init, seed 0"

@@ -75,7 +75,7 @@ def test_run_pipeline_builds_verifies_and_reuses(plugin_build, tmp_path):
     names = {p.name for p in first.path.iterdir()}
     assert {"model.onnx", "model.iam.onnx", "tiny-test-fp32.engine", "libsgformer_plugins.so", "manifest.json"} <= names
     manifest = json.loads(first.manifest_path.read_text())
-    assert manifest["variant"] == "tiny-test" and manifest["precision"] == "fp32" and manifest["resolution"] == 224
+    assert manifest["variant"] == "tiny-test" and manifest["precision"] == "fp32" and manifest["img_size"] == [224, 224]
     assert manifest["weights"] == "random-init, seed 0" and manifest["input_format"] == "normalized"
     assert manifest["parity"]["passed"] and manifest["parity"]["rule"] == parity_rule("fp32", "onnxruntime").to_dict()
     engine_mtime = (first.path / "tiny-test-fp32.engine").stat().st_mtime_ns

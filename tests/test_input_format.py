@@ -69,8 +69,8 @@ def test_rewrite_keeps_the_format_and_verify_feeds_it(pixel_graphs, tmp_path, ca
     info = read_record(load_onnx(iam), str(iam))
     assert info.input_format is InputFormat.RGB_UINT8
     labels = artifact_info_for_build(load_onnx(iam), iam)
-    assert (labels.variant, labels.resolution, labels.precision, labels.input_format) == (
-        "tiny-test", 224, "fp32", "rgb-uint8")
+    assert (labels.variant, labels.img_size, labels.precision, labels.input_format) == (
+        "tiny-test", (224, 224), "fp32", "rgb-uint8")
     capsys.readouterr()
     assert main(["verify", "--onnx", str(iam), "--num-images", "2"]) == 0
     out = capsys.readouterr().out

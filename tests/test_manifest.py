@@ -29,7 +29,7 @@ SHA = "ab" * 32
 def make_manifest(**overrides) -> Manifest:
     fields = dict(
         variant="s",
-        resolution=224,
+        img_size=(224, 224),
         precision="fp16",
         weights="random-init, seed 0",
         engine=FileRef("s-fp16.engine", SHA, 1234),
@@ -68,7 +68,7 @@ def test_optional_parts_may_be_null(tmp_path):
     [
         (lambda d: d.pop("engine"), "lacks engine"),
         (lambda d: d.update(precision="fp8"), "'precision'"),
-        (lambda d: d.update(resolution="224"), "'resolution'"),
+        (lambda d: d.update(img_size="224"), "'img_size'"),
         (lambda d: d["backend"].update(flavour="TensorRT-LLM"), "'backend.flavour'"),
         (lambda d: d["target"].update(compute_capabilities=["89"]), "target.compute_capabilities"),
         (lambda d: d["batch"].update(min=9), "'batch'"),

@@ -68,7 +68,7 @@ def _fake_engine_dir(folder: Path, *, input_format: str | None = "rgb-float01", 
     onnx_ref = FileRef(onnx_file.name, sha256_file(onnx_file))
     onnx_file.unlink()
     manifest = Manifest(
-        variant="s", resolution=224, precision=precision, weights="random-init, seed 0",
+        variant="s", img_size=(224, 224), precision=precision, weights="random-init, seed 0",
         engine=FileRef(engine.name, sha256_file(engine), engine.stat().st_size),
         onnx=onnx_ref,
         plugin=FileRef(plugin.name, sha256_file(plugin)),

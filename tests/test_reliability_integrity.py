@@ -110,10 +110,10 @@ def test_precision_edited_fp16_to_int8(tiny_fp16_onnx, tmp_path, capsys):
     _recovers(folder, tiny_fp16_onnx, capsys, precision="fp16")
 
 
-def test_resolution_edited_224_to_448(tiny_onnx, tmp_path, capsys):
+def test_img_size_edited_224_to_448(tiny_onnx, tmp_path, capsys):
     folder = publish(tmp_path, tiny_onnx)
-    edit_manifest(folder, resolution=448)
-    _refused(folder, capsys, "resolution 448", "224")
+    edit_manifest(folder, img_size=[448, 448])
+    _refused(folder, capsys, "img_size '448'", "224")
     _recovers(folder, tiny_onnx, capsys)
 
 

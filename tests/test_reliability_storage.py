@@ -53,7 +53,7 @@ def test_build_whose_onnx_copy_does_not_fit(tmp_path, monkeypatch, capsys, previ
         from pipeline.stages.build import BuildConfig, save_engine_dir
 
         engine = b"previous engine" * 1000
-        save_engine_dir(out, engine, fake_info(old, engine), variant="mm", precision="fp32", resolution=8,
+        save_engine_dir(out, engine, fake_info(old, engine), variant="mm", precision="fp32", img_size=8,
                         weights="x", onnx_file=str(old), config=BuildConfig(), dir_name="mm")
         before = {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()}
     argv = ["build", "--onnx", str(onnx_path), "--out-dir", str(out), "--name", "mm", *MM_LABELS, "--backend", "tensorrt-rtx",

@@ -59,7 +59,7 @@ def fake_engine_dir(tmp_path: Path, flavour: str = "TensorRT-RTX", version: str 
     from pipeline.core.hashing import sha256_file
 
     manifest = Manifest(
-        variant="tiny-test", resolution=224, precision="fp32", weights="random-init, seed 0",
+        variant="tiny-test", img_size=(224, 224), precision="fp32", weights="random-init, seed 0",
         engine=FileRef(engine.name, sha256_file(engine), engine.stat().st_size),
         onnx=FileRef("tiny-test.onnx", "0" * 64), plugin=None,
         backend_flavour=flavour, backend_version=version, cuda_version="13",
@@ -173,7 +173,7 @@ def test_engine_matches_onnxruntime_on_gpu(tmp_path):
                       dynamic_axes={"images": {0: "batch"}, "logits": {0: "batch"}})
     config = BuildConfig(backend=backend.name, max_batch=2)
     engine, info = build_engine(onnx_path, config)
-    engine_dir = save_engine_dir(tmp_path, engine, info, variant="tiny-test", precision="fp32", resolution=224,
+    engine_dir = save_engine_dir(tmp_path, engine, info, variant="tiny-test", precision="fp32", img_size=224,
                                  weights="random-init, seed 0", onnx_file=str(onnx_path), config=config)
     images = np.random.default_rng(0).standard_normal((3, 3, 224, 224)).astype(np.float32)
     try:

@@ -200,37 +200,45 @@ InputFormat parseInputFormat(std::string const& text)
     throw std::invalid_argument("input format '" + text + "' is not one of normalized, rgb-float01, rgb-uint8");
 }
 
-std::vector<uint8_t> cropPixels(RgbImage const& image, int32_t size, float cropPct)
+std::vector<uint8_t> cropPixels(RgbImage const& image, int32_t height, int32_t width, float cropPct)
 {
-    int32_t const scaled = static_cast<int32_t>(std::floor(size / static_cast<double>(cropPct)));
-    int32_t newW = scaled;
-    int32_t newH = scaled;
-    if (image.width <= image.height)
+    // Cover floor(height / cropPct) x floor(width / cropPct) keeping the aspect ratio (for a square: the shorter
+    // side to floor(size / cropPct)), then center-crop height x width, as pipeline/data/images.py does.
+    int32_t const boxH = static_cast<int32_t>(std::floor(height / static_cast<double>(cropPct)));
+    int32_t const boxW = static_cast<int32_t>(std::floor(width / static_cast<double>(cropPct)));
+    int32_t newW = boxW;
+    int32_t newH = boxH;
+    if (static_cast<int64_t>(image.width) * boxH <= static_cast<int64_t>(image.height) * boxW)
     {
-        newH = static_cast<int32_t>(static_cast<int64_t>(scaled) * image.height / image.width);
+        newH = std::max(boxH, static_cast<int32_t>(static_cast<int64_t>(boxW) * image.height / image.width));
     }
     else
     {
-        newW = static_cast<int32_t>(static_cast<int64_t>(scaled) * image.width / image.height);
+        newW = std::max(boxW, static_cast<int32_t>(static_cast<int64_t>(boxH) * image.width / image.height));
     }
     std::vector<float> src(image.pixels.begin(), image.pixels.end());
     std::vector<float> const resized = resize(src, image.width, image.height, newW, newH); // rounded to 0..255
     // Python's round() rounds half to even; nearbyint does too in the default rounding mode.
-    int32_t const left = static_cast<int32_t>(std::nearbyint((newW - size) / 2.0));
-    int32_t const top = static_cast<int32_t>(std::nearbyint((newH - size) / 2.0));
-    std::vector<uint8_t> chw(static_cast<size_t>(3) * size * size);
+    int32_t const left = static_cast<int32_t>(std::nearbyint((newW - width) / 2.0));
+    int32_t const top = static_cast<int32_t>(std::nearbyint((newH - height) / 2.0));
+    std::vector<uint8_t> chw(static_cast<size_t>(3) * height * width);
     for (int32_t c = 0; c < 3; ++c)
     {
-        for (int32_t y = 0; y < size; ++y)
+        for (int32_t y = 0; y < height; ++y)
         {
-            for (int32_t x = 0; x < size; ++x)
+            for (int32_t x = 0; x < width; ++x)
             {
                 float const v = resized[(static_cast<size_t>(top + y) * newW + left + x) * 3 + c];
-                chw[(static_cast<size_t>(c) * size + y) * size + x] = static_cast<uint8_t>(v);
+                chw[(static_cast<size_t>(c) * height + y) * width + x] = static_cast<uint8_t>(v);
             }
         }
     }
     return chw;
+}
+
+std::vector<uint8_t> cropPixels(RgbImage const& image, int32_t size, float cropPct)
+{
+    return cropPixels(image, size, size, cropPct);
 }
 
 std::vector<float> toFloatInput(std::vector<uint8_t> const& chw, InputFormat format)

@@ -33,6 +33,10 @@ InputFormat parseInputFormat(std::string const& text);
 //! Resize (shorter side to floor(size / cropPct), bicubic) and center-crop: 3 * size * size pixels, CHW, RGB.
 std::vector<uint8_t> cropPixels(RgbImage const& image, int32_t size, float cropPct = 0.9F);
 
+//! H x W inputs: resize (bicubic, aspect kept) to cover floor(height / cropPct) x floor(width / cropPct), then
+//! center-crop: 3 * height * width pixels, CHW, RGB.
+std::vector<uint8_t> cropPixels(RgbImage const& image, int32_t height, int32_t width, float cropPct);
+
 //! Cropped CHW pixels -> float input of ``format`` (kRGB_UINT8 takes the pixels as they are).
 std::vector<float> toFloatInput(std::vector<uint8_t> const& chw, InputFormat format);
 

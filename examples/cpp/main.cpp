@@ -223,7 +223,7 @@ int run(Options const& opt)
     std::unique_ptr<nvinfer1::IExecutionContext> context{engine->createExecutionContext()};
 
     std::string input;
-    std::string output;
+    std::vector<std::string> outputs; // a classifier: logits; a backbone (TASK=features): stage1..stage4
     bool uint8Input = false;
     for (int32_t i = 0; i < engine->getNbIOTensors(); ++i)
     {
@@ -240,7 +240,14 @@ int run(Options const& opt)
                                      "example expects fp32 (or rgb-uint8) images in and fp32 logits out (precision "
                                      "lives inside the graph)");
         }
-        (isInput ? input : output) = name;
+        if (isInput)
+        {
+            input = name;
+        }
+        else
+        {
+            outputs.emplace_back(name);
+        }
     }
     std::string formatName = opt.inputFormat;
     if (formatName == "auto")
@@ -255,27 +262,28 @@ int run(Options const& opt)
                                  + (uint8Input ? "uint8" : "float32") + " input tensor");
     }
     size_t const elementBytes = uint8Input ? 1 : sizeof(float);
-    if (input.empty() || output.empty())
+    if (input.empty() || outputs.empty())
     {
-        throw std::runtime_error("expected one input and one output tensor");
+        throw std::runtime_error("expected one input and at least one output tensor");
     }
     nvinfer1::Dims const maxShape = engine->getProfileShape(input.c_str(), 0, nvinfer1::OptProfileSelector::kMAX);
     nvinfer1::Dims const minShape = engine->getProfileShape(input.c_str(), 0, nvinfer1::OptProfileSelector::kMIN);
-    if (maxShape.nbDims != 4 || maxShape.d[1] != 3 || maxShape.d[2] != maxShape.d[3])
+    if (maxShape.nbDims != 4 || maxShape.d[1] != 3)
     {
-        throw std::runtime_error("unexpected input profile " + dimsToString(maxShape) + " (want [B, 3, S, S])");
+        throw std::runtime_error("unexpected input profile " + dimsToString(maxShape) + " (want [B, 3, H, W])");
     }
-    int32_t const size = static_cast<int32_t>(maxShape.d[2]);
+    int32_t const height = static_cast<int32_t>(maxShape.d[2]);
+    int32_t const width = static_cast<int32_t>(maxShape.d[3]);
     int32_t const maxBatch = static_cast<int32_t>(maxShape.d[0]);
     int32_t const minBatch = static_cast<int32_t>(minShape.d[0]);
     std::vector<std::string> const labels = readLabels(opt.labels);
 
     // Preprocess every image; batches of up to the profile's max run one after another.
-    size_t const imageFloats = static_cast<size_t>(3) * size * size; // elements per image
+    size_t const imageFloats = static_cast<size_t>(3) * height * width; // elements per image
     std::vector<uint8_t> host; // the engine's input bytes for every image
     for (auto const& path : opt.images)
     {
-        std::vector<uint8_t> const pixels = sgformer::cropPixels(sgformer::readPpm(path), size);
+        std::vector<uint8_t> const pixels = sgformer::cropPixels(sgformer::readPpm(path), height, width, 0.9F);
         if (uint8Input)
         {
             host.insert(host.end(), pixels.begin(), pixels.end());
@@ -288,16 +296,29 @@ int run(Options const& opt)
 
     cudaStream_t stream{};
     CUDA_CHECK(cudaStreamCreate(&stream));
-    context->setInputShape(input.c_str(), nvinfer1::Dims4{maxBatch, 3, size, size});
-    nvinfer1::Dims const outMax = context->getTensorShape(output.c_str());
-    size_t const classes = static_cast<size_t>(outMax.d[outMax.nbDims - 1]);
+    context->setInputShape(input.c_str(), nvinfer1::Dims4{maxBatch, 3, height, width});
     DeviceBuffer dIn(imageFloats * maxBatch * elementBytes);
-    DeviceBuffer dOut(classes * maxBatch * sizeof(float));
     context->setTensorAddress(input.c_str(), dIn.ptr);
-    context->setTensorAddress(output.c_str(), dOut.ptr);
-
     int32_t const total = static_cast<int32_t>(opt.images.size());
-    std::vector<float> logits(classes * total);
+    // One device buffer and one host array per output; perImage: elements of one image's slice ([C] or [C, h, w]).
+    std::vector<size_t> perImage;
+    std::vector<nvinfer1::Dims> outShapes;
+    std::vector<std::unique_ptr<DeviceBuffer>> dOuts;
+    std::vector<std::vector<float>> results;
+    for (auto const& name : outputs)
+    {
+        nvinfer1::Dims const shape = context->getTensorShape(name.c_str());
+        size_t elems = 1;
+        for (int32_t d = 1; d < shape.nbDims; ++d)
+        {
+            elems *= static_cast<size_t>(shape.d[d]);
+        }
+        perImage.push_back(elems);
+        outShapes.push_back(shape);
+        dOuts.push_back(std::make_unique<DeviceBuffer>(elems * maxBatch * sizeof(float)));
+        context->setTensorAddress(name.c_str(), dOuts.back()->ptr);
+        results.emplace_back(elems * total);
+    }
     std::vector<double> latenciesMs;
     for (int32_t start = 0; start < total; start += maxBatch)
     {
@@ -305,7 +326,7 @@ int run(Options const& opt)
         int32_t const batch = std::max(n, minBatch); // pad up to the profile's min batch with zeros
         std::vector<uint8_t> chunk(imageFloats * batch * elementBytes, 0);
         std::copy_n(host.begin() + imageFloats * elementBytes * start, imageFloats * elementBytes * n, chunk.begin());
-        if (!context->setInputShape(input.c_str(), nvinfer1::Dims4{batch, 3, size, size}))
+        if (!context->setInputShape(input.c_str(), nvinfer1::Dims4{batch, 3, height, width}))
         {
             throw std::runtime_error("batch " + std::to_string(batch) + " is outside the engine's profile");
         }
@@ -327,8 +348,11 @@ int run(Options const& opt)
             }
         }
         CUDA_CHECK(cudaEventRecord(end, stream));
-        CUDA_CHECK(cudaMemcpyAsync(logits.data() + classes * start, dOut.ptr, classes * n * sizeof(float),
-            cudaMemcpyDeviceToHost, stream));
+        for (size_t o = 0; o < outputs.size(); ++o)
+        {
+            CUDA_CHECK(cudaMemcpyAsync(results[o].data() + perImage[o] * start, dOuts[o]->ptr,
+                perImage[o] * n * sizeof(float), cudaMemcpyDeviceToHost, stream));
+        }
         CUDA_CHECK(cudaStreamSynchronize(stream));
         float ms = 0.0F;
         CUDA_CHECK(cudaEventElapsedTime(&ms, begin, end));
@@ -340,6 +364,21 @@ int run(Options const& opt)
     }
     cudaStreamDestroy(stream);
 
+    if (outputs.size() > 1 || outShapes[0].nbDims != 2)
+    {
+        // A backbone: print each map's shape and value range; a detector's neck would take these buffers.
+        for (size_t o = 0; o < outputs.size(); ++o)
+        {
+            auto const [lo, hi] = std::minmax_element(results[o].begin(), results[o].end());
+            nvinfer1::Dims shape = outShapes[o];
+            shape.d[0] = total;
+            std::cout << outputs[o] << ": shape " << dimsToString(shape) << " (N, C, H, W), values " << *lo << " .. "
+                      << *hi << "\n";
+        }
+        return 0;
+    }
+    std::vector<float> const& logits = results[0];
+    size_t const classes = perImage[0];
     for (int32_t img = 0; img < total; ++img)
     {
         float const* row = logits.data() + classes * img;

@@ -15,7 +15,7 @@ from pipeline.data import images as image_ops
 
 
 
-def load_batch(paths: Sequence[Path], img_size: int) -> np.ndarray:
+def load_batch(paths: Sequence[Path], img_size: object) -> np.ndarray:
     """Normalized float32 ``[N, 3, S, S]``; the runner converts to the engine's input format."""
 
     batch = []

@@ -21,7 +21,7 @@ from typing import Optional, Sequence
 import numpy as np
 import onnx
 
-from pipeline.core.artifact import ArtifactInfoError
+from pipeline.core.artifact import ArtifactInfoError, ImageSize
 from pipeline.graph import record as graph_record
 from pipeline.stages.compare import LogitStats, logit_stats
 from pipeline.core.errors import CalibrationError, ConfigError
@@ -230,7 +230,8 @@ def format_sensitivity(rows: Sequence[tuple[str, int, float, float]]) -> str:
     return "\n".join(lines)
 
 
-def graphs_spec(graphs: dict[str, onnx.ModelProto], variant: Optional[str], img_size: Optional[int]) -> tuple[str, int]:
+def graphs_spec(graphs: dict[str, onnx.ModelProto], variant: Optional[str],
+                img_size: Optional[object]) -> tuple[str, ImageSize]:
     """Variant and input size from the graphs' records (all must agree); explicit options fill in or must agree."""
 
     specs = {}
@@ -244,8 +245,11 @@ def graphs_spec(graphs: dict[str, onnx.ModelProto], variant: Optional[str], img_
         raise ConfigError(f"the graphs are of different networks ({listed}); evaluate graphs of one variant and size")
     if specs:
         spec = next(iter(specs.values()))
-        for option, given, recorded in (("--variant", variant, spec.variant), ("--img-size", img_size, spec.img_size)):
+        size = None if img_size is None else ImageSize.parse(img_size)
+        for option, given, recorded in (("--variant", variant, spec.variant), ("--img-size", size, spec.img_size)):
             if given is not None and given != recorded:
                 raise ConfigError(f"{option} {given} does not match the graphs, which record {spec}; drop {option}")
         return spec.variant, spec.img_size
-    return variant or "s", img_size or 224
+    if img_size is None:
+        raise ConfigError("the graphs record no input size: pass --img-size (e.g. 224)")
+    return variant or "s", ImageSize.parse(img_size)

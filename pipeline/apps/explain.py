@@ -38,7 +38,7 @@ from typing import Optional, Sequence
 import numpy as np
 from PIL import Image, ImageDraw
 
-from pipeline.graph import read_record
+from pipeline.graph import image_input, read_record
 from pipeline.store.io import load_onnx
 from pipeline.core.errors import ConfigError, PipelineError
 from pipeline.model.sgformer import PRETRAINED_CFG
@@ -144,10 +144,10 @@ def _maps_from_onnx(images: np.ndarray, onnx_path: str, img_size: int) -> tuple[
             f"{onnx_path} has no SGFormerIAM nodes: only a rewritten graph exposes the importance maps (as the "
             f"nodes' inputs); pass the output of `sgformer-trt rewrite`, or drop --onnx to use the PyTorch model"
         )
-    dims = model.graph.input[0].type.tensor_type.shape.dim
-    side = dims[-1].dim_value if len(dims) == 4 else 0
-    if side and side != img_size:
-        raise ConfigError(f"{onnx_path} takes {side}x{side} images but --img-size is {img_size}; pass --img-size {side}")
+    image = image_input(model)
+    hw = image.image_hw if image is not None else None
+    if hw is not None and hw != (img_size, img_size):
+        raise ConfigError(f"{onnx_path} takes {hw} images but --img-size is {img_size}; pass --img-size {hw}")
     names = iam_importance_names(model)
     outputs = run_model(model, images, extra_outputs=names)
     maps = []
@@ -238,7 +238,7 @@ def _mosaic(image: Image.Image, stages: Sequence[StageMap], box: tuple[float, fl
 def explain(
     image_path: str | Path,
     variant: Optional[str] = None,
-    img_size: Optional[int] = None,
+    img_size: Optional[object] = None,
     checkpoint: Optional[str | Path] = None,
     out_png: str | Path = "explain.png",
     *,
@@ -258,8 +258,14 @@ def explain(
         record = read_record(load_onnx(onnx), str(onnx), variant=variant, img_size=img_size)
         variant, img_size = record.variant, record.img_size
     variant = variant or "s"
-    img_size = img_size or 224
-    check_img_size(img_size)
+    if img_size is None:
+        raise ConfigError("explain needs the input size: pass img_size (CLI --img-size, e.g. 224) or an ONNX whose "
+                          "record names it (--onnx)")
+    size = check_img_size(img_size)
+    if not size.is_square:
+        raise ConfigError(f"explain draws square crops; {size} is not square: pass a square --img-size (e.g. "
+                          f"{min(size)})")
+    img_size = size.height
     if reduce not in REDUCTIONS:
         raise ConfigError(f"reduce must be one of {', '.join(REDUCTIONS)}, got {reduce!r}")
     stage = str(stage)
@@ -270,7 +276,7 @@ def explain(
     start = time.perf_counter()
     image = load_image(image_path)  # PipelineError naming the file if missing or unreadable
     width, height = image.size
-    _logger.info("explain start: %s (%dx%d), %s @ %d", image_path, width, height, variant, img_size)
+    _logger.info("explain start: %s (%dx%d), %s @ %s", image_path, width, height, variant, img_size)
     images = preprocess(image, img_size)[None]
     if onnx is not None:
         maps, top1 = _maps_from_onnx(images, str(onnx), img_size)

@@ -196,7 +196,8 @@ def triton_config(manifest: Manifest, name: str) -> str:
         raise PackageError(f"the engine's profile starts at batch {manifest.batch.min}; Triton's dynamic batcher "
                            "also sends smaller batches: rebuild with --min-batch 1")
     inputs = ",\n".join(_triton_tensor(t, "input") for t in manifest.inputs)
-    outputs = ",\n".join(_triton_tensor(t, "output", LABELS_NAME if i == 0 else None)
+    classify = manifest.task != "features"  # a backbone's maps (stage1..stage4) get no class labels
+    outputs = ",\n".join(_triton_tensor(t, "output", LABELS_NAME if i == 0 and classify else None)
                          for i, t in enumerate(manifest.outputs))
     preferred = ", ".join(str(b) for b in _preferred_batch_sizes(manifest.batch.max))
     return (
@@ -224,7 +225,7 @@ def _triton_readme(manifest: Manifest, name: str, input_format: str, repo_hint: 
     t = manifest.inputs[0]
     plugin = f"{repo_hint}/{name}/{manifest.plugin.file}" if manifest.plugin else None
     backend_config = f" \\\n    --backend-config=tensorrt,plugins={plugin}" if plugin else ""
-    return f"""# {name}: SG-Former {manifest.variant} ({manifest.precision}, {manifest.resolution} px) for Triton
+    return f"""# {name}: SG-Former {manifest.variant} ({manifest.precision}, {_size(manifest)} px) for Triton
 
 Made by `sgformer-trt package --triton` from an engine directory (manifest: {manifest.backend_label},
 batch {manifest.batch.min}..{manifest.batch.max}). Layout:
@@ -232,18 +233,37 @@ batch {manifest.batch.min}..{manifest.batch.max}). Layout:
     {name}/config.pbtxt        platform tensorrt_plan, max_batch_size {manifest.batch.max}, dynamic batching, 1 GPU instance
     {name}/1/{PLAN_NAME}       the engine
     {name}/{manifest.plugin.file if manifest.plugin else "(no plugin)"}   the SGFormerIAM plugin library it was built with
-    {name}/{LABELS_NAME}        class names of output `{manifest.outputs[0].name}` (classification extension)
+    {_labels_line(manifest, name)}
 {_flavour_note(manifest)}
 Serve (the plugin library registers itself when the tensorrt backend dlopens it; use an absolute path):
 
     tritonserver --model-repository={repo_hint}{backend_config}
 
 Input `{t.name}`: {t.dtype} `[N, {', '.join(str(d) for d in t.shape[1:])}]`, input format `{input_format}`
-({_format_sentence(input_format)}). Output `{manifest.outputs[0].name}`: logits (no softmax).
+({_format_sentence(input_format)}). {_outputs_sentence(manifest)}
 
 Not run here: this package was generated and its config.pbtxt parsed with Triton's ModelConfig protobuf;
 no tritonserver was started (no GPU on the machine that made it).
 """
+
+
+def _size(manifest: Manifest) -> str:
+    height, width = manifest.img_size
+    return str(height) if height == width else f"{height}x{width}"
+
+
+def _labels_line(manifest: Manifest, name: str) -> str:
+    if manifest.task == "features":
+        return f"(no {LABELS_NAME}: a backbone's outputs are feature maps, not classes)"
+    return f"{name}/{LABELS_NAME}        class names of output `{manifest.outputs[0].name}` (classification extension)"
+
+
+def _outputs_sentence(manifest: Manifest) -> str:
+    if manifest.task != "features":
+        return f"Output `{manifest.outputs[0].name}`: logits (no softmax)."
+    maps = "; ".join(f"`{t.name}` {t.dtype} `[N, {', '.join(str(d) for d in t.shape[1:])}]` (stride {t.stride})"
+                     for t in manifest.outputs)
+    return f"Outputs (a backbone: NCHW maps after each stage's LayerNorm, for a detector's or segmenter's neck): {maps}."
 
 
 def _format_sentence(input_format: str) -> str:
@@ -264,7 +284,7 @@ def package_triton(repo: str | Path, engine_dir: str | Path, *, name: Optional[s
     if not name or "/" in name or name.startswith("."):
         raise PackageError(f"model name {name!r} is not a folder name; pass --name")
     config_text = triton_config(manifest, name)
-    labels, _ = _labels(manifest.outputs[0].shape[-1])
+    labels = _labels(manifest.outputs[0].shape[-1])[0] if manifest.task != "features" else None
     if manifest.backend_flavour != "TensorRT":
         _logger.warning("%s was built by %s; Triton's tensorrt backend needs a full-TensorRT engine (README says so)",
                         engine_dir, manifest.backend_label)
@@ -275,7 +295,8 @@ def package_triton(repo: str | Path, engine_dir: str | Path, *, name: Optional[s
         _copy(engine_dir / manifest.engine.file, stage / "1" / PLAN_NAME)
         plugin = _copy(engine_dir / manifest.plugin.file, stage / manifest.plugin.file) if manifest.plugin else None
         (stage / "config.pbtxt").write_text(config_text)
-        (stage / LABELS_NAME).write_text("\n".join(labels) + "\n")
+        if labels is not None:
+            (stage / LABELS_NAME).write_text("\n".join(labels) + "\n")
         (stage / README_NAME).write_text(_triton_readme(manifest, name, input_format, str(repo.resolve())))
         _commit(stage, target)
     finally:
@@ -292,6 +313,10 @@ def package_triton(repo: str | Path, engine_dir: str | Path, *, name: Optional[s
 def deepstream_config(manifest: Manifest, input_format: str, *, engine_file: str, plugin_file: Optional[str],
                       labels_file: str = LABELS_NAME) -> str:
     """Gst-nvinfer ``[property]`` group for a primary classifier on the engine the manifest describes."""
+    if manifest.task == "features":
+        raise PackageError("this engine is a backbone (outputs stage1..stage4, not logits): nvinfer's classifier "
+                           "config does not apply; serve it in your detector's pipeline (network-type=100 with "
+                           "output-tensor-meta=1 hands the maps to your parser), or package it for Triton")
     if input_format not in DEEPSTREAM_SCALE:
         why = ("its input takes ImageNet-normalized floats, and nvinfer has one scalar net-scale-factor, so the "
                "per-channel std cannot be expressed" if input_format == "normalized" else
@@ -329,7 +354,7 @@ def deepstream_config(manifest: Manifest, input_format: str, *, engine_file: str
 
 def _deepstream_readme(manifest: Manifest, config_name: str, input_format: str) -> str:
     t = manifest.inputs[0]
-    return f"""# SG-Former {manifest.variant} ({manifest.precision}, {manifest.resolution} px) for DeepStream (Gst-nvinfer)
+    return f"""# SG-Former {manifest.variant} ({manifest.precision}, {_size(manifest)} px) for DeepStream (Gst-nvinfer)
 
 Made by `sgformer-trt package --deepstream` from an engine directory ({manifest.backend_label}, batch
 {manifest.batch.min}..{manifest.batch.max}, input format `{input_format}`). Files:

@@ -1,4 +1,5 @@
-"""Python runtime: an engine directory (engine + plugin library + manifest.json) in, logits out.
+"""Python runtime: an engine directory (engine + plugin library + manifest.json) in, logits (or a backbone's
+stage maps, ``infer_outputs``) out.
 
 ``EngineRunner(engine_dir)`` checks the manifest against this machine (TensorRT flavour and version, GPU compute
 capability), loads the plugin library, deserializes the engine and binds inputs and outputs by the names the engine
@@ -155,15 +156,24 @@ class EngineRunner:
         self.stream.synchronize()
         return {name: buf.reshape(shape)[:n].copy() for name, (buf, shape) in results.items()}
 
-    def infer(self, images: np.ndarray, output: Optional[str] = None) -> np.ndarray:
-        """Logits ``[N, classes]`` for preprocessed ``[N, 3, H, W]`` images (any N: chunked by the max batch)."""
-        images = np.ascontiguousarray(images, dtype=np.float32)
+    def infer_outputs(self, images: np.ndarray) -> dict[str, np.ndarray]:
+        """Every output, by name (a backbone: ``stage1`` .. ``stage4``, NCHW), for preprocessed ``[N, 3, H, W]``
+        images (any N: chunked by the max batch)."""
+        images = np.ascontiguousarray(images)
         expected = self.manifest.inputs[0].shape[1:]
         if images.ndim != 4 or tuple(images.shape[1:]) != tuple(expected):
             raise EngineRuntimeError(f"expected images [N, {', '.join(map(str, expected))}], got {list(images.shape)}")
+        chunks = [self._run_chunk(images[i: i + self.max_batch]) for i in range(0, len(images), self.max_batch)]
+        if not chunks:
+            return {name: np.zeros((0,), np.float32) for name in self.outputs}
+        return {name: np.concatenate([c[name] for c in chunks]) for name in self.outputs}
+
+    def infer(self, images: np.ndarray, output: Optional[str] = None) -> np.ndarray:
+        """One output (default: the first; a classifier's logits ``[N, classes]``) for ``[N, 3, H, W]`` images."""
         name = output or self.outputs[0]
-        chunks = [self._run_chunk(images[i: i + self.max_batch])[name] for i in range(0, len(images), self.max_batch)]
-        return np.concatenate(chunks) if chunks else np.zeros((0,), np.float32)
+        if name not in self.outputs:
+            raise EngineRuntimeError(f"the engine has no output {name!r}; it has {', '.join(self.outputs)}")
+        return self.infer_outputs(images)[name]
 
     __call__ = infer
 

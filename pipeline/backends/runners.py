@@ -1,4 +1,5 @@
-"""One runner protocol for every backend (in the spirit of Polygraphy's runners): ``infer(images) -> logits``.
+"""One runner protocol for every backend (in the spirit of Polygraphy's runners): ``infer(images) -> logits``, and
+``infer_outputs(images) -> {name: array}`` for every output (a backbone's stage maps ``stage1`` .. ``stage4``).
 
 Every runner takes *normalized* float32 images ``[N, 3, S, S]`` (ImageNet mean/std applied, as
 ``pipeline.data.images`` makes them) and converts them to what its artifact expects (``InputFormat`` of the
@@ -43,6 +44,8 @@ class Runner(Protocol):
 
     def infer(self, images: np.ndarray) -> np.ndarray: ...
 
+    def infer_outputs(self, images: np.ndarray) -> dict[str, np.ndarray]: ...
+
     def __enter__(self) -> "Runner": ...
 
     def __exit__(self, *exc: object) -> None: ...
@@ -65,6 +68,8 @@ class BaseRunner:
 
     label = "runner"
     stand_in = False
+    #: Output names in graph order (set by subclasses that know them; else out0, out1, ...).
+    output_names: tuple[str, ...] = ()
 
     def __init__(self, batch: int = 2, input_format: InputFormat | str = InputFormat.NORMALIZED) -> None:
         if not isinstance(batch, int) or batch < 1:
@@ -72,25 +77,39 @@ class BaseRunner:
         self.batch = batch
         self.input_format = InputFormat.parse(input_format)
 
-    def _run(self, chunk: np.ndarray) -> np.ndarray:  # chunk in self.input_format
+    def _run(self, chunk: np.ndarray) -> list[np.ndarray]:  # chunk in self.input_format -> every output, in order
         raise NotImplementedError
 
-    def infer(self, images: np.ndarray) -> np.ndarray:
-        """Logits ``[N, classes]`` (float32) for normalized images ``[N, 3, S, S]``."""
+    def infer_outputs(self, images: np.ndarray) -> dict[str, np.ndarray]:
+        """Every output (float32), by name, for normalized images ``[N, 3, H, W]``."""
         images = np.asarray(images, dtype=np.float32)
         if images.ndim != 4:
-            raise ConfigError(f"images must be [N, 3, S, S]; got shape {list(images.shape)}")
-        feed = self.input_format.from_normalized(images)
-        out = [self._run(np.ascontiguousarray(feed[i: i + self.batch])) for i in range(0, len(feed), self.batch)]
-        return np.concatenate(out).astype(np.float32)
+            raise ConfigError(f"images must be [N, 3, H, W]; got shape {list(images.shape)}")
+        return self.infer_raw_outputs(self.input_format.from_normalized(images))
+
+    def infer_raw_outputs(self, feed: np.ndarray) -> dict[str, np.ndarray]:
+        """Every output for input already in this runner's ``input_format`` (e.g. uint8 pixels), in chunks."""
+        feed = np.asarray(feed)
+        chunks = [self._run(np.ascontiguousarray(feed[i: i + self.batch])) for i in range(0, len(feed), self.batch)]
+        names = self.output_names or tuple(f"out{i}" for i in range(len(chunks[0])))
+        return {name: np.concatenate([c[k] for c in chunks]).astype(np.float32) for k, name in enumerate(names)}
+
+    def infer(self, images: np.ndarray) -> np.ndarray:
+        """Logits ``[N, classes]`` (float32) for normalized images ``[N, 3, H, W]``: the single output (a backbone's
+        several maps: :meth:`infer_outputs`)."""
+        return self._single(self.infer_outputs(images))
 
     __call__ = infer
 
     def infer_raw(self, feed: np.ndarray) -> np.ndarray:
         """Logits for input already in this runner's ``input_format`` (e.g. uint8 pixels), in chunks of ``batch``."""
-        feed = np.asarray(feed)
-        out = [self._run(np.ascontiguousarray(feed[i: i + self.batch])) for i in range(0, len(feed), self.batch)]
-        return np.concatenate(out).astype(np.float32)
+        return self._single(self.infer_raw_outputs(feed))
+
+    @staticmethod
+    def _single(outputs: dict[str, np.ndarray]) -> np.ndarray:
+        if len(outputs) != 1:
+            raise ConfigError(f"this artifact has {len(outputs)} outputs ({', '.join(outputs)}): use infer_outputs")
+        return next(iter(outputs.values()))
 
     def close(self) -> None:
         pass
@@ -112,16 +131,21 @@ class TorchRunner(BaseRunner):
         super().__init__(batch)
         self.device = device
         self.model = model.eval() if device == "cpu" else model.to(device).eval()
+        if getattr(model, "features_only", False):
+            self.output_names = tuple(f"stage{i + 1}" for i in model.out_indices)
+        else:
+            self.output_names = ("logits",)
 
-    def _run(self, chunk: np.ndarray) -> np.ndarray:
+    def _run(self, chunk: np.ndarray) -> list[np.ndarray]:
         import torch
 
         with torch.inference_mode():
-            if self.device == "cpu":
-                return self.model(torch.from_numpy(chunk)).numpy()
-            out = self.model(torch.from_numpy(chunk).to(self.device)).cpu().numpy()
+            out = self.model(torch.from_numpy(chunk).to(self.device))
+            outs = list(out) if isinstance(out, (list, tuple)) else [out]
+            result = [t.cpu().numpy() for t in outs]
+        if self.device != "cpu":
             torch.cuda.synchronize()
-            return out
+        return result
 
 
 OnnxSource = Union[str, Path, Any]  # path or onnx.ModelProto
@@ -149,10 +173,10 @@ class OrtRunner(BaseRunner):
         first = self.session.get_inputs()[0]
         self._input = first.name
         self._dtype = {"tensor(float16)": np.float16, "tensor(uint8)": np.uint8}.get(first.type, np.float32)
-        self._output = self.session.get_outputs()[0].name
+        self.output_names = tuple(o.name for o in self.session.get_outputs())
 
-    def _run(self, chunk: np.ndarray) -> np.ndarray:
-        return self.session.run([self._output], {self._input: np.ascontiguousarray(chunk, dtype=self._dtype)})[0]
+    def _run(self, chunk: np.ndarray) -> list[np.ndarray]:
+        return self.session.run(list(self.output_names), {self._input: np.ascontiguousarray(chunk, dtype=self._dtype)})
 
     def close(self) -> None:
         self.session = None
@@ -167,9 +191,11 @@ class TensorRTRunner(BaseRunner):
         manifest = self.engine.manifest
         super().__init__(batch or self.engine.max_batch, manifest.input_format)
         self.label = f"{manifest.backend_label} engine"
+        self.output_names = tuple(self.engine.outputs)
 
-    def _run(self, chunk: np.ndarray) -> np.ndarray:
-        return self.engine.infer(chunk)
+    def _run(self, chunk: np.ndarray) -> list[np.ndarray]:
+        outputs = self.engine.infer_outputs(chunk)
+        return [outputs[name] for name in self.output_names]
 
     def close(self) -> None:
         self.engine.close()

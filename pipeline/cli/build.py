@@ -52,7 +52,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--compute-capabilities", default="",
                         help="TensorRT-RTX targets, comma separated (e.g. sm_86,sm_89); default all RTX targets")
     parser.add_argument("--variant", default=None, help=f"label (default: ONNX metadata {META_VARIANT})")
-    parser.add_argument("--resolution", type=int, default=None, help="label (default: ONNX metadata or input size)")
+    parser.add_argument("--resolution", default=None,
+                        help="input size label, S or HxW (default: ONNX metadata or the graph's input size)")
     parser.add_argument("--precision", choices=("auto", *Precision.values()), default="auto",
                         help="expected precision; auto reads the graph (Q/DQ -> int8, fp16 casts -> fp16). A value "
                              "the graph does not hold is an error (precision comes from the calibrate stage)")
@@ -68,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
     ops = custom_ops(header)
     if ops and config.plugin_library is None:
         raise BuildError(f"{args.onnx} holds custom op(s) {', '.join(ops)}; {_plugin_hint(ops)}")
-    info = artifact_info_for_build(header, args.onnx, variant=args.variant, resolution=args.resolution,
+    info = artifact_info_for_build(header, args.onnx, variant=args.variant, img_size=args.resolution,
                                    precision=args.precision, weights=args.weights)
     calibration = _calibration_record(args, info, args.onnx)
     backend = trt_backend.load_backend(config.backend)
@@ -77,9 +78,9 @@ def run(args: argparse.Namespace) -> int:
     del header
     engine, built = build_engine(args.onnx, config)
     engine_dir = save_engine_dir(
-        args.out_dir, engine, built, variant=info.variant, precision=info.precision, resolution=info.resolution,
+        args.out_dir, engine, built, variant=info.variant, precision=info.precision, img_size=info.img_size,
         weights=info.weights, onnx_file=str(args.onnx), config=config, calibration=calibration, dir_name=args.name,
-        input_format=info.input_format,
+        input_format=info.input_format, task=info.task, output_specs=info.output_specs,
     )
     print(f"{engine_dir}: {built.backend_flavour} {built.backend_version} engine, {len(engine) / 1e6:.1f} MB, "
           f"built in {built.seconds:.1f} s; {built.target.description}")

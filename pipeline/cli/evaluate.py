@@ -44,7 +44,9 @@ def run(args: argparse.Namespace) -> int:
             raise ConfigError(f"--onnx expects NAME=PATH, got {item!r}")
         name, path = item.split("=", 1)
         graphs[name] = load_onnx(path)
-    variant, img_size = graphs_spec(graphs, args.variant, args.img_size)
+    # without graphs there is no record to read the size from: the PyTorch reference alone runs at --img-size or 224
+    given = args.img_size if args.img_size is not None or graphs else 224
+    variant, img_size = graphs_spec(graphs, args.variant, given)
     data = load_calibration_set(
         img_size, images=args.images, list_file=args.list_file, num_images=args.num_images,
         skip_bad=args.skip_bad_images,

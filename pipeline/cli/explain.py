@@ -21,7 +21,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     result = explain(
-        args.image, args.variant, args.img_size, args.checkpoint, args.output, reduce=args.reduce, stage=args.stage,
+        args.image, args.variant, _size(args), args.checkpoint, args.output, reduce=args.reduce, stage=args.stage,
         alpha=args.alpha, seed=args.seed, trust_checkpoint=args.trust_checkpoint, onnx=args.onnx,
     )
     width, height = result.image_size
@@ -34,3 +34,10 @@ def run(args: argparse.Namespace) -> int:
     if args.checkpoint is None and args.onnx is None:
         print("note: random weights (no --checkpoint): the maps show the mechanism, not a trained model's attention")
     return 0
+
+
+def _size(args: argparse.Namespace):
+    """--img-size; without it, the ONNX's record (--onnx) or, for the PyTorch model, 224 (the option's help says so)."""
+    if args.img_size is None and not args.onnx:
+        return 224
+    return args.img_size

@@ -24,16 +24,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="what the images input holds: normalized (ImageNet mean/std applied, default), "
                              "rgb-float01 (RGB in [0, 1]) or rgb-uint8 (RGB 0..255); the last two put the "
                              "normalization into the graph")
+    parser.add_argument("--task", choices=("classify", "features"), default="classify",
+                        help="classify: logits (default); features: a backbone with outputs stage1..stage4 "
+                             "(NCHW maps after each stage norm, strides 4, 8, 16, 32)")
     parser.add_argument("-o", "--output", required=True, help="path of the ONNX file to write")
 
 
 def run(args: argparse.Namespace) -> int:
 
     start = time.perf_counter()
-    _logger.info("export start: variant %s, img_size %d, opset %d", args.variant, args.img_size, args.opset)
+    _logger.info("export start: variant %s, img_size %s, opset %d", args.variant, args.img_size, args.opset)
     model = create_model(
         args.variant, img_size=args.img_size, checkpoint=args.checkpoint, seed=args.seed,
-        trust_pickle=args.trust_checkpoint,
+        trust_pickle=args.trust_checkpoint, features_only=args.task == "features",
     )
     weights = WeightsRef.from_checkpoint(args.checkpoint) if args.checkpoint else WeightsRef.random(args.seed)
     onnx_model = export_onnx(

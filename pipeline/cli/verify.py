@@ -7,8 +7,8 @@ import argparse
 import dataclasses
 import time
 import numpy as np
-from pipeline.core.artifact import ArtifactInfo
-from pipeline.core.tolerances import ParityRule, parity_rule
+from pipeline.core.artifact import ArtifactInfo, Task
+from pipeline.core.tolerances import ParityRule, feature_rule, parity_rule
 from pipeline.stages.verify import BACKENDS, onnx_record, reference_for_record, verify_engine, verify_onnx
 from pipeline.cli.options import add_model_arguments
 from pipeline.data.images import load_folder, sample_images
@@ -53,7 +53,7 @@ def _run_engine(args: argparse.Namespace) -> int:
 
     engine_dir = resolve_engine_dir(args.engine)
     manifest = check_engine_dir(engine_dir)
-    report = verify_engine(engine_dir, _images(args, manifest.resolution), checkpoint=args.checkpoint,
+    report = verify_engine(engine_dir, _images(args, manifest.img_size), checkpoint=args.checkpoint,
                            trust_pickle=args.trust_checkpoint, batch=args.batch, device="cpu" if args.cpu else "auto")
     if args.report:
         write_json(args.report, report.to_dict())
@@ -69,7 +69,9 @@ def run(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     info = onnx_record(args.onnx, args.variant, args.img_size)
     rule = parity_rule(info.precision, "onnxruntime", variant=info.variant, img_size=info.img_size)
-    if args.atol is not None:
+    if info.task is Task.FEATURES:  # every output map by the feature rule of the table (--atol is for logits)
+        rule = feature_rule(info.precision, "onnxruntime")
+    elif args.atol is not None:
         rule = ParityRule(atol=args.atol, require_top5=not args.no_top5)
     elif args.no_top5:
         rule = dataclasses.replace(rule, require_top5=False)
@@ -93,4 +95,5 @@ def _unrecorded_reference(info: ArtifactInfo, args: argparse.Namespace):
     if info.weights.kind == "checkpoint":
         info.weights.check_checkpoint(None)  # raises, naming the checkpoint to pass
     _logger.warning("%s does not record its weights; using random weights with seed %d", args.onnx, args.seed)
-    return create_model(info.variant, img_size=info.img_size, seed=args.seed)
+    features = {"features_only": True, "out_indices": info.spec.out_indices} if info.task is Task.FEATURES else {}
+    return create_model(info.variant, img_size=info.img_size, seed=args.seed, **features)

@@ -7,7 +7,9 @@ graph and copies it into ``manifest.json``; verify, run, explain and evaluate re
 Metadata keys (strings, as ONNX requires) and manifest keys::
 
     variant        "s" | "m" | "b" | "tiny-test"          manifest: variant
-    img_size       "224"                                   manifest: resolution
+    img_size       "224" | "448x672" (H x W)               manifest: img_size [H, W] (older: resolution 224)
+    task           "classify" | "features" (default classify)   manifest: task
+    out_indices    "0,1,2,3" (features only)               manifest: outputs [{name, shape, dtype, stride, channels}]
     weights        WeightsRef.to_text()                    manifest: weights
     precision      "fp32" | "fp16" | "int8"                manifest: precision
     input_format   "normalized" | "rgb-float01" | "rgb-uint8"   manifest: input_format (default "normalized")
@@ -20,27 +22,33 @@ from __future__ import annotations
 import dataclasses
 import enum
 import json
-import re
-from pathlib import Path
 from typing import Any, Mapping, Optional
 
 import numpy as np
 
-from pipeline.core.hashing import sha256_file
 from pipeline.core.errors import ConfigError, PipelineError
-from pipeline.core.variants import IMAGENET_MEAN, IMAGENET_STD, check_img_size, check_variant
+from pipeline.core.variants import (IMAGENET_MEAN, IMAGENET_STD, STRIDES, VARIANTS, ImageSize, check_img_size,
+                                    check_variant)
+from pipeline.core.weights import WeightsMismatchError, WeightsRef
 
-__all__ = ["Precision", "InputFormat", "ModelSpec", "WeightsRef", "WeightsMismatchError", "ArtifactInfo",
-           "engine_dir_name", "engine_file_name", "stage_onnx_name", "META_KEYS"]
+__all__ = ["Precision", "InputFormat", "Task", "ModelSpec", "OutputSpec", "WeightsRef", "WeightsMismatchError",
+           "ArtifactInfo", "ImageSize", "engine_dir_name", "engine_file_name", "stage_onnx_name", "META_KEYS",
+           "LOGITS_NAME", "feature_name"]
 
 #: ONNX metadata keys of the record (other keys, e.g. opset or exporter, are kept as they are).
 META_VARIANT, META_IMG_SIZE, META_WEIGHTS = "variant", "img_size", "weights"
 META_PRECISION, META_INPUT_FORMAT, META_CALIBRATION = "precision", "input_format", "calibration"
-META_KEYS = (META_VARIANT, META_IMG_SIZE, META_WEIGHTS, META_PRECISION, META_INPUT_FORMAT, META_CALIBRATION)
+META_TASK, META_OUT_INDICES = "task", "out_indices"
+META_KEYS = (META_VARIANT, META_IMG_SIZE, META_WEIGHTS, META_PRECISION, META_INPUT_FORMAT, META_CALIBRATION,
+             META_TASK, META_OUT_INDICES)
+#: Graph output names: the classifier's logits, the backbone's stage maps (``feature_name``).
+LOGITS_NAME = "logits"
+ALL_OUT_INDICES = (0, 1, 2, 3)
 
 
-class WeightsMismatchError(ConfigError):
-    """A checkpoint given to verify/evaluate is not the one the artifact was made from."""
+def feature_name(index: int) -> str:
+    """Name of the backbone output of stage ``index`` (0-based, timm's out_indices): ``stage1`` .. ``stage4``."""
+    return f"stage{index + 1}"
 
 
 def _choices(enum_cls: type[enum.Enum]) -> str:
@@ -151,140 +159,72 @@ def normalize(float01: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray((np.asarray(float01, dtype=np.float32) - mean) / std, dtype=np.float32)
 
 
+class Task(_ValueEnum):
+    """What the network returns: ImageNet ``logits`` (``classify``) or the backbone's stage maps (``features``)."""
+
+    CLASSIFY = "classify"
+    FEATURES = "features"
+
+    @classmethod
+    def _what(cls) -> str:
+        return "task"
+
+
+@dataclasses.dataclass(frozen=True)
+class OutputSpec:
+    """One graph output: its name, its stride relative to the input (None for logits) and its channels."""
+
+    name: str
+    channels: int
+    stride: Optional[int] = None
+
+
+def _parse_out_indices(value: Any) -> tuple[int, ...]:
+    if isinstance(value, str):
+        value = [v for v in value.replace(" ", "").split(",") if v]
+    try:
+        out = tuple(int(v) for v in value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"out_indices {value!r}: expected stage indices such as 0,1,2,3") from None
+    if not out or len(set(out)) != len(out) or any(i not in ALL_OUT_INDICES for i in out) or list(out) != sorted(out):
+        raise ConfigError(f"out_indices {value!r}: expected distinct increasing stage indices out of 0, 1, 2, 3")
+    return out
+
+
 @dataclasses.dataclass(frozen=True)
 class ModelSpec:
-    """Which network: variant and input side (validated on construction)."""
+    """Which network: variant, input size (H x W), task and, for a backbone, its stages (validated, typed)."""
 
     variant: str
-    img_size: int = 224
+    img_size: ImageSize  # required: a missing size is an error, never a default
+    task: Task = Task.CLASSIFY
+    out_indices: tuple[int, ...] = ALL_OUT_INDICES
 
     def __post_init__(self) -> None:
         check_variant(self.variant)
-        check_img_size(self.img_size)
-
-    def __str__(self) -> str:
-        return f"SG-Former-{self.variant} @ {self.img_size}"
-
-
-_HEX64 = r"[0-9a-fA-F]{64}"
-
-
-@dataclasses.dataclass(frozen=True)
-class WeightsRef:
-    """Where the weights came from: a checkpoint file (name + sha256), seeded random init, or unknown.
-
-    One serialization (:meth:`to_text`): ``"<file name> sha256:<hex>"``, ``"random-init, seed N"`` or ``"unknown"``.
-    :meth:`parse` also reads every form the project has written before: ``"checkpoint sha256 <hex>"`` (the
-    documented manifest form), a bare file name (bench), and the ``--weights`` free text of ``build``.
-    """
-
-    kind: str  # "checkpoint" | "random" | "unknown"
-    name: Optional[str] = None
-    sha256: Optional[str] = None
-    seed: Optional[int] = None
-
-    def __post_init__(self) -> None:
-        if self.kind not in ("checkpoint", "random", "unknown"):
-            raise ConfigError(f"weights kind {self.kind!r}: expected checkpoint, random or unknown")
-        if self.kind == "random" and self.seed is None:
-            raise ConfigError("random weights need a seed")
-        if self.sha256 is not None:
-            if not re.fullmatch(_HEX64, self.sha256):
-                raise ConfigError(f"weights sha256 {self.sha256!r} is not 64 hex digits")
-            object.__setattr__(self, "sha256", self.sha256.lower())
-
-    # ---------------------------------------------------------------- constructors
-
-    @classmethod
-    def random(cls, seed: int) -> "WeightsRef":
-        return cls("random", seed=int(seed))
-
-    @classmethod
-    def unknown(cls) -> "WeightsRef":
-        return cls("unknown")
-
-    @classmethod
-    def from_checkpoint(cls, path: str | Path) -> "WeightsRef":
-        path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"checkpoint {path} does not exist (or is not a file); check the path")
-        return cls("checkpoint", name=path.name, sha256=sha256_file(path))
-
-    @classmethod
-    def parse(cls, text: Optional[str]) -> "WeightsRef":
-        """Read any weights record the project has written (see the class docstring); never raises on old text."""
-        text = (text or "").strip()
-        if not text or text.lower() in ("unknown", "unspecified", "none"):
-            return cls.unknown()
-        m = re.fullmatch(r"random[- ]init(?:ialized)?\s*[,(]?\s*seed[ =]?(\d+)\)?(?:,.*)?", text, flags=re.I)
-        if m:
-            return cls.random(int(m.group(1)))
-        m = re.fullmatch(rf"checkpoint\s+sha256[: ]\s*({_HEX64})", text, flags=re.I)
-        if m:
-            return cls("checkpoint", sha256=m.group(1))
-        m = re.fullmatch(rf"(.+?)\s+sha256[: ]\s*({_HEX64})", text, flags=re.I)
-        if m:
-            return cls("checkpoint", name=Path(m.group(1)).name, sha256=m.group(2))
-        m = re.fullmatch(rf"sha256[: ]\s*({_HEX64})", text, flags=re.I)
-        if m:
-            return cls("checkpoint", sha256=m.group(1))
-        return cls("checkpoint", name=Path(text).name)  # a bare checkpoint name (no hash recorded)
-
-    # ---------------------------------------------------------------- use
-
-    def to_text(self) -> str:
-        if self.kind == "random":
-            return f"random-init, seed {self.seed}"
-        if self.kind == "unknown":
-            return "unknown"
-        if self.sha256 is None:
-            return str(self.name)
-        return f"{self.name or 'checkpoint'} sha256:{self.sha256}"
-
-    __str__ = to_text
+        object.__setattr__(self, "img_size", check_img_size(self.img_size))
+        object.__setattr__(self, "task", Task.parse(self.task))
+        object.__setattr__(self, "out_indices", _parse_out_indices(self.out_indices))
 
     @property
-    def is_random(self) -> bool:
-        return self.kind == "random"
+    def outputs(self) -> tuple[OutputSpec, ...]:
+        """The graph outputs, in order: ``logits`` (1000 classes), or one NCHW map per stage in ``out_indices``."""
+        if self.task is Task.CLASSIFY:
+            return (OutputSpec(LOGITS_NAME, 1000),)
+        dims = VARIANTS[self.variant]["embed_dims"]
+        return tuple(OutputSpec(feature_name(i), int(dims[i]), STRIDES[i]) for i in self.out_indices)
 
-    def check_checkpoint(self, checkpoint: Optional[str | Path]) -> bool:
-        """Is ``checkpoint`` (None: random weights) the source of these weights? Raises :class:`WeightsMismatchError`.
-
-        Returns False when the record cannot prove it either way (unknown weights, or a bare name whose file
-        name matches but whose hash was never recorded); True when the sha256 (or seed) was checked.
-        """
-        if checkpoint is None:
-            if self.kind == "checkpoint":
-                raise WeightsMismatchError(
-                    f"the artifact was made from the checkpoint '{self.to_text()}'; pass that file "
-                    f"(--checkpoint, make: CKPT=) to rebuild its PyTorch reference"
-                )
-            return self.kind == "random"
-        if self.kind == "random":
-            raise WeightsMismatchError(
-                f"the artifact was made from random weights ('{self.to_text()}'); check it without --checkpoint / CKPT"
-            )
-        if self.kind == "unknown":
-            return False
-        if self.sha256 is not None:
-            found = sha256_file(checkpoint)
-            if found != self.sha256:
-                raise WeightsMismatchError(
-                    f"{checkpoint} (sha256 {found[:12]}...) is not the checkpoint the artifact was made from "
-                    f"('{self.to_text()}'); pass that file"
-                )
-            return True
-        if self.name and Path(checkpoint).name != self.name:
-            raise WeightsMismatchError(
-                f"{checkpoint} is not the checkpoint the artifact was made from ('{self.name}', no sha256 recorded); "
-                f"pass that file"
-            )
-        return False
+    def __str__(self) -> str:
+        task = "" if self.task is Task.CLASSIFY else f" (backbone, stages {','.join(str(i + 1) for i in self.out_indices)})"
+        return f"SG-Former-{self.variant} @ {self.img_size}{task}"
 
 
-def engine_dir_name(variant: str, precision: Precision | str, img_size: int) -> str:
-    """The one folder naming rule: ``<variant>-<precision>-<img_size>`` (under ``engines/``)."""
-    return f"{variant}-{Precision.parse(precision).value}-{int(img_size)}"
+def engine_dir_name(variant: str, precision: Precision | str, img_size: object,
+                    task: Task | str = Task.CLASSIFY) -> str:
+    """The one folder naming rule: ``<variant>-<precision>-<img_size>[-features]`` (under ``engines/``), the size
+    as ``224`` for a square and ``448x672`` otherwise."""
+    suffix = "-features" if Task.parse(task) is Task.FEATURES else ""
+    return f"{variant}-{Precision.parse(precision).value}-{ImageSize.parse(img_size)}{suffix}"
 
 
 def engine_file_name(variant: str, precision: Precision | str) -> str:
@@ -322,12 +262,16 @@ class ArtifactInfo:
         return self.spec.variant
 
     @property
-    def img_size(self) -> int:
+    def img_size(self) -> ImageSize:
         return self.spec.img_size
 
     @property
+    def task(self) -> Task:
+        return self.spec.task
+
+    @property
     def engine_dir_name(self) -> str:
-        return engine_dir_name(self.spec.variant, self.precision, self.spec.img_size)
+        return engine_dir_name(self.spec.variant, self.precision, self.spec.img_size, self.spec.task)
 
     # ---------------------------------------------------------------- ONNX metadata
 
@@ -339,6 +283,9 @@ class ArtifactInfo:
             META_PRECISION: self.precision.value,
             META_INPUT_FORMAT: self.input_format.value,
         }
+        if self.spec.task is not Task.CLASSIFY:
+            meta[META_TASK] = self.spec.task.value
+            meta[META_OUT_INDICES] = ",".join(str(i) for i in self.spec.out_indices)
         if self.calibration is not None:
             meta[META_CALIBRATION] = json.dumps(dict(self.calibration), sort_keys=True)
         return meta
@@ -353,11 +300,14 @@ class ArtifactInfo:
             raise ArtifactInfoError(f"{source} does not record its variant (metadata '{META_VARIANT}'); re-export it "
                                     f"with `sgformer-trt export` or pass --variant")
         size_text = meta.get(META_IMG_SIZE, "")
-        if not size_text.isdigit():
-            raise ArtifactInfoError(f"{source} does not record its input size (metadata '{META_IMG_SIZE}' = "
-                                    f"{size_text!r}); re-export it or pass the size")
         try:
-            spec = ModelSpec(variant, int(size_text))
+            size = ImageSize.parse(size_text)
+        except ConfigError:
+            raise ArtifactInfoError(f"{source} does not record its input size (metadata '{META_IMG_SIZE}' = "
+                                    f"{size_text!r}); re-export it or pass the size") from None
+        try:
+            spec = ModelSpec(variant, size, meta.get(META_TASK, Task.CLASSIFY.value),
+                             meta.get(META_OUT_INDICES) or ALL_OUT_INDICES)
         except ConfigError as exc:
             raise ArtifactInfoError(f"{source}: {exc}") from None
         recorded = meta.get(META_PRECISION)
@@ -399,17 +349,23 @@ class ArtifactInfo:
 
     def to_manifest_fields(self) -> dict[str, Any]:
         """The manifest's keys for this record (``pipeline.store.manifest`` stores them)."""
-        return {"variant": self.spec.variant, "resolution": self.spec.img_size, "precision": self.precision.value,
-                "weights": self.weights.to_text(), "input_format": self.input_format.value}
+        return {"variant": self.spec.variant, "img_size": self.spec.img_size, "task": self.spec.task.value,
+                "precision": self.precision.value, "weights": self.weights.to_text(),
+                "input_format": self.input_format.value}
 
     @classmethod
     def from_manifest(cls, manifest: Any) -> "ArtifactInfo":
-        """From a ``pipeline.store.manifest.Manifest`` (duck-typed: variant, resolution, precision, weights, input_format)."""
+        """From a ``pipeline.store.manifest.Manifest`` (duck-typed: variant, img_size, task, outputs, precision,
+        weights, input_format)."""
         calibration = None
         if getattr(manifest, "calibration", None) is not None:
             calibration = {"method": manifest.calibration.method, "data_hash": manifest.calibration.set_sha256}
         try:
-            spec = ModelSpec(manifest.variant, manifest.resolution)
+            task = Task.parse(getattr(manifest, "task", None) or Task.CLASSIFY.value, "manifest task")
+            indices = ALL_OUT_INDICES
+            if task is Task.FEATURES:
+                indices = tuple(int(o.name[len("stage"):]) - 1 for o in manifest.outputs)
+            spec = ModelSpec(manifest.variant, manifest.img_size, task, indices)
         except ConfigError as exc:
             raise ArtifactInfoError(f"manifest: {exc}; rebuild the engine") from None
         return cls(

@@ -20,6 +20,29 @@ and top-1 agreement), so it holds for real checkpoints as well as for the seeded
   meaningless once every activation is rounded; measured cosine 0.999998 on S at 224).
 - int8: cosine >= 0.99 and top-1 agreement >= 97% (measured cosine 0.9994 on S at 224, smoke set).
 - Two graphs that share every kernel outside the IAM region (rewritten vs exported): 1e-5 (``GRAPH_VS_GRAPH``).
+
+Backbone engines (``feature_rule``): every output map (stage1..stage4) must pass, by per-sample cosine of the
+flattened map and by max |d| relative to the reference map's root-mean-square (post-LayerNorm maps have rms ~1;
+dividing by it makes one number mean the same at every stage and for every checkpoint). Measured (issue 22,
+tiny-test at 448x672, 2-4 images, seeded random weights, CPU):
+
+- onnxruntime fp32 vs PyTorch: cosine >= 0.9999995, max_abs_rel 8.8e-5 (worst map). Rule: cosine >= 0.99999,
+  max_abs_rel <= 1e-2. Loose on purpose: a near-tied token pair that flips across a tier boundary (see above)
+  changes one merged key and moves some map elements locally, which an average (logits) hides and a maximum
+  does not; a real bug (a wrong column of a map, tests/test_dense.py's planted control) moves them by >= 0.5.
+- fp16 (casts; engine CPU stand-in) vs PyTorch: tiny-test cosine >= 0.999999, max_abs_rel 0.0128 (stage4);
+  S (`make engine TASK=features RES=448x672`) cosine >= 0.999999, max_abs_rel 0.0083 (stage4). Rule: cosine
+  >= 0.999, max_abs_rel <= 0.1 (7.8x the worst measured figure; m and b, with 28 and 24 stage-3 blocks, were not
+  measured and accumulate more fp16 rounding).
+- int8 (Q/DQ on the standard-op graph, entropy calibration on the 32-image smoke set at 448x672, importance paths
+  and IAM regions float) vs PyTorch: cosine 0.9949 (stage4) .. 0.9976, max_abs_rel 0.71 .. 1.77 (stage2).
+  Rule: cosine >= 0.98 (4x the measured 1 - cosine of 5.1e-3) and max_abs_rel <= 4 (2.3x the measured worst:
+  per-tensor int8 activations round outliers of the post-norm maps coarsely, and the maximum over more images
+  only grows). For int8 the cosine is the gate that matters; the maximum still catches maps that blow up.
+  (A first rule of 1.0, set before measuring, failed this run on stage2/stage3; the figures above replaced it.)
+- TensorRT on a GPU: not measured (no GPU here). fp32 engines may run TF32 matmuls (10-bit mantissa, relative
+  rounding 2^-11 ~ 4.9e-4 per product), so the fp32 rule allows cosine 0.9999 and max_abs_rel 5e-2; fp16 and
+  int8 engines get their onnxruntime rule (the graph fixes the precision; TensorRT adds only other kernels).
 """
 from __future__ import annotations
 
@@ -27,10 +50,10 @@ import math
 from dataclasses import asdict, dataclass, replace
 from typing import Any, Optional
 
-from pipeline.core.artifact import Precision
+from pipeline.core.artifact import ImageSize, Precision
 from pipeline.core.errors import ConfigError
 
-__all__ = ["ParityRule", "parity_rule", "GRAPH_VS_GRAPH", "BACKEND_KINDS"]
+__all__ = ["ParityRule", "parity_rule", "GRAPH_VS_GRAPH", "BACKEND_KINDS", "FeatureRule", "feature_rule"]
 
 BACKEND_KINDS = ("onnxruntime", "tensorrt")
 
@@ -114,13 +137,46 @@ GRAPH_VS_GRAPH = ParityRule(atol=1e-5, require_top5=True)
 
 
 def parity_rule(precision: Precision | str, backend: str = "onnxruntime", *, variant: str = "s",
-                img_size: int = 224) -> ParityRule:
+                img_size: object = (224, 224)) -> ParityRule:
     """The rule an artifact of ``precision`` run on ``backend`` ("onnxruntime" | "tensorrt") must pass."""
 
     if backend not in BACKEND_KINDS:
         raise ConfigError(f"backend kind {backend!r}: expected one of {', '.join(BACKEND_KINDS)}")
     p = Precision.parse(precision)
     rule = _TABLE[(backend, p)]
-    if p is Precision.FP32 and (img_size > 224 or variant in _DEEP_VARIANTS):
+    if p is Precision.FP32 and (max(ImageSize.parse(img_size)) > 224 or variant in _DEEP_VARIANTS):
         rule = replace(rule, rel_atol=FP32_REL_ATOL_LARGE)
     return rule
+
+
+# ------------------------------------------------------------------------------------ backbone feature maps
+
+
+@dataclass(frozen=True)
+class FeatureRule:
+    """Pass rule of one backbone output map (every map must pass): per-sample cosine of the flattened map >=
+    ``min_cosine`` and max |candidate - reference| <= ``max_abs_rel`` x the reference map's root-mean-square."""
+
+    min_cosine: float
+    max_abs_rel: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+#: (backend kind, precision) -> rule for every output map (FEATURE_MEASURED below: the figures behind them).
+_FEATURE_TABLE: dict[tuple[str, Precision], FeatureRule] = {
+    ("onnxruntime", Precision.FP32): FeatureRule(min_cosine=0.99999, max_abs_rel=1e-2),
+    ("tensorrt", Precision.FP32): FeatureRule(min_cosine=0.9999, max_abs_rel=5e-2),
+    ("onnxruntime", Precision.FP16): FeatureRule(min_cosine=0.999, max_abs_rel=0.1),
+    ("tensorrt", Precision.FP16): FeatureRule(min_cosine=0.999, max_abs_rel=0.1),
+    ("onnxruntime", Precision.INT8): FeatureRule(min_cosine=0.98, max_abs_rel=4.0),
+    ("tensorrt", Precision.INT8): FeatureRule(min_cosine=0.98, max_abs_rel=4.0),
+}
+
+
+def feature_rule(precision: Precision | str, backend: str = "onnxruntime") -> FeatureRule:
+    """The rule every output map of a backbone artifact of ``precision`` run on ``backend`` must pass."""
+    if backend not in BACKEND_KINDS:
+        raise ConfigError(f"backend kind {backend!r}: expected one of {', '.join(BACKEND_KINDS)}")
+    return _FEATURE_TABLE[(backend, Precision.parse(precision))]

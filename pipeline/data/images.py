@@ -32,7 +32,8 @@ tensors and reads no image files):
 - **Preprocessing** (``preprocess``) follows the official evaluation (``PRETRAINED_CFG``; facts in
   ``docs/images.md``): resize the shorter side to ``floor(img_size / crop_pct)`` (248 for 224, 497 for 448) with
   bicubic interpolation, center-crop ``img_size x img_size``, scale to [0, 1], normalize with the ImageNet
-  mean/std. Output: float32 ``[3, S, S]``.
+  mean/std. Output: float32 ``[3, S, S]``. For H x W sizes the image is resized to cover
+  ``floor(H / crop_pct) x floor(W / crop_pct)`` and center-cropped to H x W (``docs/dense.md``).
 - **Sample photos** come from scikit-image's bundled data (``skimage.data``; no download): real photographs first,
   then texture / grayscale images (converted to RGB) when more are asked for.
 """
@@ -229,36 +230,37 @@ def _gray_to_rgb(values: np.ndarray) -> Image.Image:
 
 def preprocess(
     img: Image.Image,
-    img_size: int,
+    img_size: object,
     *,
     crop_pct: Optional[float] = None,
     interpolation: Optional[str] = None,
     mean: Optional[Sequence[float]] = None,
     std: Optional[Sequence[float]] = None,
 ) -> np.ndarray:
-    """Upstream eval transform of one PIL image -> float32 ``[3, img_size, img_size]``.
+    """Upstream eval transform of one PIL image -> float32 ``[3, H, W]`` (``img_size``: an int for a square, or H x W).
 
-    Shorter side to floor(img_size / crop_pct) (bicubic), center crop, mean/std; the defaults are the
+    Resize (bicubic, aspect kept) so the image covers floor(H / crop_pct) x floor(W / crop_pct), center crop
+    H x W, mean/std; for a square this is the upstream "shorter side to floor(S / crop_pct)". The defaults are the
     official checkpoints' (``pipeline.model.sgformer.PRETRAINED_CFG``). The one implementation used by verify, run,
     explain, calibration and evaluation.
     """
 
-    check_img_size(img_size)  # e.g. a manifest's resolution: refused before a huge resize is attempted
+    height, width = check_img_size(img_size)  # e.g. a manifest's size: refused before a huge resize is attempted
     crop_pct = float(PRETRAINED_CFG["crop_pct"]) if crop_pct is None else float(crop_pct)
     interpolation = str(PRETRAINED_CFG["interpolation"]) if interpolation is None else interpolation
     if interpolation not in _RESAMPLE:
         raise ConfigError(f"interpolation {interpolation!r} unknown; expected one of {sorted(_RESAMPLE)}")
     img = to_rgb(img)
-    scale_size = math.floor(img_size / crop_pct)
+    box_h, box_w = math.floor(height / crop_pct), math.floor(width / crop_pct)
     w, h = img.size
-    if w <= h:
-        new_w, new_h = scale_size, max(scale_size, int(scale_size * h / w))
+    if w * box_h <= h * box_w:  # the width binds (for a square box: the shorter side is the width)
+        new_w, new_h = box_w, max(box_h, int(box_w * h / w))
     else:
-        new_w, new_h = max(scale_size, int(scale_size * w / h)), scale_size
+        new_w, new_h = max(box_w, int(box_h * w / h)), box_h
     img = img.resize((new_w, new_h), _RESAMPLE[interpolation])
-    left = int(round((new_w - img_size) / 2.0))
-    top = int(round((new_h - img_size) / 2.0))
-    img = img.crop((left, top, left + img_size, top + img_size))
+    left = int(round((new_w - width) / 2.0))
+    top = int(round((new_h - height) / 2.0))
+    img = img.crop((left, top, left + width, top + height))
     x = np.asarray(img, dtype=np.float32) / 255.0
     mean_a = np.asarray(PRETRAINED_CFG["mean"] if mean is None else mean, dtype=np.float32)
     std_a = np.asarray(PRETRAINED_CFG["std"] if std is None else std, dtype=np.float32)
@@ -269,7 +271,7 @@ def preprocess(
 # --------------------------------------------------------------------------------------- folders, samples
 
 
-def load_folder(folder: str | Path, img_size: int, limit: Optional[int] = None,
+def load_folder(folder: str | Path, img_size: object, limit: Optional[int] = None,
                 seed: int = 0) -> list[tuple[str, np.ndarray]]:
     """Images below ``folder`` (``list_images``), ``limit`` of them chosen by ``sample_indices`` (seeded; all when
     the folder has no more), preprocessed: (path relative to ``folder``, float32 [3, S, S])."""
@@ -299,6 +301,6 @@ def sample_photos(n: int) -> list[tuple[str, Image.Image]]:
     return out
 
 
-def sample_images(n: int, img_size: int = 224) -> list[tuple[str, np.ndarray]]:
+def sample_images(n: int, img_size: object) -> list[tuple[str, np.ndarray]]:
     """The first ``n`` bundled sample images, preprocessed: (name, float32 [3, S, S])."""
     return [(name, preprocess(img, img_size)) for name, img in sample_photos(n)]

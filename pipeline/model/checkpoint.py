@@ -92,20 +92,28 @@ def select_state_dict(obj: object, source: str = "checkpoint") -> tuple[dict[str
 
 
 def checkpoint_filter_fn(state_dict: Mapping[str, torch.Tensor], model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    """Pure remap of checkpoint keys to ``model``: strips ``module.``, resamples ``pos_embed`` to the model's grid."""
+    """Pure remap of checkpoint keys to ``model``: strips ``module.``, resamples ``pos_embed`` from the checkpoint's
+    (square) grid to the model's ``pos_grid`` (rows x cols, (H/4) x (W/4)), and drops the classifier (``head.*``)
+    for a backbone built without one (``features_only``, as timm's feature models do)."""
     out = {}
+    model_keys = set(model.state_dict())
     for k, v in state_dict.items():
-        out[k[len("module."):] if k.startswith("module.") else k] = v
+        k = k[len("module."):] if k.startswith("module.") else k
+        if k.startswith("head.") and getattr(model, "features_only", False) and k not in model_keys:
+            continue
+        out[k] = v
     pos = out.get("pos_embed")
     target = getattr(model, "pos_embed", None)
     if isinstance(pos, torch.Tensor) and target is not None and pos.ndim == 3 and pos.shape != target.shape:
         src_side = int(round(pos.shape[1] ** 0.5))
-        dst_side = int(round(target.shape[1] ** 0.5))
-        if src_side * src_side == pos.shape[1] and pos.shape[2] == target.shape[2]:
+        side = int(round(target.shape[1] ** 0.5))
+        rows, cols = tuple(getattr(model, "pos_grid", (side, side)))
+        if src_side * src_side == pos.shape[1] and pos.shape[2] == target.shape[2] and rows * cols == target.shape[1]:
             grid = pos.reshape(1, src_side, src_side, -1).permute(0, 3, 1, 2).float()
-            grid = F.interpolate(grid, size=(dst_side, dst_side), mode="bicubic", align_corners=False)
-            out["pos_embed"] = grid.permute(0, 2, 3, 1).reshape(1, dst_side * dst_side, -1).to(pos.dtype)
-            _logger.info("pos_embed resampled from a %dx%d to a %dx%d token grid (bicubic)", src_side, src_side, dst_side, dst_side)
+            grid = F.interpolate(grid, size=(rows, cols), mode="bicubic", align_corners=False)
+            out["pos_embed"] = grid.permute(0, 2, 3, 1).reshape(1, rows * cols, -1).to(pos.dtype)
+            _logger.info("pos_embed resampled from a %dx%d to a %dx%d token grid (bicubic)", src_side, src_side,
+                         rows, cols)
     return out
 
 

@@ -23,13 +23,15 @@ from pipeline.backends import tensorrt as trt_backend
 from pipeline.core.artifact import (
     META_VARIANT,
     ArtifactInfo,
+    ImageSize,
     InputFormat,
+    OutputSpec,
     Precision,
     WeightsRef,
     engine_dir_name as _engine_dir_name,
     engine_file_name,
 )
-from pipeline.graph import custom_ops, detect_precision, metadata as onnx_metadata
+from pipeline.graph import custom_ops, detect_precision, image_input, metadata as onnx_metadata
 from pipeline.core.artifact import graph_evidence
 from pipeline.core.errors import BuildError, ConfigError, PluginLibraryError
 from pipeline.store.io import atomic_path, write_bytes
@@ -332,9 +334,9 @@ def build_engine(onnx_model_or_path: OnnxSource, config: BuildConfig) -> tuple[b
 # ------------------------------------------------------------------------------------------------ artifacts
 
 
-def engine_dir_name(variant: str, precision: str, resolution: int) -> str:
-    """``<variant>-<precision>-<res>`` (the one rule, ``pipeline.core.artifact.engine_dir_name``)."""
-    return _engine_dir_name(variant, precision, resolution)
+def engine_dir_name(variant: str, precision: str, img_size: object, task: str = "classify") -> str:
+    """``<variant>-<precision>-<img_size>[-features]`` (the one rule, ``pipeline.core.artifact.engine_dir_name``)."""
+    return _engine_dir_name(variant, precision, img_size, task)
 
 
 def save_engine_dir(
@@ -344,17 +346,23 @@ def save_engine_dir(
     *,
     variant: str,
     precision: str,
-    resolution: int,
+    img_size: object,
     weights: str,
     onnx_file: str,
     config: BuildConfig,
     calibration: Optional[Calibration] = None,
     dir_name: Optional[str] = None,
     input_format: str = InputFormat.NORMALIZED.value,
+    task: str = "classify",
+    output_specs: Sequence[OutputSpec] = (),
 ) -> Path:
-    """Write ``<out_root>/<variant>-<precision>-<res>/`` (or ``dir_name``): engine, plugin library and ONNX copies,
-    manifest.json."""
-    engine_dir = Path(out_root) / (dir_name or engine_dir_name(variant, precision, resolution))
+    """Write ``<out_root>/<variant>-<precision>-<img_size>/`` (or ``dir_name``): engine, plugin library and ONNX
+    copies, manifest.json. ``output_specs`` (a backbone's stage maps) add stride and channels to the outputs."""
+    img_size = ImageSize.parse(img_size)
+    engine_dir = Path(out_root) / (dir_name or engine_dir_name(variant, precision, img_size, task))
+    by_name = {o.name: o for o in output_specs}
+    outputs = tuple(dataclasses.replace(t, stride=by_name[t.name].stride, channels=by_name[t.name].channels)
+                    if t.name in by_name else t for t in info.outputs)
     engine_name = engine_file_name(variant, precision)
     with staged_engine_dir(engine_dir) as stage:  # all or nothing, under the folder's lock (pipeline.store.publish)
         write_bytes(stage / engine_name, engine)
@@ -378,7 +386,8 @@ def save_engine_dir(
             plugin_ref = FileRef(file=copy.name, sha256=sha256_file(copy), bytes=copy.stat().st_size)
         manifest = Manifest(
             variant=variant,
-            resolution=resolution,
+            img_size=tuple(img_size),
+            task=task,
             precision=precision,
             weights=weights,
             engine=FileRef(file=engine_name, sha256=sha256_bytes(engine), bytes=len(engine)),
@@ -389,7 +398,7 @@ def save_engine_dir(
             cuda_version=info.cuda_version,
             target=info.target,
             inputs=info.inputs,
-            outputs=info.outputs,
+            outputs=outputs,
             batch=info.batch,
             build=BuildRecord(
                 seconds=info.seconds,
@@ -413,21 +422,30 @@ class EngineLabels:
     """What the manifest records about the network: from the ONNX record, or from labels for foreign graphs."""
 
     variant: str
-    resolution: int
+    img_size: ImageSize
     precision: str
     weights: str
     input_format: str = InputFormat.NORMALIZED.value
     record: Optional[ArtifactInfo] = None  # None: the ONNX has no artifact record (not made by `export`)
 
+    @property
+    def task(self) -> str:
+        return self.record.task.value if self.record is not None else "classify"
+
+    @property
+    def output_specs(self) -> tuple[OutputSpec, ...]:
+        return self.record.spec.outputs if self.record is not None else ()
+
 
 def artifact_info_for_build(header: onnx.ModelProto, source: Path | str, *, variant: Optional[str] = None,
-                            resolution: Optional[int] = None, precision: str = "auto",
+                            img_size: Optional[object] = None, precision: str = "auto",
                             weights: Optional[str] = None) -> EngineLabels:
     """The record the engine inherits, checked against the graph and against explicit options.
 
     The graph decides the precision (Q/DQ -> int8, float16 casts -> fp16): an explicit ``precision`` or a metadata
     ``precision`` that disagrees is an error, never a relabel. For graphs made by ``export`` (metadata present)
-    variant and resolution come from the record and explicit values must agree; for other graphs they are labels.
+    variant and img_size come from the record and explicit values must agree; for other graphs they are labels
+    (the size then comes from ``img_size`` or the graph's static input, ``pipeline.graph.image_input``).
     """
     graph_precision = detect_precision(header)
     if precision != "auto" and Precision.parse(precision) is not graph_precision:
@@ -440,8 +458,9 @@ def artifact_info_for_build(header: onnx.ModelProto, source: Path | str, *, vari
     record: Optional[ArtifactInfo] = None
     if meta.get(META_VARIANT) and meta.get(META_VARIANT) != "unknown":
         record = ArtifactInfo.from_metadata(meta, source=str(source), graph_precision=graph_precision)
+        size = None if img_size is None else ImageSize.parse(img_size, "--resolution")
         for option, given, recorded in (("--variant", variant, record.variant),
-                                        ("--resolution", resolution, record.img_size)):
+                                        ("--resolution", size, record.img_size)):
             if given is not None and given != recorded:
                 raise ConfigError(f"{option} {given} does not match {source}, which was exported as {record.spec}; "
                                   f"drop {option} or build the matching ONNX")
@@ -452,10 +471,10 @@ def artifact_info_for_build(header: onnx.ModelProto, source: Path | str, *, vari
     if not variant:
         variant = Path(source).name.split(".")[0]
         _logger.warning("no --variant and no %s metadata in %s; labelling the engine %r", META_VARIANT, source, variant)
-    if resolution is None:
-        dims = header.graph.input[0].type.tensor_type.shape.dim if header.graph.input else []
-        resolution = dims[-1].dim_value if len(dims) == 4 and dims[-1].dim_value > 0 else None
-    if resolution is None:
-        raise ConfigError(f"cannot tell the input resolution of {source}; pass --resolution")
-    return EngineLabels(variant, int(resolution), graph_precision.value,
+    if img_size is None:
+        image = image_input(header)
+        img_size = image.image_hw if image is not None else None
+    if img_size is None:
+        raise ConfigError(f"cannot tell the input size of {source}; pass --resolution")
+    return EngineLabels(variant, ImageSize.parse(img_size, "--resolution"), graph_precision.value,
                         WeightsRef.parse(weights).to_text() if weights else "unknown")

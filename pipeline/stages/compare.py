@@ -1,4 +1,5 @@
-"""The one logit comparison of the pipeline: explicitly named metrics, and a pass/fail report on top.
+"""The one logit comparison of the pipeline (and the one feature-map comparison of a backbone): explicitly named
+metrics, and a pass/fail report on top.
 
 ``logit_stats(candidate, reference)`` computes every metric once; ``verify`` wraps it in a ``ParityReport`` (pass
 rule from ``pipeline.core.tolerances``), ``evaluate`` in its accuracy table. Metric names mean one thing each:
@@ -21,10 +22,11 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from pipeline.core.tolerances import ParityRule
+from pipeline.core.tolerances import FeatureRule, ParityRule
 from pipeline.core.errors import ParityError
 
-__all__ = ["LogitStats", "logit_stats", "tie_agreement", "ParityReport", "compare_logits", "DEFAULT_ATOL"]
+__all__ = ["LogitStats", "logit_stats", "tie_agreement", "ParityReport", "compare_logits", "DEFAULT_ATOL", "MapStats",
+           "map_stats", "FeatureReport", "compare_features"]
 
 #: fp32 onnxruntime vs PyTorch at 224 (``pipeline.core.tolerances``).
 DEFAULT_ATOL = 1e-4
@@ -241,3 +243,110 @@ def compare_logits(
         top5_tied=tied[1],
         finite=stats.finite,
     )
+
+
+# ------------------------------------------------------------------------------------ backbone feature maps
+
+
+@dataclass
+class MapStats:
+    """One output map of a backbone, candidate vs reference over all samples.
+
+    ``scale`` is the reference map's root-mean-square (post-LayerNorm maps have a scale of order 1, but it varies by
+    stage and checkpoint), so ``max_abs_rel = max_abs_diff / scale`` means the same at every stage.
+    """
+
+    name: str
+    shape: tuple[int, ...]
+    max_abs_diff: float
+    scale: float
+    max_abs_rel: float
+    cosine_min: float
+    cosine_mean: float
+
+    def passes(self, rule: FeatureRule) -> bool:
+        return (bool(np.isfinite(self.max_abs_diff)) and self.cosine_min >= rule.min_cosine
+                and self.max_abs_rel <= rule.max_abs_rel)
+
+    def describe(self) -> str:
+        return (f"{self.name} {list(self.shape)}: min cosine {self.cosine_min:.6f}, max |d| {self.max_abs_diff:.3g} "
+                f"= {self.max_abs_rel:.3g} x rms {self.scale:.3g}")
+
+
+def map_stats(name: str, candidate: np.ndarray, reference: np.ndarray, *, what: str = "candidate") -> MapStats:
+    """Metrics of one output map (any shape ``[N, ...]``): per-sample cosine of the flattened maps, and the largest
+    element difference relative to the reference's root-mean-square (non-finite values count as inf)."""
+    cand = np.asarray(candidate, dtype=np.float64)
+    ref = np.asarray(reference, dtype=np.float64)
+    if cand.shape != ref.shape or cand.ndim < 2:
+        raise ParityError(f"{what}: output {name} has shape {list(cand.shape)}, the reference {list(ref.shape)}")
+    diff = np.abs(cand - ref)
+    if not np.isfinite(cand).all():
+        diff = np.where(np.isfinite(cand), diff, np.inf)
+    c, r = cand.reshape(len(cand), -1), ref.reshape(len(ref), -1)
+    with np.errstate(invalid="ignore", over="ignore"):
+        cosine = np.sum(c * r, axis=1) / np.maximum(np.linalg.norm(c, axis=1) * np.linalg.norm(r, axis=1), 1e-30)
+    cosine = np.where(np.isfinite(cosine), cosine, -1.0)
+    scale = float(np.sqrt(np.mean(ref * ref)))
+    max_abs = float(diff.max())
+    return MapStats(name=name, shape=tuple(int(d) for d in cand.shape), max_abs_diff=max_abs, scale=scale,
+                    max_abs_rel=max_abs / max(scale, 1e-30), cosine_min=float(cosine.min()),
+                    cosine_mean=float(cosine.mean()))
+
+
+@dataclass
+class FeatureReport:
+    """Every output map of a backbone, candidate vs reference, judged by one ``FeatureRule`` (all must pass)."""
+
+    backend: str
+    maps: list[MapStats]
+    rule: FeatureRule
+    num_samples: int
+    batch: int
+    seconds: float = 0.0
+    names: list[str] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        return bool(self.maps) and all(m.passes(self.rule) for m in self.maps)
+
+    def __bool__(self) -> bool:
+        return self.passed
+
+    @property
+    def cosine_min(self) -> float:
+        return min(m.cosine_min for m in self.maps)
+
+    @property
+    def max_abs_rel(self) -> float:
+        return max(m.max_abs_rel for m in self.maps)
+
+    @property
+    def message(self) -> str:
+        rule = f"per map: cosine >= {self.rule.min_cosine:g}, max |d| <= {self.rule.max_abs_rel:g} x rms"
+        head = (f"{self.backend} vs PyTorch on {self.num_samples} images (batch {self.batch}), "
+                f"{len(self.maps)} outputs: " + "; ".join(m.describe() for m in self.maps))
+        if self.passed:
+            return f"PASS: {head} ({rule})"
+        failed = [m.name for m in self.maps if not m.passes(self.rule)]
+        return f"FAIL: {head}: {', '.join(failed)} outside {rule}"
+
+    def __str__(self) -> str:
+        return self.message
+
+    def to_dict(self) -> dict:
+        """The per-output parity the manifest records."""
+        return {m.name: {"shape": list(m.shape), "cosine_min": m.cosine_min, "cosine_mean": m.cosine_mean,
+                         "max_abs_diff": m.max_abs_diff, "rms": m.scale, "max_abs_rel": m.max_abs_rel,
+                         "passed": m.passes(self.rule)} for m in self.maps}
+
+
+def compare_features(candidate: dict[str, np.ndarray], reference: dict[str, np.ndarray], *, backend: str,
+                     rule: FeatureRule, batch: int = 0, names: Optional[Sequence[str]] = None) -> FeatureReport:
+    """Judge every output of a backbone (``{name: [N, C, h, w]}``); the candidate must have the reference's outputs."""
+    if list(candidate) != list(reference):
+        raise ParityError(f"{backend}: outputs {list(candidate)} differ from the reference's {list(reference)}")
+    maps = [map_stats(name, candidate[name], reference[name], what=backend) for name in reference]
+    n = maps[0].shape[0] if maps else 0
+    return FeatureReport(backend=backend, maps=maps, rule=rule, num_samples=n, batch=batch,
+                         names=list(names) if names else [str(i) for i in range(n)])

@@ -1,4 +1,5 @@
-"""Export stage: PyTorch SG-Former -> standard-op ONNX (``images [B,3,S,S]`` -> ``logits [B,classes]``).
+"""Export stage: PyTorch SG-Former -> standard-op ONNX (``images [B,3,H,W]`` -> ``logits [B,classes]``, or for a
+backbone (``features_only``) one NCHW map per stage: ``stage1 [B,C1,H/4,W/4]`` .. ``stage4 [B,C4,H/32,W/32]``).
 
 Contract: ``export_onnx(model)`` takes an eval-mode ``SGFormer`` and returns a checked, shape-inferred and
 simplified ``onnx.ModelProto``; it writes nothing. The CLI (``sgformer-trt export``) builds the model, calls it
@@ -36,20 +37,21 @@ import numpy as np
 import onnx
 import torch
 
-from pipeline.core.artifact import ArtifactInfo, InputFormat, ModelSpec, WeightsRef
+from pipeline.core.artifact import (LOGITS_NAME, ArtifactInfo, ImageSize, InputFormat, ModelSpec, Task, WeightsRef,
+                                    feature_name)
 from pipeline.core.variants import IMAGENET_MEAN, IMAGENET_STD, VARIANTS
 from pipeline.graph import op_histogram
 from pipeline.core.errors import ExportError
 from pipeline.backends.runners import OrtRunner
 
-__all__ = ["export_onnx", "DEFAULT_OPSET", "INPUT_NAME", "OUTPUT_NAME"]
+__all__ = ["export_onnx", "output_names", "model_img_size", "DEFAULT_OPSET", "INPUT_NAME", "OUTPUT_NAME"]
 
 _logger = logging.getLogger("pipeline.stages.export")
 
 DEFAULT_OPSET = 17
 MIN_OPSET = 17  # LayerNormalization
 INPUT_NAME = "images"
-OUTPUT_NAME = "logits"
+OUTPUT_NAME = LOGITS_NAME
 BATCH_DIM = "batch"
 EXPORTER = f"torch.onnx.export(dynamo=False), torch {torch.__version__}"
 
@@ -64,7 +66,9 @@ class InputAdapter(torch.nn.Module):
         super().__init__()
         self.model = model
         self.input_format = input_format
-        self.img_size = int(getattr(model, "img_size", 224))
+        self.img_size = model_img_size(model)
+        self.features_only = bool(getattr(model, "features_only", False))
+        self.out_indices = tuple(getattr(model, "out_indices", ()))
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN, dtype=torch.float32).reshape(1, 3, 1, 1))
         self.register_buffer("std", torch.tensor(IMAGENET_STD, dtype=torch.float32).reshape(1, 3, 1, 1))
 
@@ -77,9 +81,26 @@ class InputAdapter(torch.nn.Module):
         return self.model(x)
 
 
-def _example_input(input_format: InputFormat, batch: int, img_size: int, seed: Optional[int] = None) -> np.ndarray:
+def model_img_size(model: torch.nn.Module) -> ImageSize:
+    """The ``img_size`` a network was built for; ExportError when it has none (never a default size)."""
+    size = getattr(model, "img_size", None)
+    if size is None:
+        raise ExportError(f"{type(model).__name__} has no img_size: build it with pipeline.create_model(variant, "
+                          f"img_size=...) so the export knows the input size")
+    return ImageSize.parse(size)
+
+
+def output_names(model: torch.nn.Module) -> list[str]:
+    """The graph's output names: ``logits``, or ``stage<i+1>`` per out_index of a backbone (``features_only``)."""
+    if getattr(model, "features_only", False):
+        return [feature_name(i) for i in model.out_indices]
+    return [OUTPUT_NAME]
+
+
+def _example_input(input_format: InputFormat, batch: int, img_size: ImageSize,
+                   seed: Optional[int] = None) -> np.ndarray:
     """A batch of the graph's input dtype: zeros, or seeded random values in the format's range."""
-    shape = (batch, 3, img_size, img_size)
+    shape = (batch, 3, *img_size)
     if seed is None:
         return np.zeros(shape, dtype=input_format.numpy_dtype)
     rng = np.random.default_rng(seed)
@@ -96,9 +117,10 @@ def _trace_to_onnx(model: torch.nn.Module, batch: Optional[int], opset: int,
     import io
     import warnings
 
-    img_size = int(getattr(model, "img_size", 224))
+    img_size = model_img_size(model)
+    outputs = output_names(model)
     example = torch.from_numpy(_example_input(input_format, batch or 2, img_size))
-    dynamic_axes = None if batch else {INPUT_NAME: {0: BATCH_DIM}, OUTPUT_NAME: {0: BATCH_DIM}}
+    dynamic_axes = None if batch else {name: {0: BATCH_DIM} for name in (INPUT_NAME, *outputs)}
     buffer = io.BytesIO()
     with torch.no_grad(), warnings.catch_warnings():
         # Tracer warnings about Python-side shape checks (they become constants; the sizes are fixed anyway).
@@ -114,7 +136,7 @@ def _trace_to_onnx(model: torch.nn.Module, batch: Optional[int], opset: int,
                 dynamo=False,
                 opset_version=opset,
                 input_names=[INPUT_NAME],
-                output_names=[OUTPUT_NAME],
+                output_names=outputs,
                 dynamic_axes=dynamic_axes,
                 do_constant_folding=True,
             )
@@ -126,14 +148,15 @@ def _trace_to_onnx(model: torch.nn.Module, batch: Optional[int], opset: int,
     return onnx.load_model_from_string(buffer.getvalue())
 
 
-def _run_ort(model: onnx.ModelProto, images: np.ndarray) -> np.ndarray:
-    """Logits of ``model`` in onnxruntime (``pipeline.backends.runners.OrtRunner``), ``images`` in the graph's input format."""
+def _run_ort(model: onnx.ModelProto, images: np.ndarray) -> dict[str, np.ndarray]:
+    """Every output of ``model`` in onnxruntime (``pipeline.backends.runners.OrtRunner``), ``images`` in the graph's
+    input format."""
 
     with OrtRunner(model, batch=len(images)) as runner:
-        return runner.infer_raw(images)
+        return runner.infer_raw_outputs(images)
 
 
-def _check_simplified(raw: onnx.ModelProto, slim: onnx.ModelProto, batch: int, img_size: int,
+def _check_simplified(raw: onnx.ModelProto, slim: onnx.ModelProto, batch: int, img_size: ImageSize,
                       input_format: InputFormat = InputFormat.NORMALIZED) -> Optional[str]:
     """Why ``slim`` must not replace ``raw`` (None when it may)."""
     before, after = op_histogram(raw), op_histogram(slim)
@@ -142,12 +165,15 @@ def _check_simplified(raw: onnx.ModelProto, slim: onnx.ModelProto, batch: int, i
             return f"{op} count changed from {before.get(op, 0)} to {after.get(op, 0)}"
     images = _example_input(input_format, batch, img_size, seed=0)
     a, b = _run_ort(raw, images), _run_ort(slim, images)
-    if not np.array_equal(a, b):
-        return f"logits changed by up to {float(np.abs(a - b).max()):.3g} in onnxruntime"
+    if list(a) != list(b):
+        return f"outputs changed from {list(a)} to {list(b)}"
+    for name in a:
+        if not np.array_equal(a[name], b[name]):
+            return f"{name} changed by up to {float(np.abs(a[name] - b[name]).max()):.3g} in onnxruntime"
     return None
 
 
-def simplify_onnx(model: onnx.ModelProto, *, batch: int, img_size: int,
+def simplify_onnx(model: onnx.ModelProto, *, batch: int, img_size: ImageSize,
                   input_format: InputFormat = InputFormat.NORMALIZED) -> onnx.ModelProto:
     """onnxslim constant folding + shape folding, kept only if it changes neither the IAM region nor the logits."""
     import onnxslim
@@ -177,7 +203,8 @@ def export_onnx(
     """Export ``model`` to a standard-op ONNX graph in memory.
 
     Args:
-        model: an ``SGFormer`` (eval mode is forced). Its ``img_size`` fixes the spatial size.
+        model: an ``SGFormer`` (eval mode is forced). Its ``img_size`` (H x W) fixes the spatial size; a backbone
+            (``features_only``) gets one output per stage in its ``out_indices``.
         batch: None for a dynamic batch dimension (named "batch"), or a fixed batch size.
         opset: ONNX opset, at least 17 (LayerNormalization).
         simplify: run the checked onnxslim simplification (see module docstring).
@@ -188,22 +215,21 @@ def export_onnx(
         input_format: what the ``images`` input holds (``InputFormat``; see the module docstring).
 
     Returns:
-        A new ``onnx.ModelProto`` with input ``images`` and output ``logits``; ``metadata_props`` holds the
-        artifact record (``pipeline.core.ArtifactInfo``: variant, img_size, weights, precision fp32, input_format)
-        plus opset, exporter, batch and simplified.
+        A new ``onnx.ModelProto`` with input ``images`` and output ``logits`` (or ``stage1``..``stage4``);
+        ``metadata_props`` holds the artifact record (``pipeline.core.ArtifactInfo``: variant, img_size, task,
+        weights, precision fp32, input_format) plus opset, exporter, batch and simplified.
     """
     input_format = InputFormat.parse(input_format)
     if opset < MIN_OPSET:
         raise ExportError(f"opset {opset} is too old: SG-Former's LayerNormalization needs opset >= {MIN_OPSET}")
     if batch is not None and (not isinstance(batch, int) or batch < 1):
         raise ExportError(f"batch must be a positive integer or None (dynamic); got {batch!r}")
-    img_size = int(getattr(model, "img_size", 224))
+    img_size = model_img_size(model)
     variant = variant or _guess_variant(model)
     model = model.eval()
-    if input_format is not InputFormat.NORMALIZED:
-        model = InputAdapter(model, input_format).eval()
     start = time.perf_counter()
-    onnx_model = _trace_to_onnx(model, batch, opset, input_format)
+    traced = InputAdapter(model, input_format).eval() if input_format is not InputFormat.NORMALIZED else model
+    onnx_model = _trace_to_onnx(traced, batch, opset, input_format)
     traced_s = time.perf_counter() - start
     try:
         onnx.checker.check_model(onnx_model, full_check=False)
@@ -216,9 +242,28 @@ def export_onnx(
         onnx.checker.check_model(onnx_model, full_check=True)
     except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
         raise ExportError(f"the simplified graph fails onnx checks: {exc}") from exc
+    _write_metadata(onnx_model, model, variant, weights, input_format, opset=opset, batch=batch, simplify=simplify)
+    hist = op_histogram(onnx_model)
+    _logger.info(
+        "exported %d nodes, outputs %s (trace %.1f s, total %.1f s): TopK %d, GatherElements %d",
+        len(onnx_model.graph.node), ", ".join(o.name for o in onnx_model.graph.output), traced_s,
+        time.perf_counter() - start, hist.get("TopK", 0), hist.get("GatherElements", 0),
+    )
+    _logger.debug("op histogram: %s", hist)
+    return onnx_model
+
+
+def _write_metadata(onnx_model: onnx.ModelProto, model: torch.nn.Module, variant: Optional[str],
+                    weights: str | WeightsRef, input_format: InputFormat, *, opset: int, batch: Optional[int],
+                    simplify: bool) -> None:
+    """The artifact record (``ArtifactInfo``) plus the export facts, replacing any metadata the exporter wrote."""
+    img_size = model_img_size(model)
     weights_ref = weights if isinstance(weights, WeightsRef) else WeightsRef.parse(weights)
     if variant in VARIANTS:
-        record = ArtifactInfo(ModelSpec(variant, img_size), weights_ref, input_format=input_format).to_metadata()
+        features = bool(getattr(model, "features_only", False))
+        spec = ModelSpec(variant, img_size, Task.FEATURES if features else Task.CLASSIFY,
+                         tuple(getattr(model, "out_indices", (0, 1, 2, 3))))
+        record = ArtifactInfo(spec, weights_ref, input_format=input_format).to_metadata()
     else:  # a network that is not a registered variant: no record a later stage could rebuild it from
         record = {"variant": "unknown", "img_size": str(img_size), "weights": weights_ref.to_text(),
                   "precision": "fp32", "input_format": input_format.value}
@@ -233,14 +278,6 @@ def export_onnx(
     for key, value in meta.items():
         onnx_model.metadata_props.add(key=key, value=value)
     onnx_model.producer_name = "sgformer-trt"
-    hist = op_histogram(onnx_model)
-    _logger.info(
-        "exported %d nodes (trace %.1f s, total %.1f s): TopK %d, GatherElements %d",
-        len(onnx_model.graph.node), traced_s, time.perf_counter() - start,
-        hist.get("TopK", 0), hist.get("GatherElements", 0),
-    )
-    _logger.debug("op histogram: %s", hist)
-    return onnx_model
 
 
 def _guess_variant(model: torch.nn.Module) -> Optional[str]:

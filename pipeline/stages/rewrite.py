@@ -39,7 +39,7 @@ from pipeline.iam import spec
 from pipeline.core.errors import RewriteError
 from pipeline.graph import op_histogram
 from pipeline.iam.reference import IamLayout
-from pipeline.core.variants import stage_grids
+from pipeline.core.variants import ImageSize, stage_grids
 from pipeline.iam.reference import iam_layout
 from pipeline.core.variants import VARIANTS
 
@@ -533,10 +533,10 @@ def _column_major_size_tokens(chain: list[gs.Node], n: int, c: int, batch: int) 
 # -------------------------------------------------------------------------------------- public API
 
 
-def expected_layouts(variant: str, img_size: int) -> list[IamLayout]:
-    """The IAM layouts of every significance block of ``variant`` at ``img_size``, in graph order."""
+def expected_layouts(variant: str, img_size: object) -> list[IamLayout]:
+    """The IAM layouts of every significance block of ``variant`` at ``img_size`` (H x W), in graph order."""
 
-    return [iam_layout(g.sr_ratio, g.side, g.side) for g in stage_grids(variant, img_size)
+    return [iam_layout(g.sr_ratio, g.height, g.width) for g in stage_grids(variant, img_size)
             for _ in range(g.significance_blocks)]
 
 
@@ -571,7 +571,7 @@ def rewrite_iam(
     model: onnx.ModelProto,
     *,
     variant: Optional[str] = None,
-    img_size: Optional[int] = None,
+    img_size: Optional[object] = None,
 ) -> RewriteReport:
     """Replace every IAM region with one ``SGFormerIAM`` node; returns the new model and what was done.
 
@@ -582,8 +582,8 @@ def rewrite_iam(
     _check_source(model)
     meta = {p.key: p.value for p in model.metadata_props}
     variant = variant or meta.get("variant")
-    if img_size is None and meta.get("img_size", "").isdigit():
-        img_size = int(meta["img_size"])
+    if img_size is None and meta.get("img_size"):
+        img_size = ImageSize.parse(meta["img_size"], "metadata img_size")
     ops_before = op_histogram(model)
     graph = _import(model)
     matches = _match_regions(graph)
@@ -648,7 +648,7 @@ def rewrite_iam(
 
 
 def replace_iam_with_plugin(
-    model: onnx.ModelProto, *, variant: Optional[str] = None, img_size: Optional[int] = None
+    model: onnx.ModelProto, *, variant: Optional[str] = None, img_size: Optional[object] = None
 ) -> onnx.ModelProto:
     """Pure graph pass: a new ModelProto with one ``SGFormerIAM`` node per significance block."""
     return rewrite_iam(model, variant=variant, img_size=img_size).model

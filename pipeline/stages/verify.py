@@ -24,9 +24,9 @@ import onnx
 
 from pipeline.graph import read_record, record as graph_record
 from pipeline.store.io import load_onnx
-from pipeline.stages.compare import DEFAULT_ATOL, ParityReport, compare_logits
-from pipeline.core.artifact import ArtifactInfo, Precision
-from pipeline.core.tolerances import ParityRule, parity_rule
+from pipeline.stages.compare import DEFAULT_ATOL, FeatureReport, ParityReport, compare_features, compare_logits
+from pipeline.core.artifact import ArtifactInfo, Precision, Task
+from pipeline.core.tolerances import FeatureRule, ParityRule, feature_rule, parity_rule
 from pipeline.core.errors import ConfigError
 from pipeline.backends.runners import OrtRunner, TorchRunner, open_engine, split_images
 from pipeline.model.sgformer import create_model
@@ -74,9 +74,11 @@ def verify_onnx(
     require_top5: bool = True,
     backend: str = "onnxruntime",
     reference_out: Optional[np.ndarray] = None,
-    rule: Optional[ParityRule] = None,
-) -> ParityReport:
+    rule: Optional[ParityRule | FeatureRule] = None,
+) -> ParityReport | FeatureReport:
     """Run ``onnx_model`` on ``images`` with ``backend`` and compare with ``reference`` (same batching).
+
+    A backbone reference (``features_only``) compares every output map by a ``FeatureRule`` (default: fp32's).
 
     ``images``: float32 [N, 3, S, S] or a list of (name, [3, S, S]) as from ``pipeline.data.images``.
     ``reference_out``: precomputed reference logits (skips the PyTorch run).
@@ -86,6 +88,14 @@ def verify_onnx(
         raise ConfigError(f"unknown backend {backend!r}; expected one of {', '.join(BACKENDS)}")
     array, names = _split_images(images)
     start = time.perf_counter()
+    if getattr(reference, "features_only", False):
+        with TorchRunner(reference, batch) as torch_runner, OrtRunner(onnx_model, batch) as ort_runner:
+            ref_maps, got_maps = torch_runner.infer_outputs(array), ort_runner.infer_outputs(array)
+        report = compare_features(got_maps, ref_maps, backend=backend, batch=batch, names=names,
+                                  rule=rule if isinstance(rule, FeatureRule) else feature_rule(Precision.FP32))
+        report.seconds = time.perf_counter() - start
+        _logger.info("%s", report.message)
+        return report
     ref = reference_out if reference_out is not None else reference_logits(reference, array, batch)
     got = BACKENDS[backend](onnx_model, array, batch)
     rule = rule or ParityRule(atol=atol, require_top5=require_top5)
@@ -113,11 +123,19 @@ def reference_for_record(info: ArtifactInfo, checkpoint: Optional[str] = None, t
                 f"the artifact was made from weights '{info.weights.to_text()}'; pass the same checkpoint "
                 f"(--checkpoint / CKPT=) to verify it"
             )
-        return create_model(info.variant, img_size=info.img_size, seed=int(info.weights.seed))
+        return create_model(info.variant, img_size=info.img_size, seed=int(info.weights.seed), **_task_kwargs(info))
     if not proven:
         _logger.warning("the artifact's weights record '%s' has no sha256: cannot prove that %s is its checkpoint",
                         info.weights.to_text(), checkpoint)
-    return create_model(info.variant, img_size=info.img_size, checkpoint=checkpoint, trust_pickle=trust_pickle)
+    return create_model(info.variant, img_size=info.img_size, checkpoint=checkpoint, trust_pickle=trust_pickle,
+                        **_task_kwargs(info))
+
+
+def _task_kwargs(info: ArtifactInfo) -> dict[str, Any]:
+    """create_model's arguments for the record's task: a backbone gets ``features_only`` and its ``out_indices``."""
+    if info.task is Task.FEATURES:
+        return {"features_only": True, "out_indices": info.spec.out_indices}
+    return {}
 
 
 def reference_for_manifest(manifest, checkpoint: Optional[str] = None, trust_pickle: bool = False):
@@ -135,8 +153,11 @@ def verify_engine(
     device: Optional[str] = "auto",
     record: bool = True,
     checked: Optional[Manifest] = None,
-) -> ParityReport:
+) -> ParityReport | FeatureReport:
     """Check an engine directory against PyTorch and (``record``) write the result into its manifest.
+
+    A classifier's logits are judged by ``parity_rule``; a backbone's outputs each by ``feature_rule`` (cosine and
+    max |d| relative to the map's scale), and the manifest records every output's figures.
 
     ``device="auto"``: on a machine with an NVIDIA GPU the engine itself runs (``pipeline.backends.engine``); without
     one, its CPU stand-in does: the very ONNX the engine was built from (sha256 checked against the manifest),
@@ -149,47 +170,54 @@ def verify_engine(
     manifest = checked if checked is not None else check_engine_dir(engine_dir)
     info = manifest.info
     array, names = _split_images(images)
-    if array.shape[-1] != info.img_size:
-        raise ConfigError(f"images are {array.shape[-1]} px, the engine takes {info.img_size} px")
+    if tuple(array.shape[-2:]) != tuple(info.img_size):
+        raise ConfigError(f"images are {array.shape[-2]}x{array.shape[-1]} px, the engine takes "
+                          f"{info.img_size.height}x{info.img_size.width} px")
     if batch > manifest.batch.max:
         raise ConfigError(f"batch {batch} is beyond the engine's profile (batch {manifest.batch.min} to "
                           f"{manifest.batch.max}); pass --batch {manifest.batch.max} or less")
     model = reference_for_record(info, checkpoint, trust_pickle)
     start = time.perf_counter()
-    ref = reference_logits(model, array, batch)
+    with TorchRunner(model, batch) as torch_runner:
+        ref = torch_runner.infer_outputs(array)
     with open_engine(engine_dir, device="cpu" if device == "cpu" else "auto", batch=batch,
                      checked=manifest) as runner:
-        got = runner.infer(array)
+        got = runner.infer_outputs(array)
         backend, stand_in = runner.label, runner.stand_in
-    rule = parity_rule(info.precision, "onnxruntime" if stand_in else "tensorrt", variant=info.variant,
-                       img_size=info.img_size)
-    report = compare_logits(got, ref, backend=backend, names=names, batch=batch, rule=rule)
+    kind = "onnxruntime" if stand_in else "tensorrt"
+    if info.task is Task.FEATURES:
+        report = compare_features(got, ref, backend=backend, rule=feature_rule(info.precision, kind), batch=batch,
+                                  names=names)
+    else:
+        rule = parity_rule(info.precision, kind, variant=info.variant, img_size=info.img_size)
+        report = compare_logits(got["logits"], ref["logits"], backend=backend, names=names, batch=batch, rule=rule)
     report.seconds = time.perf_counter() - start
     _logger.info("%s", report.message)
     if record:
-        parity = {
-            "backend": backend,
-            "stand_in": stand_in,
-            "engine_check": "integrity only (sha256, size)" if stand_in else "executed",
-            "passed": report.passed,
-            "images": report.num_samples,
-            "batch": batch,
-            "max_abs_diff": report.max_abs_diff,
-            "cosine_min": report.cosine_min,
-            "top1_agreement": report.top1_agreement,
-            "top5_exact": report.top5_exact,
-            "rule": rule.to_dict(),
-            "scale": report.scale,
-            "checked": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        }
-        report.recorded = record_parity(engine_dir, manifest, parity)  # only if the engine is still the one checked
+        report.recorded = record_parity(engine_dir, manifest, _parity_record(report, backend, stand_in, batch))
     return report
+
+
+def _parity_record(report: ParityReport | FeatureReport, backend: str, stand_in: bool, batch: int) -> dict[str, Any]:
+    """What the manifest's ``parity`` holds: the verdict, the rule, and the figures (per output for a backbone)."""
+    import datetime
+
+    checked = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    common = {"backend": backend, "stand_in": stand_in,
+              "engine_check": "integrity only (sha256, size)" if stand_in else "executed",
+              "passed": report.passed, "images": report.num_samples, "batch": batch}
+    if isinstance(report, FeatureReport):
+        return {**common, "cosine_min": report.cosine_min, "max_abs_rel": report.max_abs_rel,
+                "outputs": report.to_dict(), "rule": report.rule.to_dict(), "checked": checked}
+    return {**common, "max_abs_diff": report.max_abs_diff, "cosine_min": report.cosine_min,
+            "top1_agreement": report.top1_agreement, "top5_exact": report.top5_exact, "rule": report.rule.to_dict(),
+            "scale": report.scale, "checked": checked}
 
 
 # ---------------------------------------------------------------------------------------------- CLI
 
 
-def onnx_record(path: str | Path, variant: Optional[str] = None, img_size: Optional[int] = None) -> ArtifactInfo:
+def onnx_record(path: str | Path, variant: Optional[str] = None, img_size: Optional[object] = None) -> ArtifactInfo:
     """The artifact record of an ONNX file (``ArtifactInfo.read``)."""
     return read_record(load_onnx(path), str(path), variant=variant, img_size=img_size)
 
@@ -207,7 +235,10 @@ def verify(artifact: Union[str, Path, onnx.ModelProto], images: Images, *, refer
     if reference is None:
         reference = reference_for_record(info, checkpoint)
     if "atol" not in kwargs:
-        kwargs.setdefault("rule", parity_rule(info.precision, "onnxruntime", variant=info.variant,
-                                              img_size=info.img_size))
+        if info.task is Task.FEATURES:
+            kwargs.setdefault("rule", feature_rule(info.precision, "onnxruntime"))
+        else:
+            kwargs.setdefault("rule", parity_rule(info.precision, "onnxruntime", variant=info.variant,
+                                                  img_size=info.img_size))
     artifact = model
     return verify_onnx(artifact, reference, images, batch=batch, **kwargs)

@@ -7,7 +7,7 @@ runtime that ``bench`` uses, ``make engine``'s up-to-date check), before anythin
 2. the engine file exists, has the manifest's size (``engine.bytes``) and sha256;
 3. the plugin library copy, when the manifest names one, exists and has its sha256 (and size when recorded);
 4. the ONNX the engine was built from exists and has its sha256, and the manifest agrees with that ONNX: variant
-   and resolution (its ``variant`` / ``img_size`` metadata and the input shape), precision (its ``precision``
+   and input size (its ``variant`` / ``img_size`` metadata and the input shape), precision (its ``precision``
    metadata, else what the graph holds: Q/DQ -> int8, fp16 casts -> fp16), input tensor (name, shape, dtype) and
    the input format when both record one.
 
@@ -24,11 +24,12 @@ import logging
 from pathlib import Path
 from typing import Any, Optional
 
-from pipeline.graph import detect_precision, image_input, metadata
+from pipeline.graph import GraphInput, detect_precision, image_input, metadata
 from pipeline.core.errors import IntegrityError
 from pipeline.core.hashing import sha256_file
 from pipeline.store.locking import engine_dir_lock
-from pipeline.store.manifest import META_RESOLUTION, META_VARIANT, MANIFEST_NAME, FileRef, Manifest, read_manifest
+from pipeline.core.artifact import META_IMG_SIZE, META_TASK, ImageSize
+from pipeline.store.manifest import META_VARIANT, MANIFEST_NAME, FileRef, Manifest, read_manifest
 import onnx
 import numpy as np
 from pipeline.store.manifest import with_parity, write_manifest
@@ -65,8 +66,9 @@ def _check_file(folder: Path, ref: FileRef, role: str, problems: list[str]) -> O
     return path
 
 
-def _onnx_facts(path: Path) -> tuple[dict[str, str], Optional[tuple[str, tuple[int, ...], int]], str]:
-    """(metadata, (input name, dims, elem type) | None, precision the graph holds) of an ONNX file."""
+def _onnx_facts(path: Path) -> tuple[dict[str, str], Optional[tuple[str, tuple[int, ...], int]], str,
+                                    tuple[str, ...]]:
+    """(metadata, (input name, dims, elem type) | None, precision the graph holds, output names) of an ONNX file."""
 
     try:
         model = onnx.load_model(str(path), load_external_data=False)
@@ -74,7 +76,8 @@ def _onnx_facts(path: Path) -> tuple[dict[str, str], Optional[tuple[str, tuple[i
         raise IntegrityError(f"{path} is not a readable ONNX model ({type(exc).__name__}); {REBUILD}") from None
     image = image_input(model)
     first = (image.name, image.dims, image.elem_type) if image is not None else None
-    return metadata(model), first, detect_precision(model).value
+    outputs = tuple(o.name for o in model.graph.output)
+    return metadata(model), first, detect_precision(model).value, outputs
 
 
 def _onnx_dtype(elem_type: int) -> str:
@@ -86,7 +89,7 @@ def _onnx_dtype(elem_type: int) -> str:
 
 
 def _check_against_onnx(manifest: Manifest, onnx_path: Path, problems: list[str]) -> None:
-    meta, first, detected = _onnx_facts(onnx_path)
+    meta, first, detected, outputs = _onnx_facts(onnx_path)
     name = onnx_path.name
 
     def differs(key: str, in_manifest: Any, in_onnx: Any, source: str) -> None:
@@ -96,8 +99,11 @@ def _check_against_onnx(manifest: Manifest, onnx_path: Path, problems: list[str]
 
     if meta.get(META_VARIANT) not in (None, "", "unknown"):
         differs("variant", manifest.variant, meta[META_VARIANT], f"metadata {META_VARIANT}")
-    if META_RESOLUTION in meta:
-        differs("resolution", manifest.resolution, meta[META_RESOLUTION], f"metadata {META_RESOLUTION}")
+    if META_IMG_SIZE in meta:
+        differs("img_size", str(ImageSize(*manifest.img_size)), meta[META_IMG_SIZE], f"metadata {META_IMG_SIZE}")
+    differs("task", manifest.task, meta.get(META_TASK, "classify"), f"metadata {META_TASK}")
+    if tuple(o.name for o in manifest.outputs) != outputs:
+        differs("outputs", [o.name for o in manifest.outputs], list(outputs), "graph outputs")
     precision = meta.get(META_PRECISION) or detected
     source = f"metadata {META_PRECISION}" if META_PRECISION in meta else "what the graph holds"
     differs("precision", manifest.precision, precision, source)
@@ -108,8 +114,9 @@ def _check_against_onnx(manifest: Manifest, onnx_path: Path, problems: list[str]
     if first is not None and manifest.inputs:
         spec = manifest.inputs[0]
         in_name, dims, elem = first
-        if len(dims) == 4 and dims[-1] > 0 and dims[-1] != manifest.resolution:
-            differs("resolution", manifest.resolution, dims[-1], f"input {in_name} is {list(dims)}")
+        hw = GraphInput(in_name, tuple(dims), elem).image_hw
+        if hw is not None and hw != tuple(manifest.img_size):
+            differs("img_size", list(manifest.img_size), list(hw), f"input {in_name} is {list(dims)}")
         if spec.name != in_name:
             differs("input name", spec.name, in_name, "graph input")
         elif tuple(spec.shape[1:]) != tuple(dims[1:]):
@@ -141,7 +148,7 @@ def check_engine_dir(path: str | Path, *, need_onnx: bool = True) -> Manifest:
                 _check_against_onnx(manifest, onnx_path, problems)
         elif need_onnx:
             problems.append(f"the engine's ONNX {manifest.onnx.file} named by {MANIFEST_NAME} is missing (the check "
-                            f"of the manifest's variant, resolution and precision needs it)")
+                            f"of the manifest's variant, img_size and precision needs it)")
     if problems:
         raise IntegrityError(f"{folder} failed its integrity check: " + "; ".join(problems) + f". {REBUILD}")
     _logger.info("%s: engine, plugin and ONNX match %s", folder, MANIFEST_NAME)

@@ -6,7 +6,9 @@ the runtimes read it to refuse an engine built for another TensorRT version or G
 less readable error. Schema (version 1), every key required unless marked optional::
 
     schema                  1
-    variant, resolution     "s", 224
+    variant                 "s"
+    img_size                [H, W], e.g. [448, 672]  (older manifests: resolution 224, read as [224, 224])
+    task                    "classify" | "features"  (optional, default "classify")
     precision               "fp32" | "fp16" | "int8"
     weights                 "<checkpoint file name> sha256:<hex>" | "random-init, seed N" | "unknown"
                             (pipeline.core.WeightsRef; older forms such as "checkpoint sha256 <hex>" are read too)
@@ -18,7 +20,8 @@ less readable error. Schema (version 1), every key required unless marked option
     cuda_version            "12.6" | "13" | null
     target                  {description, compute_capabilities: ["sm_89", ...], gpu_name | null,
                              hardware_compatibility, version_compatible}
-    inputs, outputs         [{name, shape (-1 = dynamic), dtype}]
+    inputs, outputs         [{name, shape (-1 = dynamic), dtype}]; a backbone's outputs also carry
+                            stride (4, 8, 16, 32) and channels
     batch                   {min, opt, max}
     build                   {seconds, created, host, workspace_mb | null, opt_level}
     calibration             {set_sha256, method} | null            (optional)
@@ -41,8 +44,6 @@ SCHEMA_VERSION = 1
 MANIFEST_NAME = "manifest.json"
 PRECISIONS = Precision.values()
 INPUT_FORMATS = InputFormat.values()
-#: ONNX ``metadata_props`` keys of the artifact record (``pipeline.core.artifact``); kept here for old imports.
-META_RESOLUTION = META_IMG_SIZE
 
 
 class ManifestError(PipelineError):
@@ -68,6 +69,8 @@ class TensorSpec:
     name: str
     shape: tuple[int, ...]
     dtype: str
+    stride: Optional[int] = None  # backbone outputs: input pixels per map cell
+    channels: Optional[int] = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -104,7 +107,7 @@ class Calibration:
 @dataclasses.dataclass(frozen=True)
 class Manifest:
     variant: str
-    resolution: int
+    img_size: tuple[int, int]
     precision: str
     weights: str
     engine: FileRef
@@ -122,11 +125,14 @@ class Manifest:
     parity: Optional[dict[str, Any]] = None
     schema: int = SCHEMA_VERSION
     input_format: str = InputFormat.NORMALIZED.value
+    task: str = "classify"
 
     def __post_init__(self) -> None:
         _check(self.schema == SCHEMA_VERSION, "schema", f"version {SCHEMA_VERSION}", self.schema)
         _check(bool(self.variant), "variant", "a variant name", self.variant)
-        _check(isinstance(self.resolution, int) and self.resolution > 0, "resolution", "a positive int", self.resolution)
+        _check(_is_size(self.img_size), "img_size", "[H, W], two positive ints", self.img_size)
+        object.__setattr__(self, "img_size", tuple(self.img_size))
+        _check(self.task in ("classify", "features"), "task", "classify | features", self.task)
         _check(self.precision in PRECISIONS, "precision", " | ".join(PRECISIONS), self.precision)
         _check(self.input_format in INPUT_FORMATS, "input_format", " | ".join(INPUT_FORMATS), self.input_format)
         _check(self.backend_flavour in FLAVOURS, "backend.flavour", " | ".join(FLAVOURS), self.backend_flavour)
@@ -161,12 +167,18 @@ class Manifest:
             return d
 
         def tensors(ts: tuple[TensorSpec, ...]) -> list[dict]:
-            return [{"name": t.name, "shape": list(t.shape), "dtype": t.dtype} for t in ts]
+            out = []
+            for t in ts:
+                d = {"name": t.name, "shape": list(t.shape), "dtype": t.dtype}
+                d.update({k: getattr(t, k) for k in ("stride", "channels") if getattr(t, k) is not None})
+                out.append(d)
+            return out
 
         return {
             "schema": self.schema,
             "variant": self.variant,
-            "resolution": self.resolution,
+            "img_size": list(self.img_size),
+            "task": self.task,
             "precision": self.precision,
             "weights": self.weights,
             "input_format": self.input_format,
@@ -189,16 +201,19 @@ class Manifest:
     def from_dict(cls, d: Any) -> "Manifest":
         """Validate a parsed manifest.json; every problem names the key, what was expected and what was found."""
         _check(isinstance(d, dict), "(top level)", "a JSON object", type(d).__name__)
-        required = ("schema", "variant", "resolution", "precision", "weights", "engine", "onnx", "backend", "target",
+        required = ("schema", "variant", "precision", "weights", "engine", "onnx", "backend", "target",
                     "inputs", "outputs", "batch", "build")
         missing = [k for k in required if k not in d]
+        if "img_size" not in d and "resolution" not in d:
+            missing.insert(1, "img_size")
         if missing:
             raise ManifestError(f"manifest lacks {', '.join(missing)}; rebuild the engine with `sgformer-trt build`")
         try:
             return cls(
                 schema=d["schema"],
                 variant=_typed(d, "variant", str),
-                resolution=_typed(d, "resolution", int),
+                img_size=_read_size(d),
+                task=_typed(d, "task", str) if "task" in d else "classify",
                 precision=_typed(d, "precision", str),
                 weights=_typed(d, "weights", str),
                 input_format=_typed(d, "input_format", str) if "input_format" in d else InputFormat.NORMALIZED.value,
@@ -240,6 +255,20 @@ def _check(ok: bool, key: str, expected: str, found: Any) -> None:
         raise ManifestError(f"manifest key {key!r}: expected {expected}, found {found!r}")
 
 
+def _is_size(value: Any) -> bool:
+    return (isinstance(value, (tuple, list)) and len(value) == 2
+            and all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in value))
+
+
+def _read_size(d: dict) -> tuple[int, int]:
+    """``img_size: [H, W]``, or the square ``resolution: S`` older versions wrote (read as ``(S, S)``)."""
+    if "img_size" in d:
+        _check(_is_size(d["img_size"]), "img_size", "[H, W], two positive ints", d["img_size"])
+        return int(d["img_size"][0]), int(d["img_size"][1])
+    side = _typed(d, "resolution", int)
+    return side, side
+
+
 def _is_cc(cc: Any) -> bool:
     return isinstance(cc, str) and cc.startswith("sm_") and cc[3:].isdigit()
 
@@ -271,8 +300,9 @@ def _tensors(items: Any, key: str) -> tuple[TensorSpec, ...]:
     for i, t in enumerate(items):
         _check(isinstance(t, dict), f"{key}[{i}]", "an object", t)
         shape = _typed(t, "shape", list, f"{key}[{i}].")
+        extra = {k: _typed(t, k, int, f"{key}[{i}].") for k in ("stride", "channels") if t.get(k) is not None}
         out.append(TensorSpec(name=_typed(t, "name", str, f"{key}[{i}]."), shape=tuple(int(s) for s in shape),
-                              dtype=_typed(t, "dtype", str, f"{key}[{i}].")))
+                              dtype=_typed(t, "dtype", str, f"{key}[{i}]."), **extra))
     return tuple(out)
 
 
