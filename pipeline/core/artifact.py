@@ -36,7 +36,11 @@ __all__ = ["Precision", "InputFormat", "ModelSpec", "WeightsRef", "WeightsMismat
 #: ONNX metadata keys of the record (other keys, e.g. opset or exporter, are kept as they are).
 META_VARIANT, META_IMG_SIZE, META_WEIGHTS = "variant", "img_size", "weights"
 META_PRECISION, META_INPUT_FORMAT, META_CALIBRATION = "precision", "input_format", "calibration"
-META_KEYS = (META_VARIANT, META_IMG_SIZE, META_WEIGHTS, META_PRECISION, META_INPUT_FORMAT, META_CALIBRATION)
+META_NUM_CLASSES = "num_classes"
+META_KEYS = (META_VARIANT, META_IMG_SIZE, META_WEIGHTS, META_PRECISION, META_INPUT_FORMAT, META_CALIBRATION,
+             META_NUM_CLASSES)
+#: The class count of the ImageNet-1k head; a fine-tuned checkpoint's head may have another (recorded then).
+DEFAULT_NUM_CLASSES = 1000
 
 
 class WeightsMismatchError(ConfigError):
@@ -313,6 +317,7 @@ class ArtifactInfo:
     precision: Precision = Precision.FP32
     input_format: InputFormat = InputFormat.NORMALIZED
     calibration: Optional[Mapping[str, Any]] = None  # {method, data_hash, images} (int8)
+    num_classes: int = DEFAULT_NUM_CLASSES  # the head's class count (a fine-tuned checkpoint's own)
 
     def replace(self, **changes: Any) -> "ArtifactInfo":
         return dataclasses.replace(self, **changes)
@@ -338,6 +343,7 @@ class ArtifactInfo:
             META_WEIGHTS: self.weights.to_text(),
             META_PRECISION: self.precision.value,
             META_INPUT_FORMAT: self.input_format.value,
+            META_NUM_CLASSES: str(self.num_classes),
         }
         if self.calibration is not None:
             meta[META_CALIBRATION] = json.dumps(dict(self.calibration), sort_keys=True)
@@ -377,6 +383,10 @@ class ArtifactInfo:
                 calibration = json.loads(meta[META_CALIBRATION])
             except ValueError:
                 raise ArtifactInfoError(f"{source}: metadata '{META_CALIBRATION}' is not JSON; re-calibrate") from None
+        classes_text = meta.get(META_NUM_CLASSES, str(DEFAULT_NUM_CLASSES))
+        if not classes_text.isdigit() or int(classes_text) < 1:
+            raise ArtifactInfoError(f"{source}: metadata '{META_NUM_CLASSES}' = {classes_text!r} is not a class count; "
+                                    f"re-export it")
         return cls(
             spec=spec,
             weights=WeightsRef.parse(meta.get(META_WEIGHTS)),
@@ -384,6 +394,7 @@ class ArtifactInfo:
             input_format=InputFormat.parse(meta.get(META_INPUT_FORMAT, InputFormat.NORMALIZED.value),
                                            f"{source}: metadata input_format"),
             calibration=calibration,
+            num_classes=int(classes_text),
         )
 
     def apply_to(self, model: Any) -> Any:
@@ -412,6 +423,8 @@ class ArtifactInfo:
             spec = ModelSpec(manifest.variant, manifest.resolution)
         except ConfigError as exc:
             raise ArtifactInfoError(f"manifest: {exc}; rebuild the engine") from None
+        outputs = getattr(manifest, "outputs", ())
+        classes = int(outputs[0].shape[-1]) if outputs and outputs[0].shape and outputs[0].shape[-1] > 0 else None
         return cls(
             spec=spec,
             weights=WeightsRef.parse(manifest.weights),
@@ -419,6 +432,7 @@ class ArtifactInfo:
             input_format=InputFormat.parse(getattr(manifest, "input_format", None) or InputFormat.NORMALIZED.value,
                                            "manifest input_format"),
             calibration=calibration,
+            num_classes=classes or DEFAULT_NUM_CLASSES,
         )
 
 

@@ -200,6 +200,7 @@ def export_onnx(
     img_size = int(getattr(model, "img_size", 224))
     variant = variant or _guess_variant(model)
     model = model.eval()
+    num_classes = int(getattr(model, "num_classes", 1000))  # before the input adapter wraps the model
     if input_format is not InputFormat.NORMALIZED:
         model = InputAdapter(model, input_format).eval()
     start = time.perf_counter()
@@ -218,7 +219,8 @@ def export_onnx(
         raise ExportError(f"the simplified graph fails onnx checks: {exc}") from exc
     weights_ref = weights if isinstance(weights, WeightsRef) else WeightsRef.parse(weights)
     if variant in VARIANTS:
-        record = ArtifactInfo(ModelSpec(variant, img_size), weights_ref, input_format=input_format).to_metadata()
+        record = ArtifactInfo(ModelSpec(variant, img_size), weights_ref, input_format=input_format,
+                              num_classes=num_classes).to_metadata()
     else:  # a network that is not a registered variant: no record a later stage could rebuild it from
         record = {"variant": "unknown", "img_size": str(img_size), "weights": weights_ref.to_text(),
                   "precision": "fp32", "input_format": input_format.value}

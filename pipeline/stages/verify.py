@@ -113,11 +113,21 @@ def reference_for_record(info: ArtifactInfo, checkpoint: Optional[str] = None, t
                 f"the artifact was made from weights '{info.weights.to_text()}'; pass the same checkpoint "
                 f"(--checkpoint / CKPT=) to verify it"
             )
-        return create_model(info.variant, img_size=info.img_size, seed=int(info.weights.seed))
+        return _same_head(create_model(info.variant, img_size=info.img_size, seed=int(info.weights.seed)), info)
     if not proven:
         _logger.warning("the artifact's weights record '%s' has no sha256: cannot prove that %s is its checkpoint",
                         info.weights.to_text(), checkpoint)
-    return create_model(info.variant, img_size=info.img_size, checkpoint=checkpoint, trust_pickle=trust_pickle)
+    return _same_head(create_model(info.variant, img_size=info.img_size, checkpoint=checkpoint,
+                                   trust_pickle=trust_pickle), info)
+
+
+def _same_head(model, info: ArtifactInfo):
+    """The rebuilt reference must have the recorded class count (a fine-tuned head's num_classes)."""
+    classes = int(getattr(model, "num_classes", 0))
+    if classes != info.num_classes:
+        raise ConfigError(f"the artifact records {info.num_classes} classes but the rebuilt reference has {classes}; "
+                          f"pass the checkpoint it was made from")
+    return model
 
 
 def reference_for_manifest(manifest, checkpoint: Optional[str] = None, trust_pickle: bool = False):
