@@ -77,12 +77,9 @@ def _fake_engine_dir(folder: Path, *, input_format: str | None = "rgb-float01", 
         inputs=(TensorSpec("images", (-1, 3, 224, 224), dtype),), outputs=(TensorSpec("logits", (-1, 1000), "float32"),),
         batch=BatchProfile(min_batch, max(min_batch, 2), 8),
         build=BuildRecord(seconds=1.0, created="2026-01-01T00:00:00+00:00", host="test"),
+        **({} if input_format is None else {"input_format": input_format}),
     )
-    write_manifest(folder, manifest)
-    if input_format is not None:
-        data = json.loads((folder / "manifest.json").read_text())
-        data["input_format"] = input_format
-        (folder / "manifest.json").write_text(json.dumps(data))
+    write_manifest(folder, manifest)  # sealed: hand edits after this are integrity errors
     return folder
 
 

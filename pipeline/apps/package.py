@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Optional
 
 from pipeline.core.errors import PipelineError
-from pipeline.store.integrity import check_engine_dir
+from pipeline.store.integrity import check_engine_dir, parity_failure
 from pipeline.store.manifest import Manifest, TensorSpec
 import onnx
 from pipeline.backends.engine import imagenet_class_names
@@ -274,11 +274,8 @@ def _format_sentence(input_format: str) -> str:
     }[input_format]
 
 
-def package_triton(repo: str | Path, engine_dir: str | Path, *, name: Optional[str] = None,
-                   force: bool = False) -> TritonPackage:
-    """Write ``<repo>/<name>/`` (name default: the engine directory's name) for Triton's tensorrt backend."""
-    engine_dir = Path(engine_dir)
-    manifest = check_engine_dir(engine_dir, need_onnx=False)
+def _triton_plan(repo: str | Path, engine_dir: Path, manifest: Manifest, name: Optional[str]):
+    """Everything checked, nothing written: (target, fill(stage), result) of a Triton model."""
     input_format = input_format_of(engine_dir, manifest)
     name = name or engine_dir.resolve().name
     if not name or "/" in name or name.startswith("."):
@@ -290,21 +287,66 @@ def package_triton(repo: str | Path, engine_dir: str | Path, *, name: Optional[s
                         engine_dir, manifest.backend_label)
     repo = Path(repo)
     target = repo / name
-    stage = _stage_dir(target, force)
-    try:
+
+    def fill(stage: Path) -> None:
         _copy(engine_dir / manifest.engine.file, stage / "1" / PLAN_NAME)
-        plugin = _copy(engine_dir / manifest.plugin.file, stage / manifest.plugin.file) if manifest.plugin else None
+        if manifest.plugin:
+            _copy(engine_dir / manifest.plugin.file, stage / manifest.plugin.file)
         (stage / "config.pbtxt").write_text(config_text)
         if labels is not None:
             (stage / LABELS_NAME).write_text("\n".join(labels) + "\n")
         (stage / README_NAME).write_text(_triton_readme(manifest, name, input_format, str(repo.resolve())))
-        _commit(stage, target)
-    finally:
-        if stage.exists():
-            shutil.rmtree(stage)
-    _logger.info("wrote Triton model %s", target)
-    return TritonPackage(model_dir=target, config=target / "config.pbtxt", plan=target / "1" / PLAN_NAME,
-                         plugin=None if plugin is None else target / plugin.name, readme=target / README_NAME)
+
+    result = TritonPackage(model_dir=target, config=target / "config.pbtxt", plan=target / "1" / PLAN_NAME,
+                           plugin=None if manifest.plugin is None else target / manifest.plugin.file,
+                           readme=target / README_NAME)
+    return target, fill, result
+
+
+def package_triton(repo: str | Path, engine_dir: str | Path, *, name: Optional[str] = None,
+                   force: bool = False) -> TritonPackage:
+    """Write ``<repo>/<name>/`` (name default: the engine directory's name) for Triton's tensorrt backend."""
+    return package(engine_dir, triton=repo, name=name, force=force)[0]
+
+
+def package(engine_dir: str | Path, *, triton: Optional[str | Path] = None, deepstream: Optional[str | Path] = None,
+            name: Optional[str] = None, force: bool = False) -> list:
+    """Every requested target checked first (integrity, recorded parity, configs, existing folders), then written
+    one by one (each through a temp folder renamed into place). Returns the packages in order (Triton, DeepStream)."""
+    engine_dir = Path(engine_dir)
+    manifest = check_engine_dir(engine_dir, need_onnx=False)
+    _check_parity(engine_dir, manifest, force)
+    plans = []
+    if triton is not None:
+        plans.append(_triton_plan(triton, engine_dir, manifest, name))
+    if deepstream is not None:
+        plans.append(_deepstream_plan(deepstream, engine_dir, manifest))
+    if not plans:
+        raise PackageError("nothing to do: pass --triton REPO and/or --deepstream DIR")
+    for target, _, _ in plans:
+        if target.exists() and not force:
+            raise PackageError(f"{target} exists; pass --force to replace it (nothing was written)")
+    for target, fill, result in plans:
+        stage = _stage_dir(target, force)
+        try:
+            fill(stage)
+            _commit(stage, target)
+        finally:
+            if stage.exists():
+                shutil.rmtree(stage)
+        _logger.info("wrote %s", target)
+    return [result for _, _, result in plans]
+
+
+def _check_parity(engine_dir: Path, manifest: Manifest, force: bool) -> None:
+    """An engine whose recorded verification failed is refused unless forced (then a loud warning)."""
+    failure = parity_failure(manifest)
+    if failure is None:
+        return
+    if not force:
+        raise PackageError(f"{engine_dir}: {failure}; fix or rebuild it and run `sgformer-trt verify --engine "
+                           f"{engine_dir}`, or pass --force to package it anyway")
+    _logger.warning("PACKAGING AN ENGINE THAT FAILED VERIFICATION: %s: %s (--force)", engine_dir, failure)
 
 
 # ------------------------------------------------------------------------------------------------ DeepStream
@@ -380,10 +422,8 @@ Not run here: the package was generated and the config parsed back in the tests;
 """
 
 
-def package_deepstream(out_dir: str | Path, engine_dir: str | Path, *, force: bool = False) -> DeepStreamPackage:
-    """Write ``out_dir`` with an nvinfer config, labels, the engine and the plugin library."""
-    engine_dir = Path(engine_dir)
-    manifest = check_engine_dir(engine_dir, need_onnx=False)
+def _deepstream_plan(out_dir: str | Path, engine_dir: Path, manifest: Manifest):
+    """Everything checked, nothing written: (target, fill(stage), result) of a DeepStream package."""
     input_format = input_format_of(engine_dir, manifest)
     plugin_file = manifest.plugin.file if manifest.plugin else None
     config_text = deepstream_config(manifest, input_format, engine_file=manifest.engine.file, plugin_file=plugin_file)
@@ -395,23 +435,25 @@ def package_deepstream(out_dir: str | Path, engine_dir: str | Path, *, force: bo
         _logger.warning("%s was built by %s; nvinfer needs a full-TensorRT engine (README says so)", engine_dir,
                         manifest.backend_label)
     out_dir = Path(out_dir)
-    stage = _stage_dir(out_dir, force)
-    try:
+
+    def fill(stage: Path) -> None:
         _copy(engine_dir / manifest.engine.file, stage / manifest.engine.file)
         if plugin_file:
             _copy(engine_dir / plugin_file, stage / plugin_file)
         (stage / DEEPSTREAM_CONFIG_NAME).write_text(config_text)
         (stage / LABELS_NAME).write_text(";".join(labels) + "\n")
         (stage / README_NAME).write_text(_deepstream_readme(manifest, DEEPSTREAM_CONFIG_NAME, input_format))
-        _commit(stage, out_dir)
-    finally:
-        if stage.exists():
-            shutil.rmtree(stage)
-    _logger.info("wrote DeepStream package %s", out_dir)
-    return DeepStreamPackage(out_dir=out_dir, config=out_dir / DEEPSTREAM_CONFIG_NAME,
-                             engine=out_dir / manifest.engine.file,
-                             plugin=None if plugin_file is None else out_dir / plugin_file,
-                             labels=out_dir / LABELS_NAME, readme=out_dir / README_NAME)
+
+    result = DeepStreamPackage(out_dir=out_dir, config=out_dir / DEEPSTREAM_CONFIG_NAME,
+                               engine=out_dir / manifest.engine.file,
+                               plugin=None if plugin_file is None else out_dir / plugin_file,
+                               labels=out_dir / LABELS_NAME, readme=out_dir / README_NAME)
+    return out_dir, fill, result
+
+
+def package_deepstream(out_dir: str | Path, engine_dir: str | Path, *, force: bool = False) -> DeepStreamPackage:
+    """Write ``out_dir`` with an nvinfer config, labels, the engine and the plugin library."""
+    return package(engine_dir, deepstream=out_dir, force=force)[0]
 
 
 # ------------------------------------------------------------------------------------------------ CLI

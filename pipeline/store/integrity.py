@@ -66,6 +66,16 @@ def _check_file(folder: Path, ref: FileRef, role: str, problems: list[str]) -> O
     return path
 
 
+def _check_seal(manifest: Manifest, problems: list[str]) -> None:
+    """Every key a consumer reads (batch profile, backend, target, input format, inputs/outputs, ...) is sealed."""
+    edited = manifest.edited_keys()
+    if edited is None:
+        _logger.warning("%s has no seal (written before manifests were sealed): hand edits cannot be detected",
+                        MANIFEST_NAME)
+    elif edited:
+        problems.append(f"{MANIFEST_NAME} was edited after the build: {', '.join(edited)} no longer match its seal")
+
+
 def _onnx_facts(path: Path) -> tuple[dict[str, str], Optional[tuple[str, tuple[int, ...], int]], str,
                                     tuple[str, ...]]:
     """(metadata, (input name, dims, elem type) | None, precision the graph holds, output names) of an ONNX file."""
@@ -137,6 +147,7 @@ def check_engine_dir(path: str | Path, *, need_onnx: bool = True) -> Manifest:
     with engine_dir_lock(folder, shared=True, create=False):
         manifest = read_manifest(folder)
         problems: list[str] = []
+        _check_seal(manifest, problems)
         _check_file(folder, manifest.engine, "engine", problems)
         if manifest.plugin is not None:
             _check_file(folder, manifest.plugin, "plugin library", problems)
@@ -176,6 +187,20 @@ def record_parity(path: str | Path, checked: Manifest, parity: dict[str, Any]) -
         updated = with_parity(current, {**parity, "engine_sha256": checked.engine.sha256})
         write_manifest(folder, updated)
         return updated
+
+
+def parity_failure(manifest: Manifest) -> Optional[str]:
+    """A one-line summary when the manifest records a FAILED verify of exactly its engine, else None."""
+    parity = manifest.parity or {}
+    if parity.get("passed", True) or parity.get("engine_sha256") not in (None, manifest.engine.sha256):
+        return None
+    figures = []
+    if isinstance(parity.get("max_abs_diff"), (int, float)):
+        figures.append(f"max |dlogit| {parity['max_abs_diff']:.3g}")
+    if isinstance(parity.get("top1_agreement"), (int, float)):
+        figures.append(f"top-1 agreement {100 * parity['top1_agreement']:.1f}%")
+    when = f" on {parity['checked']}" if parity.get("checked") else ""
+    return f"its recorded verification FAILED{when}" + (f" ({', '.join(figures)})" if figures else "")
 
 
 def is_verified(manifest: Manifest) -> bool:

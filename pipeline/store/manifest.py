@@ -26,10 +26,14 @@ less readable error. Schema (version 1), every key required unless marked option
     build                   {seconds, created, host, workspace_mb | null, opt_level}
     calibration             {set_sha256, method} | null            (optional)
     parity                  {...} | null                           (optional, filled by verify)
+    seal                    {key: sha256[:16] of its canonical JSON} for every key a consumer reads (SEALED_KEYS;
+                            written with the manifest, checked by pipeline.store.integrity: a hand edit of e.g.
+                            batch or backend is refused; manifests from before the seal are read with a warning)
 """
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 from pathlib import Path
 from typing import Any, Optional
@@ -41,6 +45,9 @@ from pipeline.store.io import write_json
 from pipeline.core.hashing import sha256_file
 
 SCHEMA_VERSION = 1
+#: Keys whose values consumers read (runtimes, verify, package's Triton/DeepStream configs): sealed at write time.
+SEALED_KEYS = ("variant", "img_size", "task", "precision", "weights", "input_format", "engine", "onnx", "plugin", "backend",
+               "cuda_version", "target", "inputs", "outputs", "batch", "calibration")
 MANIFEST_NAME = "manifest.json"
 PRECISIONS = Precision.values()
 INPUT_FORMATS = InputFormat.values()
@@ -126,6 +133,7 @@ class Manifest:
     schema: int = SCHEMA_VERSION
     input_format: str = InputFormat.NORMALIZED.value
     task: str = "classify"
+    seal: Optional[dict[str, str]] = dataclasses.field(default=None, compare=False)  # as read; None = unsealed
 
     def __post_init__(self) -> None:
         _check(self.schema == SCHEMA_VERSION, "schema", f"version {SCHEMA_VERSION}", self.schema)
@@ -174,7 +182,7 @@ class Manifest:
                 out.append(d)
             return out
 
-        return {
+        d = {
             "schema": self.schema,
             "variant": self.variant,
             "img_size": list(self.img_size),
@@ -196,6 +204,15 @@ class Manifest:
             "calibration": None if self.calibration is None else dataclasses.asdict(self.calibration),
             "parity": self.parity,
         }
+        d["seal"] = seal_of(d)
+        return d
+
+    def edited_keys(self) -> Optional[list[str]]:
+        """Sealed keys whose values differ from the seal read with the manifest ([] = none; None = no seal)."""
+        if self.seal is None:
+            return None
+        now = seal_of(self.to_dict())
+        return [k for k in SEALED_KEYS if self.seal.get(k) != now[k]]
 
     @classmethod
     def from_dict(cls, d: Any) -> "Manifest":
@@ -245,9 +262,15 @@ class Manifest:
                     method=_typed(d["calibration"], "method", str, "calibration."),
                 ),
                 parity=d.get("parity"),
+                seal=d["seal"] if isinstance(d.get("seal"), dict) else None,
             )
         except TypeError as exc:  # unexpected keys inside a nested object
             raise ManifestError(f"manifest does not follow schema {SCHEMA_VERSION}: {exc}") from None
+
+
+def seal_of(d: dict[str, Any]) -> dict[str, str]:
+    """The seal of a manifest dict: a short sha256 of each sealed key's canonical JSON."""
+    return {k: hashlib.sha256(json.dumps(d.get(k), sort_keys=True).encode()).hexdigest()[:16] for k in SEALED_KEYS}
 
 
 def _check(ok: bool, key: str, expected: str, found: Any) -> None:
