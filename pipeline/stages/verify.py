@@ -26,6 +26,7 @@ from pipeline.store.io import load_onnx
 from pipeline.stages.compare import DEFAULT_ATOL, ParityReport, compare_logits
 from pipeline.core.artifact import ArtifactInfo, Precision
 from pipeline.core.tolerances import ParityRule, parity_rule
+from pipeline.core.variants import FOREIGN
 from pipeline.core.errors import ConfigError
 from pipeline.backends.runners import OrtRunner, TorchRunner, open_engine, split_images
 from pipeline.model.sgformer import create_model
@@ -145,6 +146,12 @@ def verify_engine(
 
     engine_dir = resolve_engine_dir(engine_dir)
     manifest = check_engine_dir(engine_dir)  # sha256/size of engine + plugin, manifest vs ONNX metadata
+    if manifest.variant == FOREIGN:
+        raise ConfigError(
+            f"{engine_dir} was built from a {FOREIGN} graph ({manifest.onnx.file}, not made by `sgformer-trt export`): "
+            f"there is no PyTorch reference to check it against; check its graph against your original with "
+            f"`sgformer-trt verify --onnx {engine_dir / manifest.onnx.file} --against ORIGINAL.onnx`"
+        )
     info = manifest.info
     array, names = _split_images(images)
     if array.shape[-1] != info.img_size:
