@@ -24,7 +24,7 @@ from pipeline.core.errors import RewriteError
 from pipeline.iam import spec
 from pipeline.model.sgformer import create_model
 from pipeline.stages.graph_parity import compare_graphs
-from pipeline.stages.rewrite import expected_layouts, rewrite_iam
+from pipeline.stages.rewrite import expected_layouts, find_iam_regions, rewrite_iam
 
 TINY = expected_layouts("tiny-test", 224)
 
@@ -73,20 +73,31 @@ def test_foreign_export_is_rewritten_and_equal_in_onnxruntime(foreign, name):
 
 
 def test_dynamo_fixtures_still_equal_the_seed_code():
-    """The committed dynamo exports are what tests/foreign/exports.py makes from today's seed code."""
+    """The committed dynamo exports are what tests/foreign/exports.py makes from today's seed code: the merge
+    weights the rewrite reads from each file are exactly the seed model's f1/f2/f3, and the outputs agree."""
+    import onnxruntime as ort
+
     for file, (kind, _, _) in DYNAMO_FIXTURES.items():
         model = build_model(kind)
+        backbone = model.backbone if kind == "detector" else model
+        want_w = [np.concatenate([getattr(blk.attn, f"f{i}").weight.detach().numpy().ravel()
+                                  for i in (1, 2, 3) if hasattr(blk.attn, f"f{i}")])
+                  for stage in (1, 2, 3) for blk in getattr(backbone, f"block{stage}") if hasattr(blk.attn, "f1")]
+        regions = find_iam_regions(onnx.load(str(DATA / file)))
+        assert len(regions) == len(want_w)
+        for region, w in zip(regions, want_w):
+            np.testing.assert_array_equal(np.concatenate(region.weights), w)
         x = torch.randn(1, 3, 224, 224, generator=torch.Generator().manual_seed(3))
         with torch.no_grad():
             want = model(x)
         want = want if isinstance(want, tuple) else (want,)
-        import onnxruntime as ort
-
         session = ort.InferenceSession(str(DATA / file), providers=["CPUExecutionProvider"])
         got = session.run(None, {session.get_inputs()[0].name: x.numpy()})
         for g, w in zip(got, want):
-            # onnxruntime vs torch on one fp32 graph: measured <= 2e-6 here; 1e-4 is the project's ORT-vs-torch rule.
-            assert np.abs(g - w.numpy()).max() <= 1e-4, file
+            # The seed's own random init leaves importance values close together, so onnxruntime and torch order a
+            # few near-tied tokens differently (docs/sgformer.md §9): measured max |d| 3.4e-3 on logits of ~0.6;
+            # a stale fixture (other weights) differs by O(0.1-1).
+            assert np.abs(g - w.numpy()).max() <= 1e-2, file
 
 
 def test_seed_model_loads_pipeline_weights_and_agrees():

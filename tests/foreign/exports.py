@@ -44,11 +44,19 @@ def dynamo(model: torch.nn.Module, path: Path, *, opset: Optional[int] = 18, dyn
         try:
             torch.onnx.export(model, (x,), str(path), dynamo=True, opset_version=version, input_names=["x"],
                               output_names=_output_names(model, x), dynamic_shapes=shapes)
+            _inline_weights(path)
             return path
         except Exception:  # noqa: BLE001 - try the next older opset
             if version == ((opset,) if opset else _NEWEST_TRIES)[-1]:
                 raise
     return path
+
+
+def _inline_weights(path: Path) -> None:
+    """One self-contained file (the dynamo exporter writes weights to ``<name>.data`` beside it)."""
+    model = onnx.load(str(path))
+    onnx.save(model, str(path))
+    Path(str(path) + ".data").unlink(missing_ok=True)
 
 
 def slim(src: Path, dst: Path) -> Path:
