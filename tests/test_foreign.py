@@ -181,3 +181,15 @@ def _scale_heads(module: torch.nn.Module) -> None:
     if isinstance(module, torch.nn.Conv2d) and module.out_channels == 4:
         with torch.no_grad():
             module.weight.mul_(1.1)
+
+
+def test_build_records_a_graph_without_metadata_as_foreign(foreign):
+    """No variant guessed from the file name ("ts17" here): the engine is labelled foreign, size from the input."""
+    from pipeline.core.variants import FOREIGN
+    from pipeline.stages.build import artifact_info_for_build
+
+    rewritten = rewrite_iam(onnx.load(str(foreign["ts17"]))).model
+    labels = artifact_info_for_build(rewritten, foreign["ts17"])
+    assert labels.variant == FOREIGN and labels.resolution == 224 and labels.precision == "fp32"
+    # An explicit --variant is still a label the user chose.
+    assert artifact_info_for_build(rewritten, foreign["ts17"], variant="s").variant == "s"

@@ -10,6 +10,7 @@ from typing import Callable, Optional, Sequence
 
 import numpy as np
 import onnx_graphsurgeon as gs
+from onnx import helper
 
 __all__ = ["SUPPORTED", "LAYOUT_OPS", "UnsupportedOp", "evaluate", "attr_value"]
 
@@ -130,8 +131,6 @@ def _concat(node, *xs):
 
 
 def _cast(node, x):
-    from onnx import helper
-
     return x.astype(helper.tensor_dtype_to_np_dtype(int(node.attrs["to"])))
 
 
