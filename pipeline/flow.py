@@ -60,7 +60,9 @@ _STAGE_CODE = {
                "pipeline/core/artifact.py", "pipeline/core/variants.py"),
     "calibrate": ("calibration/fp16.py", "calibration/int8.py", "calibration/graph.py", "calibration/data.py",
                   "calibration/calibrate.py"),
-    "rewrite": ("pipeline/stages/rewrite.py", "pipeline/iam/spec.py"),
+    "rewrite": ("pipeline/stages/rewrite/__init__.py", "pipeline/stages/rewrite/edit.py", "pipeline/stages/rewrite/facts.py",
+                "pipeline/stages/rewrite/ops.py", "pipeline/stages/rewrite/probe.py", "pipeline/stages/rewrite/regions.py",
+                "pipeline/iam/spec.py"),
     "build": ("pipeline/stages/build.py", "pipeline/backends/tensorrt.py"),
 }
 STAGES_FILE = ".stages.json"

@@ -112,7 +112,7 @@ def test_not_sgformer_is_refused():
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])],
     )
-    with pytest.raises(RewriteError, match="no TopK node, so it is not an SG-Former export"):
+    with pytest.raises(RewriteError, match="no ascending TopK node, so it holds no SG-Former significance block"):
         replace_iam_with_plugin(helper.make_model(graph))
 
 
@@ -141,9 +141,10 @@ def test_broken_region_names_the_block(exported):
             break
     else:
         pytest.fail("no group transpose found in region 2")
-    with pytest.raises(RewriteError, match=r"sort \d of 6 \(TopK on '.+'\) does not match the SG-Former") as info:
+    with pytest.raises(RewriteError, match=r"sort \d of 6 \(TopK '.+' on '.+'\) is not an SG-Former significance region") as info:
         replace_iam_with_plugin(model)
-    assert "does not group" in str(info.value)
+    # The message names the node that broke the grouping (the merge MatMul cannot take the ungrouped layout).
+    assert "is not the merged sequence" in str(info.value) and "MatMul '/block2.1/attn/" in str(info.value)
 
 
 def _insert_qdq(model: onnx.ModelProto, tensor: str, consumer_pred) -> onnx.ModelProto:

@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Optional
 
 from pipeline.core.errors import PipelineError
+from pipeline.core.variants import FOREIGN
 from pipeline.store.integrity import check_engine_dir, parity_failure
 from pipeline.store.manifest import Manifest, TensorSpec
 import onnx
@@ -121,6 +122,14 @@ def _single_image_input(manifest: Manifest) -> TensorSpec:
         raise PackageError(f"expected one NCHW image input, the manifest lists "
                            f"{[(t.name, list(t.shape)) for t in manifest.inputs]}")
     return manifest.inputs[0]
+
+
+def _classifier_only(manifest: Manifest, engine_dir: Path, what: str) -> None:
+    """Packages describe a classifier (labels of output 0); an engine of a user's own graph may be anything."""
+    if manifest.variant == FOREIGN:
+        raise PackageError(f"{engine_dir} was built from a {FOREIGN} graph (a model of your own, "
+                           f"{len(manifest.outputs)} outputs): the {what} package writes a classifier's config and "
+                           f"labels; write the config for your model's outputs yourself (docs/your-model.md)")
 
 
 def _labels(num_classes: int) -> tuple[list[str], bool]:
@@ -276,6 +285,7 @@ def _format_sentence(input_format: str) -> str:
 
 def _triton_plan(repo: str | Path, engine_dir: Path, manifest: Manifest, name: Optional[str]):
     """Everything checked, nothing written: (target, fill(stage), result) of a Triton model."""
+    _classifier_only(manifest, engine_dir, "Triton")
     input_format = input_format_of(engine_dir, manifest)
     name = name or engine_dir.resolve().name
     if not name or "/" in name or name.startswith("."):
@@ -424,6 +434,7 @@ Not run here: the package was generated and the config parsed back in the tests;
 
 def _deepstream_plan(out_dir: str | Path, engine_dir: Path, manifest: Manifest):
     """Everything checked, nothing written: (target, fill(stage), result) of a DeepStream package."""
+    _classifier_only(manifest, engine_dir, "DeepStream")
     input_format = input_format_of(engine_dir, manifest)
     plugin_file = manifest.plugin.file if manifest.plugin else None
     config_text = deepstream_config(manifest, input_format, engine_file=manifest.engine.file, plugin_file=plugin_file)

@@ -9,6 +9,7 @@ import time
 import numpy as np
 from pipeline.core.artifact import ArtifactInfo, Task
 from pipeline.core.tolerances import ParityRule, feature_rule, parity_rule
+from pipeline.stages.graph_parity import compare_graphs
 from pipeline.stages.verify import BACKENDS, onnx_record, reference_for_record, verify_engine, verify_onnx
 from pipeline.cli.options import add_model_arguments
 from pipeline.data.images import load_folder, sample_images
@@ -28,6 +29,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     one.add_argument("--engine", help="engine directory (engines/<variant>-<precision>-<res>/) or its .engine file: "
                                       "the engine on a GPU, else its ONNX in onnxruntime; the result is written into "
                                       "its manifest.json")
+    parser.add_argument("--against", metavar="ORIGINAL",
+                        help="with --onnx: compare against this graph instead of PyTorch (any two graphs of one "
+                             "model, e.g. a rewritten foreign model and its original): both run in onnxruntime on "
+                             "the same inputs, every output checked against the tolerance table")
     parser.add_argument("--cpu", action="store_true", help="with --engine: use the CPU stand-in even if a GPU is present")
     parser.add_argument("--backend", default="onnxruntime", choices=sorted(BACKENDS), help="how to run the artifact")
     add_model_arguments(parser, from_metadata=True)
@@ -66,6 +71,8 @@ def run(args: argparse.Namespace) -> int:
 
     if args.engine:
         return _run_engine(args)
+    if args.against:
+        return _run_against(args)
     start = time.perf_counter()
     info = onnx_record(args.onnx, args.variant, args.img_size)
     rule = parity_rule(info.precision, "onnxruntime", variant=info.variant, img_size=info.img_size)
@@ -84,6 +91,17 @@ def run(args: argparse.Namespace) -> int:
     if args.report:
         write_json(args.report, report.to_dict())
     _logger.info("verify finish in %.1f s", time.perf_counter() - start)
+    print(report.message)
+    return 0 if report else 1
+
+
+def _run_against(args: argparse.Namespace) -> int:
+    images = None
+    if args.images:
+        images = np.stack([img for _, img in load_folder(args.images, args.img_size or 224, limit=args.num_images)])
+    report = compare_graphs(args.onnx, args.against, batch=args.batch, images=images)
+    if args.report:
+        write_json(args.report, report.to_dict())
     print(report.message)
     return 0 if report else 1
 

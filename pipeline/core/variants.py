@@ -12,7 +12,7 @@ from typing import NamedTuple
 
 from pipeline.core.errors import ConfigError
 
-__all__ = ["VARIANTS", "BASE_IMG_SIZE", "MAX_IMG_SIZE", "IMAGENET_MEAN", "IMAGENET_STD", "ImageSize",
+__all__ = ["FOREIGN", "VARIANTS", "BASE_IMG_SIZE", "MAX_IMG_SIZE", "IMAGENET_MEAN", "IMAGENET_STD", "ImageSize",
            "valid_img_sizes", "nearest_valid_sizes", "check_img_size", "check_variant", "StageGrid", "stage_grids",
            "STRIDES"]
 
@@ -28,6 +28,9 @@ VARIANTS: dict[str, dict] = {
 SR_RATIOS = (8, 4, 2, 1)
 #: Output stride of each stage (the stem is stride 4, every later stage halves the grid).
 STRIDES = (4, 8, 16, 32)
+#: The variant label of an engine built from a graph that `export` did not make (a user's own model, rewritten):
+#: no PyTorch reference exists for it, so it is verified against its original graph (`verify --onnx --against`).
+FOREIGN = "foreign"
 BASE_IMG_SIZE = 224
 #: Largest input side (10 x 224). Stage 1's global attention is (S/4)^2 queries x (S/32)^2 keys: at 2240 one
 #: fp32 map per image is 313,600 x 4,900 x 4 B = 6.1 GB, so larger sides only exhaust memory.

@@ -33,6 +33,7 @@ from pipeline.core.artifact import (
 )
 from pipeline.graph import custom_ops, detect_precision, image_input, metadata as onnx_metadata
 from pipeline.core.artifact import graph_evidence
+from pipeline.core.variants import FOREIGN
 from pipeline.core.errors import BuildError, ConfigError, PluginLibraryError
 from pipeline.store.io import atomic_path, write_bytes
 from pipeline.core.hashing import sha256_bytes, sha256_file
@@ -469,8 +470,10 @@ def artifact_info_for_build(header: onnx.ModelProto, source: Path | str, *, vari
         return EngineLabels(record.variant, record.img_size, record.precision.value, record.weights.to_text(),
                             record.input_format.value, record)
     if not variant:
-        variant = Path(source).name.split(".")[0]
-        _logger.warning("no --variant and no %s metadata in %s; labelling the engine %r", META_VARIANT, source, variant)
+        variant = FOREIGN
+        _logger.info("%s records no %s (not made by `sgformer-trt export`): recording the engine as a %s graph "
+                     "(verify it with `sgformer-trt verify --onnx REWRITTEN --against ORIGINAL`)", source, META_VARIANT,
+                     FOREIGN)
     if img_size is None:
         image = image_input(header)
         img_size = image.image_hw if image is not None else None

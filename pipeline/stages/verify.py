@@ -27,6 +27,7 @@ from pipeline.store.io import load_onnx
 from pipeline.stages.compare import DEFAULT_ATOL, FeatureReport, ParityReport, compare_features, compare_logits
 from pipeline.core.artifact import ArtifactInfo, Precision, Task
 from pipeline.core.tolerances import FeatureRule, ParityRule, feature_rule, parity_rule
+from pipeline.core.variants import FOREIGN
 from pipeline.core.errors import ConfigError
 from pipeline.backends.runners import OrtRunner, TorchRunner, open_engine, split_images
 from pipeline.model.sgformer import create_model
@@ -181,6 +182,12 @@ def verify_engine(
     engine_dir = resolve_engine_dir(engine_dir)
     # sha256/size of engine + plugin, manifest vs ONNX metadata: once per run
     manifest = checked if checked is not None else check_engine_dir(engine_dir)
+    if manifest.variant == FOREIGN:
+        raise ConfigError(
+            f"{engine_dir} was built from a {FOREIGN} graph ({manifest.onnx.file}, not made by `sgformer-trt export`): "
+            f"there is no PyTorch reference to check it against; check its graph against your original with "
+            f"`sgformer-trt verify --onnx {engine_dir / manifest.onnx.file} --against ORIGINAL.onnx`"
+        )
     info = manifest.info
     array, names = _split_images(images)
     if tuple(array.shape[-2:]) != tuple(info.img_size):
