@@ -37,8 +37,8 @@ import numpy as np
 import onnx
 import torch
 
-from pipeline.core.artifact import (LOGITS_NAME, ArtifactInfo, ImageSize, InputFormat, ModelSpec, Task, WeightsRef,
-                                    feature_name)
+from pipeline.core.artifact import (DEFAULT_NUM_CLASSES, LOGITS_NAME, ArtifactInfo, ImageSize, InputFormat, ModelSpec,
+                                    Task, WeightsRef, feature_name)
 from pipeline.core.variants import IMAGENET_MEAN, IMAGENET_STD, VARIANTS
 from pipeline.graph import op_histogram
 from pipeline.core.errors import ExportError
@@ -263,8 +263,8 @@ def _write_metadata(onnx_model: onnx.ModelProto, model: torch.nn.Module, variant
         features = bool(getattr(model, "features_only", False))
         spec = ModelSpec(variant, img_size, Task.FEATURES if features else Task.CLASSIFY,
                          tuple(getattr(model, "out_indices", (0, 1, 2, 3))))
-        record = ArtifactInfo(spec, weights_ref, input_format=input_format,
-                              num_classes=int(getattr(model, "num_classes", 1000))).to_metadata()
+        classes = DEFAULT_NUM_CLASSES if features else int(getattr(model, "num_classes", DEFAULT_NUM_CLASSES))
+        record = ArtifactInfo(spec, weights_ref, input_format=input_format, num_classes=classes).to_metadata()
     else:  # a network that is not a registered variant: no record a later stage could rebuild it from
         record = {"variant": "unknown", "img_size": str(img_size), "weights": weights_ref.to_text(),
                   "precision": "fp32", "input_format": input_format.value}
