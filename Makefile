@@ -17,6 +17,9 @@ CALIB_N ?= 32
 CALIB_METHOD ?= entropy
 BACKEND ?= auto
 MAX_BATCH ?= 8
+# what the engine's images input holds: normalized | rgb-float01 (DeepStream) | rgb-uint8; non-default formats get
+# their own folder, engines/<variant>-<precision>-<res>-<format>/
+INPUT_FORMAT ?= normalized
 PYTEST_ARGS ?=
 # Triton's ModelConfig schema for tests/test_package.py (installed with --no-deps, see pyproject.toml).
 TRITONCLIENT := tritonclient==2.73.0
@@ -59,7 +62,7 @@ UNSUPPORTED_JETSON = $(error this Jetson ($(patsubst unsupported:%,%,$(JETSON)))
   with TensorRT 8.x; the plugin needs TensorRT 10 (JetPack 6 on Orin, JetPack 7 on Thor). See docs/jetson.md)
 
 VENV_STAMP := $(VENV)/.installed
-DIR := engines/$(VARIANT)-$(PRECISION)-$(RES)
+DIR := engines/$(VARIANT)-$(PRECISION)-$(RES)$(if $(filter-out normalized,$(INPUT_FORMAT)),-$(INPUT_FORMAT))
 PLUGIN_BUILD := build/plugins
 PLUGIN_LIB := $(PLUGIN_BUILD)/libsgformer_plugins.so
 PLUGIN_SRC := $(wildcard plugins/sgformer_iam/*.h plugins/sgformer_iam/*.cpp plugins/sgformer_iam/*.cu plugins/sgformer_iam/CMakeLists.txt)
@@ -78,7 +81,7 @@ TRT_CMAKE := -DTensorRT_ROOT=$(CURDIR)/third_party/tensorrt
 TRT_DEP := third_party/tensorrt/include/NvInfer.h
 endif
 
-.PHONY: help print-config venv test test-full plugins plugins-ref trt-headers onnx engine engine-topk verify bench gpu-check clean FORCE
+.PHONY: help print-config venv test test-quick test-full plugins plugins-ref trt-headers onnx engine engine-topk verify bench gpu-check clean FORCE
 
 help: ## list the targets and every variable
 	@echo "targets:"
@@ -93,6 +96,7 @@ help: ## list the targets and every variable
 	@echo "  CALIB_METHOD   int8 range method: entropy | percentile | max                       [$(CALIB_METHOD)]"
 	@echo "  BACKEND        auto (full TensorRT, else TensorRT-RTX) | tensorrt | tensorrt-rtx   [$(BACKEND)]"
 	@echo "  MAX_BATCH      largest batch of the engine's optimization profile                  [$(MAX_BATCH)]"
+	@echo "  INPUT_FORMAT   normalized | rgb-float01 (DeepStream) | rgb-uint8; own engine folder [$(INPUT_FORMAT)]"
 	@echo "  CUDA_ARCHS     plugin GPU architectures; default: see make print-config            (e.g. 87 or \"86;89\")"
 	@echo "  TensorRT_ROOT  TensorRT install for the plugin's headers; default: system, else third_party/ [$(TensorRT_ROOT)]"
 	@echo "  PYTHON         interpreter that creates the venv (and is probed for a system TensorRT) [$(PYTHON)]"
@@ -165,7 +169,8 @@ plugins-ref: ## build the CPU host reference of the plugin (no CUDA / TensorRT n
 # settings on (quoted, so paths with spaces work: CKPT="my weights.pth") and builds the plugin library.
 ENGINE_ARGS = --variant "$(VARIANT)" --precision "$(PRECISION)" --img-size "$(RES)" \
   $(if $(CKPT),--checkpoint "$(CKPT)") $(if $(CALIB),--images "$(CALIB)") --num-images "$(CALIB_N)" \
-  --method "$(CALIB_METHOD)" --backend "$(BACKEND)" --max-batch "$(MAX_BATCH)" --plugins "$(PLUGIN_LIB)"
+  --method "$(CALIB_METHOD)" --backend "$(BACKEND)" --max-batch "$(MAX_BATCH)" --plugins "$(PLUGIN_LIB)" \
+  --input-format "$(INPUT_FORMAT)"
 
 onnx: $(VENV_STAMP) ## export, calibrate (fp16/int8) and rewrite: the ONNX files of engines/<variant>-<precision>-<res>/
 	$(CLI) engine $(ENGINE_ARGS) --until rewrite
@@ -179,8 +184,8 @@ TOPK_DIR := engines/$(VARIANT)-fp32-224
 
 engine-topk: $(VENV_STAMP) ## the standard-op fp32 engine (native TopK, no plugin; 224 only) for `make bench`
 	$(CLI) engine --variant "$(VARIANT)" --precision fp32 --img-size 224 $(if $(CKPT),--checkpoint "$(CKPT)") --until export
-	$(CLI) build --onnx $(TOPK_DIR)/model.onnx --out-dir engines --name $(VARIANT)-fp32-topk-224 --backend $(BACKEND) \
-	  --max-batch $(MAX_BATCH) --variant $(VARIANT) --resolution 224 --precision fp32
+	$(CLI) build --onnx $(TOPK_DIR)/model.onnx --output engines --name $(VARIANT)-fp32-topk-224 --backend $(BACKEND) \
+	  --max-batch $(MAX_BATCH) --variant $(VARIANT) --img-size 224 --precision fp32
 
 verify: $(VENV_STAMP) $(TRT_DEP) ## check the engine (GPU) or its CPU stand-in against PyTorch (rebuilding what is stale); results go into the manifest
 	@$(CLI) engine --check $(ENGINE_ARGS)
@@ -195,6 +200,12 @@ gpu-check: ## one-shot GPU acceptance run (<= 6 min; no TensorRT, venv or networ
 
 test: $(VENV_STAMP) third_party/tensorrt/include/NvInfer.h ## run the CPU test suite (what CI runs)
 	SGFORMER_REQUIRE_NVCC=1 $(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
+
+# A few minutes: the unit tests that need no export of the full-size model, no plugin and no engine build.
+QUICK_TESTS := tests/test_cli_rules.py tests/test_imports.py tests/test_core.py tests/test_manifest.py \
+  tests/test_plan.py tests/test_caveats.py tests/test_supply_chain.py
+test-quick: $(VENV_STAMP) ## the fast unit tests (CLI rules, layering, core, manifest, plan, caveats): minutes, not make test's ~20 min
+	$(PY) -m pytest -m "not slow" -q $(QUICK_TESTS) $(PYTEST_ARGS)
 
 test-full: $(VENV_STAMP) third_party/tensorrt/include/NvInfer.h $(PLUGIN_LIB) ## every CPU test, including the slow m/b parity and real-plugin builds
 	SGFORMER_REQUIRE_NVCC=1 SGFORMER_PLUGIN_LIB=$(CURDIR)/$(PLUGIN_LIB) $(PY) -m pytest $(PYTEST_ARGS)

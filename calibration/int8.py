@@ -41,6 +41,7 @@ import numpy as np
 import onnx
 
 from pipeline.core.artifact import META_INPUT_FORMAT, InputFormat
+from pipeline.core.configs import DEFAULT_CACHE_DIR
 from pipeline.core.errors import CalibrationError
 from pipeline.core.hashing import sha256_bytes
 from pipeline.store.tempfiles import private_tempdir
@@ -54,7 +55,6 @@ _logger = logging.getLogger("pipeline.calibration")
 
 #: CLI name -> onnxruntime CalibrationMethod name.
 METHODS = {"entropy": "Entropy", "percentile": "Percentile", "max": "MinMax"}
-DEFAULT_CACHE_DIR = Path("engines/.calib-cache")
 
 
 @dataclass(frozen=True)

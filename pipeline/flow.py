@@ -28,7 +28,8 @@ from pipeline.core.flavours import BACKEND_CHOICES
 from pipeline.core.errors import ConfigError
 from pipeline.store.io import write_json
 from pipeline.core.hashing import sha256_file
-from pipeline.core.options import option
+from pipeline.core.configs import STAGES, PipelineConfig
+from pipeline.plan import STAGES_FILE, code_hash, find_reusable, reuse_output, staleness
 from pipeline.core.variants import check_img_size, check_variant
 from calibration.data import list_folder
 from calibration.data import SMOKE_PHOTOS, SMOKE_VARIANTS
@@ -54,62 +55,7 @@ __all__ = ["PipelineConfig", "EngineDir", "run_pipeline", "STAGES", "check_confi
 
 _logger = logging.getLogger("pipeline.flow")
 
-#: The stage order (``--until`` stops after one of them).
-STAGES = ("export", "calibrate", "rewrite", "build", "verify")
 _ROOT = Path(__file__).resolve().parents[1]
-#: Source files whose change makes a stage's output stale (the Makefile's old prerequisites, now in code).
-_STAGE_CODE = {
-    "export": ("pipeline/model/sgformer.py", "pipeline/iam/reference.py", "pipeline/stages/export.py",
-               "pipeline/core/artifact.py", "pipeline/core/variants.py"),
-    "calibrate": ("calibration/fp16.py", "calibration/int8.py", "calibration/graph.py", "calibration/data.py",
-                  "calibration/calibrate.py"),
-    "rewrite": ("pipeline/stages/rewrite.py", "pipeline/iam/spec.py"),
-    "build": ("pipeline/stages/build.py", "pipeline/backends/tensorrt.py"),
-}
-STAGES_FILE = ".stages.json"
-
-
-@dataclasses.dataclass(frozen=True)
-class PipelineConfig:
-    """One ``make engine``. Field metadata: the help of the ``engine`` verb's option (and its make variable)."""
-
-    variant: str = option("s", help="SG-Former variant: s, m or b (make: VARIANT)", metavar="VARIANT")
-    precision: str = option("fp16", choices=Precision.values(), help="engine precision (make: PRECISION)")
-    img_size: int = option(224, help="input side, a multiple of 224 (make: RES)", metavar="RES")
-    checkpoint: Optional[Path] = option(None, help="official checkpoint .pth (make: CKPT; default: seeded random "
-                                                   "weights)", metavar="CKPT")
-    trust_checkpoint: bool = option(False, help="allow arbitrary pickled objects in the checkpoint (trusted files)")
-    seed: int = option(0, help="seed of the random weights without a checkpoint")
-    input_format: str = option(InputFormat.NORMALIZED.value, choices=InputFormat.values(),
-                               help="what the engine's images input holds (export --input-format)")
-    calib_images: Optional[Path] = option(None, flag="--images", metavar="CALIB",
-                                          help="int8 calibration image folder (make: CALIB; default: the built-in "
-                                               "smoke-test set)")
-    calib_num: int = option(32, flag="--num-images", metavar="CALIB_N",
-                            help="int8 calibration images to use (make: CALIB_N)")
-    calib_method: str = option("entropy", flag="--method", choices=("entropy", "percentile", "max"),
-                               help="int8 range calibration (make: CALIB_METHOD)")
-    plugin_library: Optional[Path] = option(None, flag="--plugins", metavar="LIB",
-                                            help="libsgformer_plugins.so (default build/plugins/libsgformer_plugins.so)")
-    backend: str = option("auto", choices=BACKEND_CHOICES, help="TensorRT flavour (make: BACKEND)")
-    max_batch: int = option(8, help="largest batch of the engine's profile (make: MAX_BATCH)")
-    out_dir: Path = option(Path("engines"), help="root of the engine folders")
-    verify_images: int = option(4, help="images of the parity check")
-    until: str = option("verify", choices=STAGES, help="stop after this stage (make onnx: rewrite)")
-
-    def __post_init__(self) -> None:
-        for name in ("checkpoint", "calib_images", "plugin_library", "out_dir"):
-            value = getattr(self, name)
-            if value is not None and not isinstance(value, Path):
-                object.__setattr__(self, name, Path(value))
-
-    @property
-    def spec(self) -> ModelSpec:
-        return ModelSpec(self.variant, self.img_size)
-
-    @property
-    def engine_dir(self) -> Path:
-        return self.out_dir / engine_dir_name(self.variant, self.precision, self.img_size)
 
 
 def _make(option_name: str) -> str:
@@ -132,11 +78,6 @@ def check_config(config: PipelineConfig, *, plugin: bool = True) -> None:
             check(value)
         except ConfigError as exc:
             raise ConfigError(f"{exc} {_make(name)}") from None
-    try:
-        Precision.parse(config.precision)
-    except ConfigError as exc:
-        raise ConfigError(f"{exc} {_make('precision')}") from None
-    InputFormat.parse(config.input_format)
     if config.checkpoint is not None and not config.checkpoint.is_file():
         raise ConfigError(f"checkpoint {config.checkpoint} does not exist or is not a file {_make('checkpoint')}; "
                           f"check the path (quote paths with spaces: CKPT=\"my file.pth\")")
@@ -147,7 +88,7 @@ def check_config(config: PipelineConfig, *, plugin: bool = True) -> None:
                           f"{_make('calib_num')}")
     if config.verify_images < 1:
         raise ConfigError(f"verify_images must be positive, got {config.verify_images}")
-    if Precision.parse(config.precision) is Precision.INT8:
+    if config.precision is Precision.INT8:
         if config.calib_images is not None:
 
             if not config.calib_images.is_dir():
@@ -183,7 +124,7 @@ class EngineDir:
     config: PipelineConfig
     stages: dict[str, str]  # stage -> "made" | "up to date" | "skipped"
     report: Any = None  # pipeline.stages.compare.ParityReport of the verify stage (None with until < verify)
-    plan: Optional[list] = None  # dry run: [(stage, inputs, output)]
+    plan: Optional[list] = None  # dry run: [(stage, inputs, output, status)], status "up to date" / "will ...: why"
 
     @property
     def manifest_path(self) -> Path:
@@ -194,15 +135,6 @@ class EngineDir:
         if self.stages.get("verify") == "FAILED":
             return False
         return self.report is None or bool(self.report)
-
-
-def _code_hash(stage: str) -> str:
-    h = hashlib.sha256()
-    for rel in _STAGE_CODE[stage]:
-        path = _ROOT / rel
-        h.update(rel.encode())
-        h.update(path.read_bytes() if path.is_file() else b"-")
-    return h.hexdigest()
 
 
 class _Stages:
@@ -227,21 +159,44 @@ class _Stages:
 def _step(name: str, stages: _Stages, key_fn: Callable[[], dict], output: Path, make: Callable[[], None],
           done: dict, also: tuple[Path, ...] = (), plan: Optional[list] = None, inputs: tuple = (),
           sound: Callable[[], bool] = lambda: True) -> None:
-    if plan is not None:  # dry run: say what would run, touch nothing
-        plan.append((name, tuple(str(i) for i in inputs), str(output)))
-        done[name] = "planned"
+    if plan is not None:  # dry run: say what would run and why, touch nothing
+        status = _dry_status(name, stages, key_fn, output, also, sound, plan)
+        plan.append((name, tuple(str(i) for i in inputs), str(output), status))
+        done[name] = status
         return
-    key = {**key_fn(), "code": _code_hash(name)}
+    key = {**key_fn(), "code": code_hash(name)}
     if stages.up_to_date(name, key, output) and all(p.is_file() for p in also) and sound():
         _logger.info("%s: %s is up to date", name, output)
         done[name] = "up to date"
         return
     start = time.perf_counter()
-    _logger.info("%s start -> %s", name, output)
-    make()
+    source = reuse_output(name, key, output)  # the same export in a sibling folder (another precision): copy it
+    if source is None:
+        _logger.info("%s start -> %s", name, output)
+        make()
     stages.record(name, key, output)
-    done[name] = "made"
+    done[name] = "made" if source is None else f"reused {source}"
     _logger.info("%s finish: %s in %.1f s", name, output, time.perf_counter() - start)
+
+
+def _dry_status(name: str, stages: _Stages, key_fn: Callable[[], dict], output: Path, also: tuple[Path, ...],
+                sound: Callable[[], bool], plan: list) -> str:
+    """"up to date", or "will rebuild: why" / "will copy: from where" (dry run; reads, writes nothing)."""
+    earlier = [entry[0] for entry in plan if entry[3].startswith("will rebuild")]
+    if earlier:
+        return f"will rebuild: its input is remade first ({earlier[-1]})"
+    try:
+        key = {**key_fn(), "code": code_hash(name)}
+    except OSError:
+        return "will rebuild: its input does not exist yet"
+    why = staleness(stages.records.get(name), key, output)
+    if why is None:
+        missing = [p.name for p in also if not p.is_file()]
+        why = f"{', '.join(missing)} missing" if missing else (None if sound() else "the folder fails its integrity check")
+    if why is None:
+        return "up to date"
+    source = find_reusable(name, key, output)
+    return f"will copy: identical output in {source}" if source is not None else f"will rebuild: {why}"
 
 
 def run_pipeline(config: PipelineConfig, *, verify_images: Optional[Any] = None, dry_run: bool = False) -> EngineDir:
@@ -259,7 +214,7 @@ def run_pipeline(config: PipelineConfig, *, verify_images: Optional[Any] = None,
 
 
 def _run_stages(config: PipelineConfig, verify_images: Optional[Any], *, dry_run: bool) -> EngineDir:
-    precision = Precision.parse(config.precision)
+    precision = config.precision
     spec = config.spec
     folder = config.engine_dir
     plan: Optional[list] = [] if dry_run else None
@@ -279,7 +234,7 @@ def _run_stages(config: PipelineConfig, verify_images: Optional[Any], *, dry_run
         save_onnx(export_onnx(model, weights=weights, variant=spec.variant, input_format=config.input_format), exported)
 
     _step("export", stages, lambda: {"spec": [spec.variant, spec.img_size], "weights": weights.to_text(),
-                                     "input_format": config.input_format}, exported, export, done, plan=plan,
+                                     "input_format": config.input_format.value}, exported, export, done, plan=plan,
           inputs=(config.checkpoint or weights.to_text(),))
     if config.until == "export":
         return EngineDir(folder, config, done, plan=plan)
@@ -291,7 +246,7 @@ def _run_stages(config: PipelineConfig, verify_images: Optional[Any], *, dry_run
 
             options = CalibrateOptions(images=None if config.calib_images is None else str(config.calib_images),
                                        num_images=config.calib_num, method=config.calib_method)
-            calibrate_file(exported, calibrated, precision.value, options, report=folder / "calibration.json")
+            calibrate_file(exported, calibrated, precision, options, report=folder / "calibration.json")
 
         def key() -> dict:
             k = {"input": sha256_file(exported), "precision": precision.value}
@@ -325,7 +280,7 @@ def _run_stages(config: PipelineConfig, verify_images: Optional[Any], *, dry_run
 
     def build() -> None:
 
-        labels = artifact_info_for_build(load_onnx(rewritten), rewritten, precision=precision.value)
+        labels = artifact_info_for_build(load_onnx(rewritten), rewritten, precision=precision)
         build_config = BuildConfig(backend=config.backend, plugin_library=plugin, max_batch=config.max_batch)
         data, built = build_stage.build_engine(rewritten, build_config)  # looked up at call time (tests stand in)
         calibration = None
@@ -355,8 +310,8 @@ def _run_stages(config: PipelineConfig, verify_images: Optional[Any], *, dry_run
     if config.until == "build":
         return EngineDir(folder, config, done, plan=plan)
     if plan is not None:
-        plan.append(("verify", (str(folder),), str(folder / "manifest.json")))
-        done["verify"] = "planned"
+        plan.append(("verify", (str(folder),), str(folder / "manifest.json"), "will run (verify always runs)"))
+        done["verify"] = "will run"
         return EngineDir(folder, config, done, plan=plan)
 
     # verify: the engine on a GPU, else its CPU stand-in, against PyTorch; the result goes into the manifest

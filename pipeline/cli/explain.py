@@ -1,22 +1,10 @@
 """The ``explain`` verb: options and result printing over :mod:`pipeline.apps.explain`."""
 from __future__ import annotations
 
+from pipeline.cli.args.explain import add_arguments  # noqa: F401  (the options: a light module)
+
 import argparse
-from pipeline.apps.explain import REDUCTIONS, STAGE_CHOICES, explain
-from pipeline.cli.options import add_model_arguments
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-
-    parser.add_argument("image", help="image file (JPEG, PNG, ...)")
-    add_model_arguments(parser, from_metadata=True)
-    parser.add_argument("--reduce", choices=REDUCTIONS, default="mean",
-                        help="per stage: mean of its hybrid blocks' maps (default) or the last block's map")
-    parser.add_argument("--stage", choices=STAGE_CHOICES, default="all",
-                        help="all: 2x2 mosaic (input + stages 1-3); 1/2/3: that stage alone at full size")
-    parser.add_argument("--alpha", type=float, default=0.5, help="opacity of the map over the image (default 0.5)")
-    parser.add_argument("--onnx", help="read the maps from this rewritten ONNX (SGFormerIAM inputs) instead of PyTorch")
-    parser.add_argument("-o", "--output", required=True, help="PNG to write (same size as the image)")
+from pipeline.apps.explain import explain
 
 
 def run(args: argparse.Namespace) -> int:

@@ -1,6 +1,8 @@
 """The ``run`` verb: options and result printing over :mod:`pipeline.apps.classify`."""
 from __future__ import annotations
 
+from pipeline.cli.args.run import add_arguments  # noqa: F401  (the options: a light module)
+
 import argparse
 import time
 from pathlib import Path
@@ -8,16 +10,6 @@ from pipeline.store.integrity import check_engine_dir
 from pipeline.backends.engine import imagenet_class_names, top_k
 from pipeline.apps.classify import load_batch
 from pipeline.backends.runners import open_engine, resolve_engine_dir
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--engine", required=True, type=Path,
-                        help="engine directory (with manifest.json), or the .engine file inside it")
-    parser.add_argument("images", nargs="+", type=Path, help="image files")
-    parser.add_argument("--top-k", type=int, default=5)
-    parser.add_argument("--device", type=int, default=0, help="CUDA device index")
-    parser.add_argument("--cpu", action="store_true",
-                        help="no GPU: run the engine's own ONNX (sha256-checked) in onnxruntime instead of the engine")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -282,9 +282,14 @@ class WeightsRef:
         return False
 
 
-def engine_dir_name(variant: str, precision: Precision | str, img_size: int) -> str:
-    """The one folder naming rule: ``<variant>-<precision>-<img_size>`` (under ``engines/``)."""
-    return f"{variant}-{Precision.parse(precision).value}-{int(img_size)}"
+def engine_dir_name(variant: str, precision: Precision | str, img_size: int,
+                    input_format: InputFormat | str = "normalized") -> str:
+    """The one folder naming rule: ``<variant>-<precision>-<img_size>`` (under ``engines/``), with
+    ``-<input format>`` appended for a non-default input format (``s-fp16-224-rgb-float01``), so an engine for
+    DeepStream never replaces the normal one."""
+    fmt = InputFormat.parse(input_format)
+    suffix = "" if fmt is InputFormat.NORMALIZED else f"-{fmt.value}"
+    return f"{variant}-{Precision.parse(precision).value}-{int(img_size)}{suffix}"
 
 
 def engine_file_name(variant: str, precision: Precision | str) -> str:
@@ -327,7 +332,7 @@ class ArtifactInfo:
 
     @property
     def engine_dir_name(self) -> str:
-        return engine_dir_name(self.spec.variant, self.precision, self.spec.img_size)
+        return engine_dir_name(self.spec.variant, self.precision, self.spec.img_size, self.input_format)
 
     # ---------------------------------------------------------------- ONNX metadata
 
