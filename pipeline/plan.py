@@ -17,7 +17,7 @@ from typing import Callable, Optional
 
 from pipeline.core.artifact import InputFormat, WeightsRef
 from pipeline.core.flavours import RTX_DEFAULT_CAPABILITIES
-from pipeline.core.hashing import sha256_file
+from pipeline.core.hashing import sha256_file  # noqa: F401  (tests hash records with it)
 from pipeline.store.io import atomic_path
 from pipeline.store.manifest import Target
 
