@@ -11,14 +11,17 @@ def run(args: argparse.Namespace) -> int:
     result = explain(
         args.image, args.variant, args.img_size, args.checkpoint, args.output, reduce=args.reduce, stage=args.stage,
         alpha=args.alpha, seed=args.seed, trust_checkpoint=args.trust_checkpoint, onnx=args.onnx,
+        per_panel_scale=args.per_panel_scale,
     )
     width, height = result.image_size
     left, top, right, bottom = result.crop_box
-    print(f"wrote {result.output} ({width}x{height}); maps from {result.source}, reduce={result.reduce}")
+    pw, ph = result.picture_size
+    print(f"wrote {result.output} ({pw}x{ph} picture of the {width}x{height} image); maps from {result.source}, "
+          f"reduce={result.reduce}")
     print(f"model's crop in the image: ({left:.0f}, {top:.0f}) - ({right:.0f}, {bottom:.0f}); dimmed outside")
     for s in result.stages:
         print(f"  stage {s.stage}: {s.side}x{s.side} grid, {s.blocks} hybrid block(s), "
               f"raw range {float(s.values.min()):.3g} .. {float(s.values.max()):.3g}")
-    if args.checkpoint is None and args.onnx is None:
-        print("note: random weights (no --checkpoint): the maps show the mechanism, not a trained model's attention")
+    if result.caveat:  # also drawn on the picture itself
+        print(f"note: {result.caveat}")
     return 0
