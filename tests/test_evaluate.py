@@ -158,7 +158,8 @@ def test_accuracy_table_says_over_how_many_labelled_images_and_warns_for_random_
 
 
 def test_sensitivity_progress_eta_and_recommended_exclusions():
-    from pipeline.apps.evaluate import eta_text, format_sensitivity, recommend_exclusions
+    from pipeline.apps.evaluate import format_sensitivity, recommend_exclusions
+    from pipeline.core.progress import eta_text
 
     assert eta_text(30.0, 3, 12) == "ETA 1 min 30 s" and eta_text(4.0, 2, 3) == "ETA 2 s" and eta_text(9, 3, 3) == "done"
     rows = [("/block1.0/attn", 4, 0.90, 0.5), ("/block2.0/mlp", 2, 0.999, 1.0), ("/block3.0/mlp", 2, 0.998, 1.0),

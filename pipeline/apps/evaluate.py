@@ -23,6 +23,7 @@ import onnx
 
 from pipeline.core.artifact import ArtifactInfoError
 from pipeline.core.caveats import random_weights_caveat
+from pipeline.core.progress import eta_text
 from pipeline.graph import record as graph_record
 from pipeline.stages.compare import logit_stats
 from pipeline.core.errors import CalibrationError, ConfigError
@@ -234,12 +235,6 @@ def sensitivity(
 
 
 # ---------------------------------------------------------------------------------------------- CLI
-
-
-def eta_text(elapsed: float, done: int, total: int) -> str:
-    """"ETA 3 min 20 s" from the mean time per finished item (the items are alike: one quantize + one run each)."""
-    left = round(elapsed / max(done, 1) * (total - done))
-    return "done" if done >= total else f"ETA {left // 60} min {left % 60} s" if left >= 60 else f"ETA {left} s"
 
 
 def recommend_exclusions(rows: Sequence[tuple[str, int, float, float]], *, factor: float = 3.0,

@@ -18,7 +18,7 @@ def config_from_args(args: argparse.Namespace) -> BenchConfig:
     chosen = dict(
         variant=args.variant, img_size=args.img_size, checkpoint=args.checkpoint,
         trust_checkpoint=args.trust_checkpoint, seed=args.seed, backends=tuple(args.backends),
-        baseline=args.baseline, threads=args.threads, max_seconds_per_row=args.max_seconds,
+        baseline=args.baseline, threads=args.threads, max_seconds=args.max_seconds,
         onnx_path=args.onnx, iam_onnx_path=args.iam_onnx, engine_dir=args.engine_dir,
         engines=tuple(args.engine), isolate=not args.in_process, progress=sys.stderr.isatty(),
         interleave=not args.no_interleave,

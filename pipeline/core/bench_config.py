@@ -55,6 +55,9 @@ class BenchConfig:
     threads: Optional[int] = None
     #: Stop timing a row after this many seconds (at least 3 timed calls are always made). None = no limit.
     max_seconds_per_row: Optional[float] = None
+    #: Time budget of the whole run (``--max-seconds``): each row's limit is its share of what is left. Model
+    #: loads and warm-up calls cannot be cut short, so a run may end somewhat later; the report says how long it took.
+    max_seconds: Optional[float] = None
     #: Existing artifacts to benchmark instead of exporting/rewriting from the model in this run.
     onnx_path: Optional[str] = None
     iam_onnx_path: Optional[str] = None
@@ -95,7 +98,9 @@ class BenchConfig:
         if self.profile_runs < 0:
             raise ConfigError(f"--profile-runs must be 0 or more, got {self.profile_runs}")
         if self.max_seconds_per_row is not None and self.max_seconds_per_row <= 0:
-            raise ConfigError(f"--max-seconds must be positive, got {self.max_seconds_per_row}")
+            raise ConfigError(f"max_seconds_per_row must be positive, got {self.max_seconds_per_row}")
+        if self.max_seconds is not None and self.max_seconds <= 0:
+            raise ConfigError(f"--max-seconds must be positive, got {self.max_seconds}")
 
     @classmethod
     def tiny(cls, **overrides) -> "BenchConfig":

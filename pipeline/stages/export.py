@@ -37,6 +37,7 @@ import onnx
 import torch
 
 from pipeline.core.artifact import ArtifactInfo, InputFormat, ModelSpec, WeightsRef
+from pipeline.core.configs import DEFAULT_OPSET
 from pipeline.core.variants import IMAGENET_MEAN, IMAGENET_STD, VARIANTS
 from pipeline.graph import op_histogram
 from pipeline.core.errors import ExportError
@@ -46,7 +47,6 @@ __all__ = ["export_onnx", "DEFAULT_OPSET", "INPUT_NAME", "OUTPUT_NAME"]
 
 _logger = logging.getLogger("pipeline.stages.export")
 
-DEFAULT_OPSET = 17
 MIN_OPSET = 17  # LayerNormalization
 INPUT_NAME = "images"
 OUTPUT_NAME = "logits"
