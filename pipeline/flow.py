@@ -16,15 +16,13 @@ Its fields are also the ``engine`` verb's options (``pipeline.cli.options.add_da
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import logging
 import time
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-from pipeline.core.artifact import InputFormat, ModelSpec, Precision, WeightsRef, engine_dir_name, stage_onnx_name
-from pipeline.core.flavours import BACKEND_CHOICES
+from pipeline.core.artifact import Precision, WeightsRef, stage_onnx_name
 from pipeline.core.errors import ConfigError
 from pipeline.store.io import write_json
 from pipeline.core.hashing import sha256_file

@@ -124,7 +124,7 @@ def test_deepstream_refuses_input_formats_it_cannot_express(tmp_path, input_form
                            dtype="uint8" if input_format == "rgb-uint8" else "float32")
     with pytest.raises(PackageError, match=why) as info:
         package_deepstream(tmp_path / "ds", src)
-    assert "--input-format rgb-float01" in str(info.value)
+    assert "make engine INPUT_FORMAT=rgb-float01" in str(info.value)
     assert not (tmp_path / "ds").exists()
 
 

@@ -45,12 +45,11 @@ from pipeline.apps.figure import CAVEAT_RED, caption, colormap, colour_bar, comp
 from pipeline.core.caveats import random_weights_caveat
 from pipeline.core.configs import EXPLAIN_REDUCTIONS, EXPLAIN_STAGES
 
-from pipeline.graph import read_record
+from pipeline.graph import input_format as graph_input_format, read_record
 from pipeline.store.io import load_onnx
 from pipeline.core.errors import ConfigError, PipelineError
 from pipeline.model.sgformer import PRETRAINED_CFG
 from pipeline.model.sgformer import create_model
-from pipeline.core.artifact import META_INPUT_FORMAT, InputFormat
 from pipeline.backends.onnxruntime import has_iam_nodes, iam_importance_names, run_model
 from pipeline.core.variants import check_img_size
 from pipeline.data.images import load_image, preprocess
@@ -146,8 +145,7 @@ def _maps_from_model(images: np.ndarray, variant: str, img_size: int, checkpoint
 def _maps_from_onnx(images: np.ndarray, onnx_path: str, img_size: int) -> tuple[list[np.ndarray], int]:
 
     model = load_onnx(onnx_path)
-    fmt = InputFormat.parse({p.key: p.value for p in model.metadata_props}.get(META_INPUT_FORMAT, "normalized"))
-    images = fmt.from_normalized(images)  # the graph's recorded input format
+    images = graph_input_format(model).from_normalized(images)  # the graph's recorded input format
     if not has_iam_nodes(model):
         raise PipelineError(
             f"{onnx_path} has no SGFormerIAM nodes: only a rewritten graph exposes the importance maps (as the "

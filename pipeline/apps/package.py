@@ -34,6 +34,7 @@ import tempfile
 from pathlib import Path
 from typing import Optional
 
+from pipeline.core.artifact import InputFormat
 from pipeline.core.caveats import random_weights_caveat
 from pipeline.core.errors import PipelineError
 from pipeline.store.integrity import check_engine_dir
@@ -310,11 +311,12 @@ def deepstream_config(manifest: Manifest, input_format: str, *, engine_file: str
     """Gst-nvinfer ``[property]`` group for a primary classifier on the engine the manifest describes."""
     if input_format not in DEEPSTREAM_SCALE:
         why = ("its input takes ImageNet-normalized floats, and nvinfer has one scalar net-scale-factor, so the "
-               "per-channel std cannot be expressed" if input_format == "normalized" else
+               "per-channel std cannot be expressed" if InputFormat.parse(input_format or "normalized") is InputFormat.NORMALIZED else
                "its input is uint8, and nvinfer hands the network float tensors")
-        raise PackageError(f"DeepStream cannot feed this engine (input format {input_format}): {why}. Re-export "
-                           "with `sgformer-trt export --input-format rgb-float01`, which puts the mean/std into the "
-                           "graph, and rebuild the engine from it")
+        raise PackageError(f"DeepStream cannot feed this engine (input format {input_format}): {why}. Build an "
+                           "engine whose graph takes RGB in [0, 1] and holds the mean/std: make engine "
+                           "INPUT_FORMAT=rgb-float01 (it goes to its own folder, <variant>-<precision>-<res>-"
+                           "rgb-float01), then package that folder")
     t = _single_image_input(manifest)
     if t.dtype not in ("float32", "float16"):
         raise PackageError(f"input {t.name} is {t.dtype}; nvinfer feeds float tensors")

@@ -365,8 +365,8 @@ def artifact_info_for_build(header: onnx.ModelProto, source: Path | str, *, vari
     variant and resolution come from the record and explicit values must agree; for other graphs they are labels.
     """
     graph_precision = detect_precision(header)
-    if precision is not None and Precision.parse(precision) is not graph_precision:  # parse: a str from Python callers
-        precision = Precision.parse(precision)
+    precision = None if precision is None else Precision.parse(precision)  # a str from Python callers
+    if precision is not None and precision is not graph_precision:
         raise ConfigError(
             f"--precision {precision} does not match {source}: the graph is {graph_precision.value} "
             f"({graph_evidence(graph_precision)}); "
