@@ -143,7 +143,7 @@ class BuildConfig:
         if self.hardware_compatibility not in HARDWARE_COMPATIBILITY:
             raise ConfigError(f"hardware_compatibility {self.hardware_compatibility!r}: expected one of "
                               f"{', '.join(HARDWARE_COMPATIBILITY)}")
-        if isinstance(self.compute_capabilities, (list, tuple)):  # from the command line: sm_86 sm_89 or sm_86,sm_89
+        if isinstance(self.compute_capabilities, tuple):  # from the command line: sm_86 sm_89 or sm_86,sm_89
             object.__setattr__(self, "compute_capabilities", _split_commas(self.compute_capabilities))
         if not isinstance(self.compute_capabilities, tuple):
             raise ConfigError(f"compute_capabilities must be a tuple like ('sm_89',), found {self.compute_capabilities!r}")

@@ -7,7 +7,6 @@ from pathlib import Path
 from pipeline.cli.options import add_dataclass_arguments, add_renamed
 from pipeline.core.artifact import META_VARIANT, Precision
 from pipeline.core.configs import BuildConfig
-from pipeline.core.variants import VARIANTS
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -18,8 +17,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="engine folder name under DIR (default <variant>-<precision>-<res>; the native-TopK "
                              "comparison engine of make engine-topk is <variant>-fp32-topk-224)")
     add_dataclass_arguments(parser, BuildConfig)
-    parser.add_argument("--variant", default=None, choices=list(VARIANTS),
-                        help=f"label (default: ONNX metadata {META_VARIANT})")
+    parser.add_argument("--variant", default=None,
+                        help=f"label (default: ONNX metadata {META_VARIANT}; must agree with it when recorded)")
     parser.add_argument("--img-size", type=int, default=None, help="label (default: ONNX metadata or input shape)")
     parser.add_argument("--precision", choices=("auto", *Precision.values()), default="auto",
                         help="expected precision; auto reads the graph (Q/DQ -> int8, fp16 casts -> fp16). A value "
