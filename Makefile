@@ -201,10 +201,10 @@ gpu-check: ## one-shot GPU acceptance run (<= 6 min; no TensorRT, venv or networ
 test: $(VENV_STAMP) third_party/tensorrt/include/NvInfer.h ## run the CPU test suite (what CI runs)
 	SGFORMER_REQUIRE_NVCC=1 $(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
 
-# A few minutes: the unit tests that need no export of the full-size model, no plugin and no engine build.
+# Under a minute (161 tests, 42 s on 2 cores with a load average of 6): no full-size export, plugin or engine build.
 QUICK_TESTS := tests/test_cli_rules.py tests/test_imports.py tests/test_core.py tests/test_manifest.py \
   tests/test_plan.py tests/test_caveats.py tests/test_supply_chain.py
-test-quick: $(VENV_STAMP) ## the fast unit tests (CLI rules, layering, core, manifest, plan, caveats): minutes, not make test's ~20 min
+test-quick: $(VENV_STAMP) ## the fast unit tests (CLI rules, layering, core, manifest, plan, caveats, header hash): < 1 min, not ~20
 	$(PY) -m pytest -m "not slow" -q $(QUICK_TESTS) $(PYTEST_ARGS)
 
 test-full: $(VENV_STAMP) third_party/tensorrt/include/NvInfer.h $(PLUGIN_LIB) ## every CPU test, including the slow m/b parity and real-plugin builds
