@@ -19,6 +19,9 @@ CALIB_N ?= 32
 CALIB_METHOD ?= entropy
 BACKEND ?= auto
 MAX_BATCH ?= 8
+# what the engine's images input holds: normalized | rgb-float01 (DeepStream) | rgb-uint8; non-default formats get
+# their own folder, engines/<variant>-<precision>-<res>-<format>/
+INPUT_FORMAT ?= normalized
 PYTEST_ARGS ?=
 # Triton's ModelConfig schema for tests/test_package.py (installed with --no-deps, see pyproject.toml).
 TRITONCLIENT := tritonclient==2.73.0
@@ -82,8 +85,8 @@ endif
 # The settings of a run reach recipes only as environment variables SGF_<NAME>, holding the text as typed: make never
 # expands them ($(value ...): `$HOME`, `$(shell ...)` stay text) and recipes quote them ("$$SGF_CKPT"), so backticks,
 # $(...), quotes, spaces and newlines in a value are data, never shell code (tests/test_reliability_make_quoting.py).
-USER_VARS := VARIANT PRECISION RES TASK CKPT CALIB CALIB_N CALIB_METHOD BACKEND MAX_BATCH REPLACE BENCH_RES BENCH_ARGS \
-  PYTEST_ARGS GPU_CHECK_OUT GPU_CHECK_ARGS
+USER_VARS := VARIANT PRECISION RES TASK INPUT_FORMAT CKPT CALIB CALIB_N CALIB_METHOD BACKEND MAX_BATCH REPLACE BENCH_RES \
+  BENCH_ARGS PYTEST_ARGS GPU_CHECK_OUT GPU_CHECK_ARGS
 $(foreach v,$(USER_VARS),$(eval export SGF_$(v) = $$(value $(v))))
 unexport $(USER_VARS)
 # The plugin's compiler and architectures (expanded: their defaults are detected), checked by scripts/check_cuda.sh.
@@ -91,7 +94,7 @@ export SGF_NVCC = $(NVCC)
 export SGF_CUDA_ARCHS = $(CUDA_ARCHS)
 export SGF_NVCC_FROM = $(origin NVCC)
 
-.PHONY: help print-config venv test test-full plugins plugins-ref trt-headers onnx engine engine-topk verify bench gpu-check clean FORCE
+.PHONY: help print-config venv test test-quick test-full plugins plugins-ref trt-headers onnx engine engine-topk verify bench gpu-check clean FORCE
 
 help: ## list the targets and every variable
 	@echo "targets:"
@@ -107,6 +110,7 @@ help: ## list the targets and every variable
 	@printf '%s[%s]\n' '  CALIB_METHOD   int8 range method: entropy | percentile | max                       ' "$$SGF_CALIB_METHOD"
 	@printf '%s[%s]\n' '  BACKEND        auto (full TensorRT, else TensorRT-RTX) | tensorrt | tensorrt-rtx   ' "$$SGF_BACKEND"
 	@printf '%s[%s]\n' '  MAX_BATCH      largest batch of the engine'\''s optimization profile                  ' "$$SGF_MAX_BATCH"
+	@printf '%s[%s]\n' '  INPUT_FORMAT   normalized | rgb-float01 (DeepStream) | rgb-uint8; own engine folder ' "$$SGF_INPUT_FORMAT"
 	@echo "  CUDA_ARCHS     plugin GPU architectures; default: see make print-config            (e.g. 87 or \"86;89\")"
 	@echo "  TensorRT_ROOT  TensorRT install for the plugin's headers; default: system, else third_party/ [$(TensorRT_ROOT)]"
 	@echo "  PYTHON         interpreter that creates the venv (and is probed for a system TensorRT) [$(PYTHON)]"
@@ -198,7 +202,7 @@ plugins-ref: ## build the CPU host reference of the plugin (no CUDA / TensorRT n
 ENGINE_ARGS = --variant "$$SGF_VARIANT" --precision "$$SGF_PRECISION" --img-size "$$SGF_RES" --task "$$SGF_TASK" \
   $${SGF_CKPT:+--checkpoint="$$SGF_CKPT"} $${SGF_CALIB:+--images="$$SGF_CALIB"} --num-images "$$SGF_CALIB_N" \
   --method "$$SGF_CALIB_METHOD" --backend "$$SGF_BACKEND" --max-batch "$$SGF_MAX_BATCH" --plugins "$(PLUGIN_LIB)" \
-  $${SGF_REPLACE:+--replace}
+  --input-format "$$SGF_INPUT_FORMAT" $${SGF_REPLACE:+--replace}
 
 onnx: $(VENV_STAMP) ## export, calibrate (fp16/int8) and rewrite: the ONNX files of engines/<variant>-<precision>-<res>/
 	$(CLI) engine $(ENGINE_ARGS) --until rewrite
@@ -211,8 +215,8 @@ engine: $(VENV_STAMP) $(TRT_DEP) ## VARIANT=s|m|b PRECISION=fp32|fp16|int8 RES=2
 engine-topk: $(VENV_STAMP) ## the standard-op fp32 engine (native TopK, no plugin; 224 only) for `make bench`
 	$(CLI) engine --variant "$$SGF_VARIANT" --precision fp32 --img-size 224 $${SGF_CKPT:+--checkpoint="$$SGF_CKPT"} \
 	  $${SGF_REPLACE:+--replace} --until export
-	$(CLI) build --onnx "engines/$$SGF_VARIANT-fp32-224/model.onnx" --out-dir engines --name "$$SGF_VARIANT-fp32-topk-224" \
-	  --backend "$$SGF_BACKEND" --max-batch "$$SGF_MAX_BATCH" --variant "$$SGF_VARIANT" --resolution 224 --precision fp32
+	$(CLI) build --onnx "engines/$$SGF_VARIANT-fp32-224/model.onnx" --output engines --name "$$SGF_VARIANT-fp32-topk-224" \
+	  --backend "$$SGF_BACKEND" --max-batch "$$SGF_MAX_BATCH" --variant "$$SGF_VARIANT" --img-size 224 --precision fp32
 
 verify: $(VENV_STAMP) $(TRT_DEP) ## check the engine (GPU) or its CPU stand-in against PyTorch (rebuilding what is stale); results go into the manifest
 	@$(CLI) engine --check $(ENGINE_ARGS)
@@ -227,6 +231,12 @@ gpu-check: ## one-shot GPU acceptance run (<= 6 min; no TensorRT, venv or networ
 
 test: $(VENV_STAMP) third_party/tensorrt/include/NvInfer.h ## run the CPU test suite (what CI runs)
 	set -f; SGFORMER_REQUIRE_NVCC=1 SGFORMER_REQUIRE_RTX=1 SGFORMER_REQUIRE_CXX=1 $(PY) -m pytest -m "not slow" $$SGF_PYTEST_ARGS
+
+# Under a minute (161 tests, 42 s on 2 cores with a load average of 6): no full-size export, plugin or engine build.
+QUICK_TESTS := tests/test_cli_rules.py tests/test_imports.py tests/test_core.py tests/test_manifest.py \
+  tests/test_plan.py tests/test_caveats.py tests/test_supply_chain.py
+test-quick: $(VENV_STAMP) ## the fast unit tests (CLI rules, layering, core, manifest, plan, caveats, header hash): < 1 min, not ~20
+	$(PY) -m pytest -m "not slow" -q $(QUICK_TESTS) $(PYTEST_ARGS)
 
 test-full: $(VENV_STAMP) third_party/tensorrt/include/NvInfer.h $(PLUGIN_LIB) ## every CPU test, including the slow m/b parity and real-plugin builds
 	set -f; SGFORMER_REQUIRE_NVCC=1 SGFORMER_REQUIRE_RTX=1 SGFORMER_REQUIRE_CXX=1 SGFORMER_PLUGIN_LIB=$(CURDIR)/$(PLUGIN_LIB) $(PY) -m pytest $$SGF_PYTEST_ARGS

@@ -10,7 +10,6 @@ accuracy set).
 """
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import time
@@ -18,10 +17,8 @@ from pathlib import Path
 from typing import Any, Optional
 
 from pipeline.core.errors import CalibrationError
-from pipeline.core.options import option
+from pipeline.core.configs import CalibrateOptions
 
-from calibration.fp16 import DEFAULT_KEEP_FP32
-from calibration.int8 import DEFAULT_CACHE_DIR, METHODS
 from pipeline.core.artifact import META_CALIBRATION, META_PRECISION, META_VARIANT, ArtifactInfo, ImageSize, Precision
 from pipeline.graph import image_input
 from pipeline.store.io import load_onnx, save_onnx, write_json
@@ -31,37 +28,6 @@ from calibration.data import load_calibration_set
 from calibration.int8 import QuantPolicy, quantize_int8
 
 _logger = logging.getLogger("pipeline.calibration")
-
-
-@dataclasses.dataclass(frozen=True)
-class CalibrateOptions:
-    """Everything ``calibrate`` can be told besides input, output and precision. The fields are the single source
-    of the command-line options (``pipeline.cli.options.add_dataclass_arguments``) and of ``run_pipeline``'s settings."""
-
-    img_size: Optional[str] = option(None, help="input size, S or HxW (default: from the graph's input shape)")
-    images: Optional[str] = option(None, help="calibration image folder (recursive; suffixes: docs/images.md)")
-    list_file: Optional[str] = option(None, flag="--list", help="file with one image path per line")
-    num_images: Optional[int] = option(None, help="deterministic sample of N images (default: all)")
-    seed: int = option(0, help="sampling seed")
-    skip_bad_images: bool = option(False, help="skip unreadable images with a warning")
-    method: str = option("entropy", choices=METHODS, help="int8 range calibration")
-    percentile: float = option(99.999, help="for --method percentile")
-    batch: int = option(1, help="calibration batch size")
-    op_types: tuple[str, ...] = option(("Conv", "MatMul", "Gemm"), help="int8: op types to quantize")
-    quantize_attention: bool = option(False, help="int8: also quantize q@k^T and probs@v")
-    exclude: tuple[str, ...] = option((), help="int8: node names/globs kept float")
-    exclude_op_types: tuple[str, ...] = option((), help="int8: op types kept float")
-    include: tuple[str, ...] = option((), help="int8: force-quantize names/globs")
-    cache_dir: str = option(str(DEFAULT_CACHE_DIR), help="calibration statistics cache")
-    no_cache: bool = option(False, help="do not read or write the statistics cache")
-    keep_fp32_ops: tuple[str, ...] = option(tuple(DEFAULT_KEEP_FP32), help="fp16: op types kept in fp32")
-    keep_fp32: tuple[str, ...] = option((), help="fp16: node names/globs kept fp32")
-
-    def __post_init__(self) -> None:
-        if self.images is not None and self.list_file is not None:
-            raise CalibrationError("pass either --images DIR or --list FILE, not both")
-        for name in ("op_types", "exclude", "exclude_op_types", "include", "keep_fp32_ops", "keep_fp32"):
-            object.__setattr__(self, name, tuple(getattr(self, name)))
 
 
 def _img_size(model, given) -> ImageSize:
@@ -78,11 +44,11 @@ def _img_size(model, given) -> ImageSize:
     return hw
 
 
-def _carry_record(model, out_model, precision: str, summary: dict, source: str) -> None:
+def _carry_record(model, out_model, precision: Precision, summary: dict, source: str) -> None:
     """Copy the input's metadata to the output and update the artifact record: precision, calibration."""
 
     calibration = None
-    if precision == "int8":
+    if precision is Precision.INT8:
         calibration = {"method": summary["method"], "data_hash": summary["data_hash"], "images": summary["images"]}
     del out_model.metadata_props[:]
     for p in model.metadata_props:
@@ -90,14 +56,14 @@ def _carry_record(model, out_model, precision: str, summary: dict, source: str) 
     meta = {p.key: p.value for p in model.metadata_props}
     if meta.get(META_VARIANT, "unknown") != "unknown":
         record = ArtifactInfo.from_metadata(meta, source=source)
-        record.replace(precision=Precision.parse(precision), calibration=calibration).apply_to(out_model)
+        record.replace(precision=precision, calibration=calibration).apply_to(out_model)
         return
     # A graph without the export record: keep its metadata and add what this stage knows.
     keep = [(p.key, p.value) for p in out_model.metadata_props if p.key not in (META_PRECISION, META_CALIBRATION)]
     del out_model.metadata_props[:]
     for key, value in keep:
         out_model.metadata_props.add(key=key, value=value)
-    out_model.metadata_props.add(key=META_PRECISION, value=precision)
+    out_model.metadata_props.add(key=META_PRECISION, value=precision.value)
     if calibration is not None:
         out_model.metadata_props.add(key=META_CALIBRATION, value=json.dumps(calibration))
 
@@ -107,13 +73,13 @@ def calibrate(model, precision: str | Precision, options: CalibrateOptions = Cal
     """The fp16 (explicit casts) or int8 (explicit Q/DQ) graph of the standard-op ``model`` (a ModelProto; not
     modified), with its artifact record updated (precision, calibration); returns (new model, summary)."""
     o = options
-    precision = Precision.parse(precision, "calibrate precision").value
-    summary: dict = {"precision": precision}
-    if precision == "fp16":
+    precision = Precision.parse(precision, "calibrate precision")  # the public API's edge: a str is parsed here
+    summary: dict = {"precision": precision.value}
+    if precision is Precision.FP16:
         result = convert_fp16(model, keep_fp32_ops=list(o.keep_fp32_ops), keep_fp32_nodes=list(o.keep_fp32))
         out_model = result.model
         summary.update(fp32_nodes=len(result.fp32_nodes), casts=result.casts_added, keep_fp32_ops=list(o.keep_fp32_ops))
-    elif precision == "int8":
+    elif precision is Precision.INT8:
         policy = QuantPolicy(
             op_types=o.op_types,
             quantize_attention=o.quantize_attention,
@@ -137,19 +103,20 @@ def calibrate(model, precision: str | Precision, options: CalibrateOptions = Cal
             quantized=result.quantized_nodes, excluded=result.excluded_nodes, seconds=round(result.calib_seconds, 2),
         )
     else:
-        raise CalibrationError(f"precision {precision!r}: calibrate makes fp16 or int8 graphs (fp32 needs no pass)")
+        raise CalibrationError(f"precision {precision.value!r}: calibrate makes fp16 or int8 graphs (fp32 needs no pass)")
     _carry_record(model, out_model, precision, summary, source=source)
     return out_model, summary
 
 
-def calibrate_file(onnx_path: str | Path, output: str | Path, precision: str,
+def calibrate_file(onnx_path: str | Path, output: str | Path, precision: Precision | str,
                    options: CalibrateOptions = CalibrateOptions(), report: Optional[str | Path] = None) -> dict:
     """Read ``onnx_path``, make its fp16 (casts) or int8 (Q/DQ) graph, write ``output``; returns the summary."""
     start = time.perf_counter()
     model = load_onnx(onnx_path)
     _logger.info("calibrate %s -> %s (%s)", onnx_path, output, precision)
-    if Precision.parse(precision, "calibrate precision") not in (Precision.FP16, Precision.INT8):
-        raise CalibrationError(f"precision {precision!r}: calibrate makes fp16 or int8 graphs (fp32 needs no pass)")
+    precision = Precision.parse(precision, "calibrate precision")
+    if precision not in (Precision.FP16, Precision.INT8):
+        raise CalibrationError(f"precision {precision.value!r}: calibrate makes fp16 or int8 graphs (fp32 needs no pass)")
     input_sha256 = sha256_file(onnx_path)
     out_model, summary = calibrate(model, precision, options, source=str(onnx_path))
     summary = {"input": str(onnx_path), "input_sha256": input_sha256, **summary}

@@ -37,6 +37,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from pipeline.core.configs import DEFAULT_KEEP_FP32
 from pipeline.core.errors import CalibrationError
 
 from calibration.graph import (
@@ -55,7 +56,6 @@ _logger = logging.getLogger("pipeline.calibration")
 FLOAT, HALF = TensorProto.FLOAT, TensorProto.FLOAT16
 
 #: Op types kept in fp32 unless overridden (see the module docstring for the measurement).
-DEFAULT_KEEP_FP32: tuple[str, ...] = ("LayerNormalization", "InstanceNormalization")
 
 #: Layout-only ops: they take the type of their data input.
 _FOLLOW_OPS = frozenset(

@@ -40,7 +40,9 @@ from typing import Iterator, Optional
 import numpy as np
 import onnx
 
-from pipeline.core.artifact import META_INPUT_FORMAT, InputFormat
+from pipeline.core.artifact import InputFormat
+from pipeline.core.configs import DEFAULT_CACHE_DIR
+from pipeline.graph import input_format as graph_input_format
 from pipeline.core.errors import CalibrationError
 from pipeline.core.hashing import sha256_bytes
 from pipeline.store.tempfiles import private_tempdir
@@ -54,7 +56,6 @@ _logger = logging.getLogger("pipeline.calibration")
 
 #: CLI name -> onnxruntime CalibrationMethod name.
 METHODS = {"entropy": "Entropy", "percentile": "Percentile", "max": "MinMax"}
-DEFAULT_CACHE_DIR = Path("engines/.calib-cache")
 
 
 @dataclass(frozen=True)
@@ -261,8 +262,7 @@ def quantize_int8(
     if not cache_hit:
         if data is None:
             raise CalibrationError("no calibration images and no cached statistics for this graph; pass --images DIR")
-        fmt = InputFormat.parse({p.key: p.value for p in model.metadata_props}.get(META_INPUT_FORMAT, "normalized"))
-        reader = _Reader(data, _input_name(model), policy.batch_size, progress, fmt)
+        reader = _Reader(data, _input_name(model), policy.batch_size, progress, graph_input_format(model))
     with private_tempdir("int8") as tmp:  # also onnxruntime's ort.quant.* folders (pipeline.store.tempfiles)
         out_path = Path(tmp) / "int8.onnx"
         root = logging.getLogger()

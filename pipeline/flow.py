@@ -16,7 +16,6 @@ Its fields are also the ``engine`` verb's options (``pipeline.cli.options.add_da
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import logging
 import os
@@ -24,12 +23,11 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-from pipeline.core.artifact import (ImageSize, InputFormat, ModelSpec, Precision, Task, engine_dir_name,
-                                    engine_file_name, stage_onnx_name)
+from pipeline.core.artifact import Precision, Task, engine_file_name, stage_onnx_name
+from pipeline.core.configs import STAGES, PipelineConfig
 from pipeline.core.errors import ConfigError, PipelineError
-from pipeline.core.flavours import BACKEND_CHOICES
+from pipeline.plan import STAGES_FILE, code_hash, export_key, find_reusable, reuse_output, staleness
 from pipeline.core.hashing import sha256_file
-from pipeline.core.options import option
 from pipeline.core.variants import check_img_size, check_variant
 from pipeline.iam.spec import MAX_BATCH
 from pipeline.store.io import load_onnx, save_onnx, write_json
@@ -44,83 +42,15 @@ from pipeline.stages.build import BuildConfig, artifact_info_for_build, save_eng
 from pipeline.stages.export import export_onnx
 from pipeline.stages.rewrite import rewrite_iam
 from pipeline.stages.verify import verify_engine
-from calibration.calibrate import CalibrateOptions, calibrate_file
+from calibration.calibrate import calibrate_file
+from pipeline.core.configs import CalibrateOptions
 from calibration.data import SMOKE_PHOTOS, SMOKE_VARIANTS, list_folder
 
 __all__ = ["PipelineConfig", "EngineDir", "run_pipeline", "STAGES", "check_config"]
 
 _logger = logging.getLogger("pipeline.flow")
 
-#: The stage order (``--until`` stops after one of them).
-STAGES = ("export", "calibrate", "rewrite", "build", "verify")
 _ROOT = Path(__file__).resolve().parents[1]
-#: Source files whose change makes a stage's output stale (the Makefile's old prerequisites, now in code).
-_STAGE_CODE = {
-    "export": ("pipeline/model/sgformer.py", "pipeline/model/layers.py", "pipeline/iam/reference.py", "pipeline/stages/export.py",
-               "pipeline/core/artifact.py", "pipeline/core/variants.py"),
-    "calibrate": ("calibration/fp16.py", "calibration/int8.py", "calibration/graph.py", "calibration/data.py",
-                  "calibration/calibrate.py"),
-    "rewrite": ("pipeline/stages/rewrite/__init__.py", "pipeline/stages/rewrite/edit.py", "pipeline/stages/rewrite/facts.py",
-                "pipeline/stages/rewrite/ops.py", "pipeline/stages/rewrite/probe.py", "pipeline/stages/rewrite/regions.py",
-                "pipeline/iam/spec.py"),
-    "build": ("pipeline/stages/build.py", "pipeline/backends/tensorrt.py"),
-}
-STAGES_FILE = ".stages.json"
-
-
-@dataclasses.dataclass(frozen=True)
-class PipelineConfig:
-    """One ``make engine``. Field metadata: the help of the ``engine`` verb's option (and its make variable)."""
-
-    variant: str = option("s", help="SG-Former variant: s, m or b (make: VARIANT)", metavar="VARIANT")
-    precision: str = option("fp16", choices=Precision.values(), help="engine precision (make: PRECISION)")
-    img_size: ImageSize = option(ImageSize(224, 224), metavar="RES",
-                                 help="input size: S for a square or HxW (e.g. 448x672), each side a multiple of 224 "
-                                      "(make: RES)")
-    task: str = option(Task.CLASSIFY.value, choices=Task.values(),
-                       help="classify: ImageNet logits; features: a backbone engine with the NCHW map of every stage "
-                            "(strides 4, 8, 16, 32) (make: TASK)")
-    checkpoint: Optional[Path] = option(None, help="official checkpoint .pth (make: CKPT; default: seeded random "
-                                                   "weights)", metavar="CKPT")
-    trust_checkpoint: bool = option(False, help="allow arbitrary pickled objects in the checkpoint (trusted files)")
-    seed: Optional[int] = option(None, help="seed of the random weights without a checkpoint (default: the engine "
-                                            "folder's own weights, else 0)")
-    replace: bool = option(False, help="rebuild the engine folder even though it holds other weights (make: "
-                                       "REPLACE=1)")
-    input_format: str = option(InputFormat.NORMALIZED.value, choices=InputFormat.values(),
-                               help="what the engine's images input holds (export --input-format)")
-    calib_images: Optional[Path] = option(None, flag="--images", metavar="CALIB",
-                                          help="int8 calibration image folder (make: CALIB; default: the built-in "
-                                               "smoke-test set)")
-    calib_num: int = option(32, flag="--num-images", metavar="CALIB_N",
-                            help="int8 calibration images to use (make: CALIB_N)")
-    calib_method: str = option("entropy", flag="--method", choices=("entropy", "percentile", "max"),
-                               help="int8 range calibration (make: CALIB_METHOD)")
-    plugin_library: Optional[Path] = option(None, flag="--plugins", metavar="LIB",
-                                            help="libsgformer_plugins.so (default build/plugins/libsgformer_plugins.so)")
-    backend: str = option("auto", choices=BACKEND_CHOICES, help="TensorRT flavour (make: BACKEND)")
-    max_batch: int = option(8, help="largest batch of the engine's profile (make: MAX_BATCH)")
-    out_dir: Path = option(Path("engines"), help="root of the engine folders")
-    verify_images: int = option(4, help="images of the parity check")
-    until: str = option("verify", choices=STAGES, help="stop after this stage (make onnx: rewrite)")
-
-    def __post_init__(self) -> None:
-        try:
-            object.__setattr__(self, "img_size", ImageSize.parse(self.img_size))
-        except ConfigError as exc:
-            raise ConfigError(f"{exc} {_make('img_size')}") from None
-        for name in ("checkpoint", "calib_images", "plugin_library", "out_dir"):
-            value = getattr(self, name)
-            if value is not None and not isinstance(value, Path):
-                object.__setattr__(self, name, Path(value))
-
-    @property
-    def spec(self) -> ModelSpec:
-        return ModelSpec(self.variant, self.img_size, self.task)
-
-    @property
-    def engine_dir(self) -> Path:
-        return self.out_dir / engine_dir_name(self.variant, self.precision, self.img_size, self.task)
 
 
 def _make(option_name: str) -> str:
@@ -158,11 +88,6 @@ def _check_model(config: PipelineConfig) -> None:
             check(value)
         except ConfigError as exc:
             raise ConfigError(f"{exc} {_make(name)}") from None
-    try:
-        Precision.parse(config.precision)
-    except ConfigError as exc:
-        raise ConfigError(f"{exc} {_make('precision')}") from None
-    InputFormat.parse(config.input_format)
     if config.checkpoint is not None and not config.checkpoint.is_file():
         raise ConfigError(f"checkpoint {config.checkpoint} does not exist or is not a file {_make('checkpoint')}; "
                           f"check the path (quote paths with spaces: CKPT=\"my file.pth\")")
@@ -222,7 +147,7 @@ class EngineDir:
     config: PipelineConfig
     stages: dict[str, str]  # stage -> "made" | "up to date" | "skipped"
     report: Any = None  # pipeline.stages.compare.ParityReport of the verify stage (None with until < verify)
-    plan: Optional[list] = None  # dry run: [(stage, inputs, output)]
+    plan: Optional[list] = None  # dry run: [(stage, inputs, output, status)], status "up to date" / "will ...: why"
 
     @property
     def manifest_path(self) -> Path:
@@ -233,15 +158,6 @@ class EngineDir:
         if self.stages.get("verify") == "FAILED":
             return False
         return self.report is None or bool(self.report)
-
-
-def _code_hash(stage: str) -> str:
-    h = hashlib.sha256()
-    for rel in _STAGE_CODE[stage]:
-        path = _ROOT / rel
-        h.update(rel.encode())
-        h.update(path.read_bytes() if path.is_file() else b"-")
-    return h.hexdigest()
 
 
 class _Stages:
@@ -265,21 +181,44 @@ class _Stages:
 
 def _step(name: str, run: "_Run", key_fn: Callable[[], dict], output: Path, make: Callable[[], None],
           also: tuple[Path, ...] = (), inputs: tuple = (), sound: Callable[[], bool] = lambda: True) -> None:
-    if run.plan is not None:  # dry run: say what would run, touch nothing
-        run.plan.append((name, tuple(str(i) for i in inputs), str(output)))
-        run.done[name] = "planned"
+    if run.plan is not None:  # dry run: say what would run and why, touch nothing
+        status = _dry_status(name, run.stages, key_fn, output, also, sound, run.plan)
+        run.plan.append((name, tuple(str(i) for i in inputs), str(output), status))
+        run.done[name] = status
         return
-    key = {**key_fn(), "code": _code_hash(name)}
+    key = {**key_fn(), "code": code_hash(name)}
     if run.stages.up_to_date(name, key, output) and all(p.is_file() for p in also) and sound():
         _logger.info("%s: %s is up to date", name, output)
         run.done[name] = "up to date"
         return
     start = time.perf_counter()
-    _logger.info("%s start -> %s", name, output)
-    make()
+    source = reuse_output(name, key, output)  # the same export in a sibling folder (another precision): copy it
+    if source is None:
+        _logger.info("%s start -> %s", name, output)
+        make()
     run.stages.record(name, key, output)
-    run.done[name] = "made"
+    run.done[name] = "made" if source is None else f"reused {source}"
     _logger.info("%s finish: %s in %.1f s", name, output, time.perf_counter() - start)
+
+
+def _dry_status(name: str, stages: "_Stages", key_fn: Callable[[], dict], output: Path, also: tuple[Path, ...],
+                sound: Callable[[], bool], plan: list) -> str:
+    """"up to date", or "will rebuild: why" / "will copy: from where" (dry run; reads, writes nothing)."""
+    earlier = [entry[0] for entry in plan if entry[3].startswith("will rebuild")]
+    if earlier:
+        return f"will rebuild: its input is remade first ({earlier[-1]})"
+    try:
+        key = {**key_fn(), "code": code_hash(name)}
+    except OSError:
+        return "will rebuild: its input does not exist yet"
+    why = staleness(stages.records.get(name), key, output)
+    if why is None:
+        missing = [p.name for p in also if not p.is_file()]
+        why = f"{', '.join(missing)} missing" if missing else (None if sound() else "the folder fails its integrity check")
+    if why is None:
+        return "up to date"
+    source = find_reusable(name, key, output)
+    return f"will copy: identical output in {source}" if source is not None else f"will rebuild: {why}"
 
 
 @dataclasses.dataclass
@@ -334,8 +273,8 @@ def _run_stages(config: PipelineConfig, verify_images: Optional[Any], *, dry_run
         if config.until == stage:
             return EngineDir(folder, config, run.done, plan=run.plan)
     if run.plan is not None:
-        run.plan.append(("verify", (str(folder),), str(folder / "manifest.json")))
-        run.done["verify"] = "planned"
+        run.plan.append(("verify", (str(folder),), str(folder / "manifest.json"), "will run (verify always runs)"))
+        run.done["verify"] = "will run"
         return EngineDir(folder, config, run.done, plan=run.plan)
     report = _verify(run, verify_images)
     return EngineDir(folder, config, run.done, report)
@@ -353,9 +292,8 @@ def _export(run: _Run) -> None:
         save_onnx(export_onnx(model, weights=weights.weights, variant=spec.variant,
                               input_format=config.input_format), exported)
 
-    _step("export", run, lambda: {"spec": [spec.variant, str(spec.img_size), spec.task.value],
-                                  "weights": weights.weights.to_text(),
-                                  "input_format": config.input_format}, exported, make,
+    _step("export", run, lambda: export_key(spec.variant, spec.img_size, spec.task, weights.weights,
+                                            config.input_format), exported, make,
           inputs=(weights.checkpoint or weights.weights.to_text(),))
 
 

@@ -20,7 +20,7 @@ from pipeline.core.artifact import (META_INPUT_FORMAT, META_VARIANT, META_WEIGHT
                                     ImageSize, InputFormat, ModelSpec, Precision, WeightsRef)
 from pipeline.core.errors import ConfigError
 
-__all__ = ["op_histogram", "custom_ops", "detect_precision", "metadata", "image_input", "GraphInput",
+__all__ = ["op_histogram", "custom_ops", "detect_precision", "metadata", "input_format", "image_input", "GraphInput",
            "STANDARD_DOMAINS", "record", "read_record"]
 
 #: Domains of the standard ONNX operator set; every other domain names a custom op (a TensorRT plugin).
@@ -58,6 +58,12 @@ def detect_precision(model: Any) -> Precision:
 def metadata(model: Any) -> dict[str, str]:
     """``metadata_props`` as a dict (later keys win, as onnx itself reads them)."""
     return {p.key: p.value for p in model.metadata_props}
+
+
+def input_format(model: Any) -> InputFormat:
+    """What the graph's image input holds, from its metadata (graphs without the key: normalized)."""
+    return InputFormat.parse(metadata(model).get(META_INPUT_FORMAT, InputFormat.NORMALIZED.value),
+                             "metadata input_format")
 
 
 @dataclass(frozen=True)

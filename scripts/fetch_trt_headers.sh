@@ -1,18 +1,31 @@
 #!/usr/bin/env bash
 # Fetch the TensorRT 10.14 C++ headers for compile-only builds (CI, machines without TensorRT).
 #
-# The headers (Apache-2.0) ship inside the PyPI wheel kernel-lens==2.0.1 under
-# kernel_lens/include/tensorrt/. Only that wheel is downloaded (--no-deps, ~235 KB) and only the
-# headers are unpacked into third_party/tensorrt/include (gitignored). Running it again is a no-op
-# once NvInfer.h is there. Point CMake at the result with -DTensorRT_ROOT=third_party/tensorrt.
+# Source: NVIDIA's TensorRT 10.14 headers (Apache-2.0) as redistributed inside the third-party PyPI wheel
+# kernel-lens==2.0.1 (https://pypi.org/project/kernel-lens/2.0.1/), under kernel_lens/include/tensorrt/.
+# Only that wheel is downloaded (--no-deps, 235190 bytes) and it is verified by sha256 before anything is
+# unpacked: pip's hash-checking mode (--require-hashes) and a second check of the file here. A wheel with any
+# other content is refused and nothing is written. Only the headers are unpacked into
+# third_party/tensorrt/include (gitignored). Running it again is a no-op once NvInfer.h is there.
+# Point CMake at the result with -DTensorRT_ROOT=third_party/tensorrt.
 #
 # Usage: scripts/fetch_trt_headers.sh [DEST_ROOT]     (default: <repo>/third_party/tensorrt)
 # Env:   PYTHON (default: python3) is the interpreter whose pip downloads the wheel.
+#        TRT_HEADERS_WHEEL=path: use this local copy of the wheel instead of downloading (offline, mirrors);
+#        it must have the pinned sha256. TRT_HEADERS_WHEEL_SHA256 replaces the pin only together with
+#        TRT_HEADERS_WHEEL (a wheel you vetted yourself; the tests use it with a synthetic wheel).
 set -euo pipefail
 
 readonly WHEEL_NAME="kernel-lens"
 readonly WHEEL_VERSION="2.0.1"
 readonly MEMBER_PREFIX="kernel_lens/include/tensorrt/"
+# sha256 of kernel_lens-2.0.1-py3-none-any.whl (downloaded and hashed 2026-12-07; pip checks it too).
+readonly PINNED_SHA256="07cc714e8b5e7f34b672f7c7fad93febe7c747be5837ba276b1527370134ffe0"
+expected_sha256="${PINNED_SHA256}"
+if [[ -n "${TRT_HEADERS_WHEEL_SHA256:-}" ]]; then
+    [[ -n "${TRT_HEADERS_WHEEL:-}" ]] || { echo "fetch_trt_headers: error: TRT_HEADERS_WHEEL_SHA256 needs TRT_HEADERS_WHEEL (a local wheel)" >&2; exit 1; }
+    expected_sha256="${TRT_HEADERS_WHEEL_SHA256}"
+fi
 
 repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 dest_root="${1:-${repo_root}/third_party/tensorrt}"
@@ -32,15 +45,23 @@ command -v "${python}" >/dev/null 2>&1 || die "'${python}' not found; set PYTHON
 tmp="$(mktemp -d)"
 trap 'rm -rf "${tmp}"' EXIT
 
-echo "fetch_trt_headers: downloading ${WHEEL_NAME}==${WHEEL_VERSION} (headers only are kept)"
-if ! "${python}" -m pip download --quiet --no-deps --only-binary=:all: \
-        --dest "${tmp}" "${WHEEL_NAME}==${WHEEL_VERSION}"; then
-    die "pip download of ${WHEEL_NAME}==${WHEEL_VERSION} failed (needs network access to PyPI or a configured index)"
+if [[ -n "${TRT_HEADERS_WHEEL:-}" ]]; then
+    [[ -f "${TRT_HEADERS_WHEEL}" ]] || die "TRT_HEADERS_WHEEL=${TRT_HEADERS_WHEEL} is not a file"
+    cp "${TRT_HEADERS_WHEEL}" "${tmp}/"
+else
+    echo "fetch_trt_headers: downloading ${WHEEL_NAME}==${WHEEL_VERSION} (sha256-verified; headers only are kept)"
+    echo "${WHEEL_NAME}==${WHEEL_VERSION} --hash=sha256:${expected_sha256}" > "${tmp}/requirements.txt"
+    if ! "${python}" -m pip download --quiet --no-deps --only-binary=:all: --require-hashes \
+            --dest "${tmp}" -r "${tmp}/requirements.txt"; then
+        die "pip download of ${WHEEL_NAME}==${WHEEL_VERSION} failed or its sha256 is not ${expected_sha256} (needs network access to PyPI or a configured index)"
+    fi
 fi
 
 shopt -s nullglob
 wheels=("${tmp}"/*.whl)
 [[ ${#wheels[@]} -eq 1 ]] || die "expected one wheel in ${tmp}, found ${#wheels[@]}"
+actual_sha256="$("${python}" -c 'import hashlib,sys; print(hashlib.sha256(open(sys.argv[1],"rb").read()).hexdigest())' "${wheels[0]}")"
+[[ "${actual_sha256}" == "${expected_sha256}" ]] || die "sha256 mismatch for $(basename "${wheels[0]}"): got ${actual_sha256}, expected ${expected_sha256}; refusing to unpack (the wheel is not the pinned one)"
 
 # A wheel is a zip archive; use Python's zipfile so 'unzip' need not be installed.
 mkdir -p "${include_dir}"

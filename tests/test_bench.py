@@ -239,3 +239,44 @@ def test_cli_bad_batches_exit_code(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["bench", "--batches", "1,x", "-o", str(tmp_path)])
     assert "comma-separated integers" in capsys.readouterr().err
+
+
+def test_total_budget_is_shared_by_the_rows_left():
+    """--max-seconds is the whole run's budget: each row gets its share of what is left."""
+    from pipeline.apps.bench.suite import budgeted
+
+    config = BenchConfig(variant="tiny-test", max_seconds=30.0)
+    clock = iter([10.0, 25.0, 45.0]).__next__  # 10 s, 25 s and 45 s after the start (start = 0)
+    assert budgeted(config, 0.0, 10, clock).max_seconds_per_row == pytest.approx(2.0)  # 20 s left / 10 rows
+    assert budgeted(config, 0.0, 5, clock).max_seconds_per_row == pytest.approx(1.0)  # 5 s left / 5 rows
+    assert budgeted(config, 0.0, 5, clock).max_seconds_per_row == pytest.approx(1e-3)  # spent: minimal rows (>= 3 calls)
+    unlimited = BenchConfig(variant="tiny-test")
+    assert budgeted(unlimited, 0.0, 5).max_seconds_per_row is None  # control: no budget, no per-row limit
+    with pytest.raises(ConfigError, match="--max-seconds"):
+        BenchConfig(variant="tiny-test", max_seconds=0)
+
+
+def test_png_shows_paired_ratios_and_the_load_warning(tiny_report):
+    """The plot's third panel has the same-run (paired) ratios; a load above the CPUs adds the warning."""
+    import dataclasses
+
+    from pipeline.apps.bench.report import LOAD_WARNING, overloaded, render_plot
+
+    env = dict(tiny_report.environment)
+    calm = dataclasses.replace(tiny_report, environment={**env, "loadavg_1min_at_start": 0.0,
+                                                         "loadavg_1min_at_end": 0.0})
+    busy = dataclasses.replace(tiny_report, environment={**env, "loadavg_1min_at_start": 99.0,
+                                                         "loadavg_1min_at_end": 99.0})
+    assert not overloaded(calm.environment) and overloaded(busy.environment)
+    assert LOAD_WARNING in bench.render_markdown(busy) and LOAD_WARNING not in bench.render_markdown(calm)
+    assert tiny_report.comparisons, "the tiny run measures the compared pairs"
+
+    def red(png: bytes) -> int:
+        import io
+
+        import numpy as np
+
+        a = np.asarray(Image.open(io.BytesIO(png)).convert("RGB"), dtype=np.int32)
+        return int(((a[..., 0] > 200) & (a[..., 1] < 60) & (a[..., 2] < 60)).sum())
+
+    assert red(render_plot(busy)) > red(render_plot(calm)) + 50  # the red warning line is drawn on the PNG

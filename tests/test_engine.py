@@ -31,11 +31,18 @@ def _engine_argv(line: str) -> list[str]:
     return words[words.index("pipeline.cli") + 1:]
 
 
-def _plan(argv: list[str], capsys) -> list[tuple[str, str]]:
-    """(stage, 'inputs -> output') of `sgformer-trt engine ... --dry-run`."""
+def _plan(argv: list[str], capsys, statuses: dict | None = None) -> list[tuple[str, str]]:
+    """(stage, 'inputs -> output') of `sgformer-trt engine ... --dry-run`; ``statuses`` gets stage -> status."""
     capsys.readouterr()
     assert main([*argv, "--dry-run"]) == 0
-    return [tuple(line.split(": ", 1)) for line in capsys.readouterr().out.splitlines()]
+    lines = capsys.readouterr().out.splitlines()  # per stage: "stage  status", then "  inputs -> output"
+    out = []
+    for head, body in zip(lines[::2], lines[1::2]):
+        stage, status = head.split(None, 1)
+        out.append((stage, body.strip()))
+        if statuses is not None:
+            statuses[stage] = status
+    return out
 
 
 def test_make_engine_runs_the_stages_in_order(tmp_path, capsys):

@@ -47,7 +47,7 @@ def test_evaluate_cli_tiny(exported, tmp_path, capsys):
     assert main(["calibrate", "--onnx", str(e.onnx), "--precision", "fp16", "-o", str(fp16)]) == 0
     out_json = tmp_path / "report.json"
     rc = main(["evaluate", "--variant", "tiny-test", "--onnx-fp32", str(e.iam), "--onnx-fp16", str(fp16),
-               "--num-images", "3", "--json", str(out_json)])
+               "--num-images", "3", "--report", str(out_json)])
     assert rc == 0
     table = capsys.readouterr().out
     assert "fp16" in table and "cos min" in table
@@ -254,3 +254,35 @@ def test_evaluate_reads_variant_and_size_from_the_graphs(exported):
         _graphs_spec(graphs, "s", None)
     with pytest.raises(ConfigError, match="--img-size 448 does not match"):
         _graphs_spec(graphs, None, 448)
+
+
+def _report(labelled: int, weights: str):
+    from pipeline.apps.evaluate import EvalReport, Metrics
+
+    m = Metrics(name="pytorch-fp32", images=6, top1_agreement=1.0, top1_in_top5=1.0, cosine_min=1.0, cosine_mean=1.0,
+                max_abs_diff=0.0, top1_accuracy=0.5, top5_accuracy=1.0)
+    return EvalReport("s", 224, "6 images", "0" * 64, m, images=6, labelled=labelled, weights=weights)
+
+
+def test_accuracy_table_says_over_how_many_labelled_images_and_warns_for_random_weights():
+    from pipeline.apps.evaluate import format_table
+
+    text = format_table(_report(2, "random-init, seed 0"))
+    assert "top1 acc (2 of 6 labelled)" in text
+    assert "RANDOM WEIGHTS" in text
+    assert "RANDOM WEIGHTS" not in format_table(_report(6, "sgformer_s.pth"))  # control: a checkpoint has no caveat
+
+
+def test_sensitivity_progress_eta_and_recommended_exclusions():
+    from pipeline.apps.evaluate import format_sensitivity, recommend_exclusions
+    from pipeline.core.progress import eta_text
+
+    assert eta_text(30.0, 3, 12) == "ETA 1 min 30 s" and eta_text(4.0, 2, 3) == "ETA 2 s" and eta_text(9, 3, 3) == "done"
+    rows = [("/block1.0/attn", 4, 0.90, 0.5), ("/block2.0/mlp", 2, 0.999, 1.0), ("/block3.0/mlp", 2, 0.998, 1.0),
+            ("/block4.0/mlp", 2, 0.9985, 1.0)]
+    assert recommend_exclusions(rows) == ["/block1.0/attn"]  # loss 0.1 vs median 0.0015
+    text = format_sensitivity(rows, images=4)
+    assert "over 4 images" in text and "--exclude '/block1.0/attn/*'" in text
+    # Planted control: groups that all lose alike recommend nothing.
+    flat = [(g, n, 0.998, t) for g, n, _, t in rows]
+    assert recommend_exclusions(flat) == [] and "exclude nothing" in format_sensitivity(flat)

@@ -1,4 +1,4 @@
-"""Explain: PNG of the input's size, crop geometry, stage reduction, ONNX maps, unreadable-image errors."""
+"""Explain: the picture (panels, colour bar, caption), crop geometry, stage reduction, shared scale, the random-weights caveat on the image, ONNX maps, unreadable-image errors."""
 from __future__ import annotations
 
 import numpy as np
@@ -27,7 +27,11 @@ def test_writes_png_of_the_input_size(wide_image, tmp_path, stage):
     result = explain(wide_image, "tiny-test", 224, out_png=out, stage=stage)
     assert result.output == out and result.image_size == (211, 97)
     with Image.open(out) as img:
-        assert img.format == "PNG" and img.size == (211, 97) and img.mode == "RGB"
+        assert img.format == "PNG" and img.size == result.picture_size and img.mode == "RGB"
+    # Readable panels: each mosaic panel is the whole image enlarged to a 400-pixel long side; a single stage is
+    # drawn at the image's size; a colour bar on the right and a caption band below come on top.
+    min_w, min_h = ((2 * 400, 2 * round(97 * 400 / 211)) if stage == "all" else (211, 97))
+    assert result.picture_size[0] > min_w and result.picture_size[1] > min_h
     assert [s.side for s in result.stages] == [56, 28, 14]
     assert [s.blocks for s in result.stages] == [1, 1, 1]
     assert not [p for p in out.parent.iterdir() if p.name.startswith(".")], "temp file left behind"
@@ -40,7 +44,7 @@ def test_outside_the_crop_is_dimmed_not_cut(wide_image, tmp_path):
     assert left > 50, "a 211x97 image loses its left and right sides to the center crop"
     src = np.asarray(Image.open(wide_image), dtype=np.float32)
     got = np.asarray(Image.open(out), dtype=np.float32)
-    np.testing.assert_allclose(got[:, :40], src[:, :40] * OUTSIDE_DIM, atol=1.0)
+    np.testing.assert_allclose(got[:97, :40], src[:, :40] * OUTSIDE_DIM, atol=1.0)  # the overlay: top-left
 
 
 def test_crop_box_matches_the_eval_crop():
@@ -121,3 +125,35 @@ def test_onnx_record_gives_variant_and_size(wide_image, tmp_path, request):
         explain(wide_image, "s", out_png=tmp_path / "x.png", onnx=rewritten)
     with pytest.raises(ConfigError, match="is a folder"):
         explain(wide_image, "tiny-test", 224, out_png=tmp_path)
+
+
+def test_panels_share_one_absolute_scale_unless_asked_to_stretch():
+    from pipeline.apps.explain import StageMap, display_ranges
+
+    stages = [StageMap(1, 2, 1, np.array([[0.037, 0.045], [0.04, 0.041]], np.float32)),
+              StageMap(2, 2, 1, np.array([[0.01, 0.02], [0.02, 0.02]], np.float32))]
+    shared = display_ranges(stages)
+    assert shared == [(0.0, pytest.approx(0.045))] * 2  # from 0: 0.037..0.045 stays nearly flat, as it is
+    stretched = display_ranges(stages, per_panel=True)
+    assert stretched[0] == (pytest.approx(0.037), pytest.approx(0.045)) and stretched[1][1] == pytest.approx(0.02)
+
+
+def _red_pixels(img: Image.Image, top: int) -> int:
+    """Caveat-red pixels in the caption band (rows from ``top``: below the picture and its colour bar)."""
+    from pipeline.apps.figure import CAVEAT_RED
+
+    a = np.asarray(img.convert("RGB"), dtype=np.int32)[top:]
+    return int((np.abs(a - np.array(CAVEAT_RED)).sum(axis=-1) < 60).sum())
+
+
+def test_random_weights_caveat_is_drawn_on_the_picture(wide_image, tmp_path):
+    from pipeline.apps.explain import _decorate
+
+    out = tmp_path / "caveat.png"
+    result = explain(wide_image, "tiny-test", 224, out_png=out, stage="3")
+    assert result.caveat and "RANDOM WEIGHTS" in result.caveat
+    assert _red_pixels(Image.open(out), 97) > 200  # the caveat's red text in the caption band
+    # Planted control: the same decoration without a caveat has no red text, so the count above can fail.
+    plain = Image.new("RGB", (211, 97))
+    assert _red_pixels(_decorate(plain, [(0.0, 1.0)], False, None, 14), 97) == 0
+    assert _red_pixels(_decorate(plain, [(0.0, 1.0)], False, result.caveat, 14), 97) > 200

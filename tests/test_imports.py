@@ -117,7 +117,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("store/iam", ("pipeline.store", "pipeline.iam")),
     ("data/backends/model", ("pipeline.data", "pipeline.backends", "pipeline.model")),
     ("stages", ("pipeline.stages", "calibration")),
-    ("apps/flow", ("pipeline.apps", "pipeline.flow")),
+    ("apps/flow", ("pipeline.apps", "pipeline.flow", "pipeline.plan")),
     ("cli", ("pipeline.cli",)),
     ("api", ("pipeline",)),  # the package face (pipeline/__init__.py): the public API, imported by users only
 )

@@ -121,7 +121,7 @@ def test_deepstream_refuses_input_formats_it_cannot_express(tmp_path, input_form
                            dtype="uint8" if input_format == "rgb-uint8" else "float32")
     with pytest.raises(PackageError, match=why) as info:
         package_deepstream(tmp_path / "ds", src)
-    assert "--input-format rgb-float01" in str(info.value)
+    assert "make engine INPUT_FORMAT=rgb-float01" in str(info.value)
     assert not (tmp_path / "ds").exists()
 
 
@@ -166,7 +166,7 @@ def engine_dir(built_engine_dir) -> Path:
 def test_triton_package_from_a_built_engine_dir(engine_dir, tmp_path) -> None:
     manifest = read_manifest(engine_dir)
     repo = tmp_path / "repo"
-    assert main(["package", "--triton", str(repo), str(engine_dir), "--name", "sgformer_s"]) == 0
+    assert main(["package", "--triton", str(repo), str(engine_dir), "--model-name", "sgformer_s"]) == 0
     model = repo / "sgformer_s"
     pb2, config = _parse_triton((model / "config.pbtxt").read_text())
     assert config.name == "sgformer_s"
@@ -184,9 +184,11 @@ def test_triton_package_from_a_built_engine_dir(engine_dir, tmp_path) -> None:
     labels = (model / config.output[0].label_filename).read_text().splitlines()
     assert len(labels) == manifest.outputs[0].shape[-1] == 1000 and labels[0] == "tench"
     readme = (model / "README.md").read_text()
-    plugin_abs = (model / manifest.plugin.file).resolve()
-    assert f"tritonserver --model-repository={repo.resolve()}" in readme
-    assert f"--backend-config=tensorrt,plugins={plugin_abs}" in readme and plugin_abs.is_file()
+    # In-container paths: the repository is mounted at /models; the host path appears only as the mount source.
+    assert "tritonserver --model-repository=/models" in readme and f"-v {repo.resolve()}:/models" in readme
+    assert f"--backend-config=tensorrt,plugins=/models/sgformer_s/{manifest.plugin.file}" in readme
+    assert (model / manifest.plugin.file).is_file()
+    assert "RANDOM WEIGHTS" in readme  # the engine was built without a checkpoint
     assert "TensorRT-RTX" in readme  # says that Triton needs a full-TensorRT engine
 
 

@@ -50,7 +50,7 @@ def _engine(config: PipelineConfig, capsys) -> tuple[int, str]:
     add_arguments(parser)
     args = parser.parse_args(["--variant", config.variant, "--precision", config.precision, "--img-size", "224",
                               "--plugins", str(config.plugin_library), "--backend", "tensorrt", "--max-batch", "2",
-                              "--out-dir", str(config.out_dir), "--verify-images", "2"])
+                              "--output", str(config.out_dir), "--verify-num-images", "2"])
     try:
         code = run(args)
     except build_module.BuildError as exc:
@@ -72,6 +72,10 @@ def test_engine_rebuilds_a_corrupted_engine(setup, capsys, caplog):
     config, calls = setup
     code, out = _engine(config, capsys)
     assert code == 0 and out.rstrip().splitlines()[-1].startswith("engine ready"), out
+    # The last line names where the engine runs and where not; the line before it, that the weights are random.
+    *_, note, last = out.rstrip().splitlines()
+    assert "runs on: RTX GPUs" in last and "not on:" in last, last
+    assert note.startswith("note: RANDOM WEIGHTS") and "CKPT=" in note, note
     folder = config.engine_dir
     _flip(folder)
     code, out = _engine(config, capsys)

@@ -235,6 +235,9 @@ def test_cpp_example_cmake_links_and_reports_errors(cxx_env, tmp_path):
     usage = subprocess.run([str(build / "sgformer_classify")], capture_output=True, text=True,
                            env={**os.environ, "LD_LIBRARY_PATH": str(root / "lib")})
     assert usage.returncode == 2 and "usage:" in usage.stderr
+    helped = subprocess.run([str(build / "sgformer_classify"), "--help"], capture_output=True, text=True,
+                            env={**os.environ, "LD_LIBRARY_PATH": str(root / "lib")})
+    assert helped.returncode == 0 and "--input-format" in helped.stdout and "--iters" in helped.stdout
 
 
 PREPROCESS_DRIVER = r"""

@@ -63,11 +63,29 @@ struct Options
     std::vector<std::string> images;
 };
 
+char const* const kHelp =
+    "sgformer_classify: classify PPM images with an SG-Former TensorRT engine (the SGFormerIAM plugin loaded first)\n"
+    "\n"
+    "usage: sgformer_classify --engine FILE.engine [--plugins LIB.so] [--labels FILE]\n"
+    "                         [--input-format auto|normalized|rgb-float01|rgb-uint8] [--warmup N] [--iters N]\n"
+    "                         image.ppm [image.ppm ...]\n"
+    "\n"
+    "  --engine FILE        serialized engine (engines/<variant>-<precision>-<res>/<variant>-<precision>.engine)\n"
+    "  --plugins LIB        libsgformer_plugins.so (the copy in the engine folder)\n"
+    "  --labels FILE        class names, one per line (default: class indices)\n"
+    "  --input-format F     what the engine's input holds; auto (default) reads the engine (uint8 -> rgb-uint8)\n"
+    "  --warmup N           untimed runs first (default 5)\n"
+    "  --iters N            timed runs (default 20)\n"
+    "  -h, --help           show this help and exit\n"
+    "\n"
+    "Images: binary PPM (P6); resized and center-cropped like the Python pipeline. An engine made without a\n"
+    "checkpoint has random weights: its predictions mean nothing (the engine folder's manifest.json says).\n";
+
 [[noreturn]] void usage(char const* why)
 {
     std::cerr << "error: " << why << "\nusage: sgformer_classify --engine FILE.engine [--plugins LIB.so] "
               << "[--labels FILE] [--input-format auto|normalized|rgb-float01|rgb-uint8] [--warmup N] [--iters N] "
-              << "image.ppm [...]\n";
+              << "image.ppm [...]\n(sgformer_classify --help for the options)\n";
     std::exit(2);
 }
 
@@ -77,6 +95,11 @@ Options parseArgs(int argc, char** argv)
     for (int i = 1; i < argc; ++i)
     {
         std::string const arg = argv[i];
+        if (arg == "--help" || arg == "-h")
+        {
+            std::cout << kHelp;
+            std::exit(0);
+        }
         auto value = [&]() -> std::string {
             if (i + 1 >= argc)
             {

@@ -22,6 +22,8 @@ import numpy as np
 import onnx
 
 from pipeline.core.artifact import ArtifactInfoError, ImageSize
+from pipeline.core.caveats import random_weights_caveat
+from pipeline.core.progress import eta_text
 from pipeline.graph import record as graph_record
 from pipeline.stages.compare import LogitStats, logit_stats
 from pipeline.core.errors import CalibrationError, ConfigError
@@ -70,9 +72,15 @@ class EvalReport:
     data_hash: str
     reference: Metrics
     results: list[Metrics] = field(default_factory=list)
+    images: int = 0
+    labelled: int = 0  # images with a known label: the accuracy columns are over these only
+    weights: str = "unknown"  # the reference's weights record ("random-init, seed 0" or the checkpoint)
 
     def to_dict(self) -> dict:
         return {
+            "images": self.images,
+            "labelled": self.labelled,
+            "weights": self.weights,
             "variant": self.variant,
             "img_size": self.img_size,
             "data": self.data,
@@ -147,7 +155,9 @@ def evaluate(
     model = create_model(variant, data.params.img_size, checkpoint=checkpoint, seed=seed, trust_pickle=trust_pickle)
     ref = reference_logits(model, images, batch)
     ref_metrics = metrics("pytorch-fp32", ref, ref, labels, time.perf_counter() - t0)
-    report = EvalReport(variant, data.params.img_size, data.description, data.data_hash, ref_metrics)
+    report = EvalReport(variant, data.params.img_size, data.description, data.data_hash, ref_metrics,
+                        images=len(images), labelled=0 if labels is None else int((labels >= 0).sum()),
+                        weights=Path(checkpoint).name if checkpoint else f"random-init, seed {seed}")
     for name, graph in graphs.items():
         t0 = time.perf_counter()
         logits = onnxruntime_logits(graph, images, batch)
@@ -160,7 +170,8 @@ def format_table(report: EvalReport) -> str:
     has_acc = report.reference.top1_accuracy is not None
     head = ["graph", "images", "top1 agree", "top1 in top5", "cos min", "cos mean", "max |dlogit|"]
     if has_acc:
-        head += ["top1 acc", "top5 acc"]
+        over = f" ({report.labelled} of {report.images} labelled)" if report.images else ""
+        head += [f"top1 acc{over}", "top5 acc"]
     rows = [head]
     for m in [report.reference] + report.results:
         row = [m.name, str(m.images), f"{m.top1_agreement:.2%}", f"{m.top1_in_top5:.2%}", f"{m.cosine_min:.6f}",
@@ -170,6 +181,8 @@ def format_table(report: EvalReport) -> str:
         rows.append(row)
     widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
     lines = [f"SG-Former-{report.variant} @ {report.img_size}, {report.data} (hash {report.data_hash[:12]})"]
+    if random_weights_caveat(report.weights):
+        lines.append(f"note: {random_weights_caveat(report.weights)}")
     for k, r in enumerate(rows):
         lines.append("  ".join(c.ljust(w) for c, w in zip(r, widths)))
         if k == 0:
@@ -206,7 +219,9 @@ def sensitivity(
     ref = onnxruntime_logits(model, images, 8)
     rows = []
     all_quantized = set(full.quantized_nodes)
-    for group, names in sorted(layer_groups(model, full.quantized_nodes).items()):
+    groups = sorted(layer_groups(model, full.quantized_nodes).items())
+    start = time.perf_counter()
+    for done, (group, names) in enumerate(groups, 1):
         others = tuple(sorted(all_quantized - set(names)))
         one = quantize_int8(
             model, data,
@@ -215,7 +230,9 @@ def sensitivity(
         )
         m = metrics(group, onnxruntime_logits(one.model, images, 8), ref)
         rows.append((group, len(names), m.cosine_mean, m.top1_agreement))
-        _logger.info("sensitivity %s (%d layers): cos %.6f top1 %.2f", group, len(names), m.cosine_mean, m.top1_agreement)
+        elapsed = time.perf_counter() - start
+        _logger.info("sensitivity %d of %d, %s (%d layers): cos %.6f top1 %.2f; %s", done, len(groups), group,
+                     len(names), m.cosine_mean, m.top1_agreement, eta_text(elapsed, done, len(groups)))
     if tmp is not None:
         tmp.cleanup()
     return sorted(rows, key=lambda r: r[2])
@@ -224,9 +241,29 @@ def sensitivity(
 # ---------------------------------------------------------------------------------------------- CLI
 
 
-def format_sensitivity(rows: Sequence[tuple[str, int, float, float]]) -> str:
-    lines = [f"{'layer group (int8 alone)':<28} {'layers':>6} {'cosine mean':>12} {'top-1 agr.':>10}"]
+def recommend_exclusions(rows: Sequence[tuple[str, int, float, float]], *, factor: float = 3.0,
+                         limit: int = 5) -> list[str]:
+    """Groups worth keeping in float: those whose cosine loss (1 - cosine mean) when quantized alone is at least
+    ``factor`` times the median group's loss, most harmful first, at most ``limit``. A heuristic, not a guarantee:
+    re-run evaluate on the calibrated graph to confirm. ``factor`` 3: the outliers, not the bulk of the groups."""
+    losses = sorted(1.0 - cos for _, _, cos, _ in rows)
+    if not losses:
+        return []
+    median = losses[len(losses) // 2]
+    worst = sorted(rows, key=lambda r: r[2])
+    return [g for g, _, cos, _ in worst if (1.0 - cos) > 0 and (1.0 - cos) >= factor * max(median, 1e-12)][:limit]
+
+
+def format_sensitivity(rows: Sequence[tuple[str, int, float, float]], images: Optional[int] = None) -> str:
+    over = f" over {images} images" if images else ""
+    lines = [f"{'layer group (int8 alone)':<28} {'layers':>6} {'cosine mean':>12} {'top-1 agr.':>10}{over}"]
     lines += [f"{g:<28} {n:>6} {cos:>12.6f} {top1:>10.1%}" for g, n, cos, top1 in rows]
+    chosen = recommend_exclusions(rows)
+    if chosen:
+        globs = " ".join(f"'{g}/*'" for g in chosen)
+        lines.append(f"recommended: keep {len(chosen)} group(s) in float: calibrate ... --exclude {globs}")
+    else:
+        lines.append("recommended: no group stands out (none loses 3x the median group's cosine); exclude nothing")
     return "\n".join(lines)
 
 

@@ -1,7 +1,7 @@
 """Explain: overlay SG-Former's per-stage importance (significance) maps on the image the model saw.
 
 Contract: ``explain(image_path, variant, img_size, checkpoint=None, out_png=...) -> ExplainResult`` reads one image,
-runs the reference model, and writes a PNG **of the same width and height as the input image** (atomically).
+runs the reference model, and writes a PNG (atomically): the panels, a colour bar and a caption band.
 
 What the picture shows, and the choices behind it:
 
@@ -9,15 +9,18 @@ What the picture shows, and the choices behind it:
   224); the significance-guided block after it sorts its tokens by that map. Per stage the maps are reduced to one:
   ``reduce="mean"`` (default) averages the stage's hybrid blocks (1, 2 and 8 of them in SG-Former-S), the raw
   values, which are comparable within a stage because every block's map is built the same way over the same
-  tokens; ``reduce="last"`` takes the stage's last hybrid block only. Each stage map is then min-max scaled to
-  [0, 1] for display (a constant map shows as all-low).
+  tokens; ``reduce="last"`` takes the stage's last hybrid block only. **Scale**: all panels share one absolute
+  scale, 0 (or the lowest value) .. the highest value of any panel, shown by a colour bar, so a map whose values
+  span 0.037..0.045 looks nearly flat, as it is; ``per_panel_scale=True`` stretches each panel to its own
+  min..max instead (the caption then lists each panel's range and says colours are not comparable).
 - **The crop**: the model sees the evaluation crop (shorter side resized to ``floor(S / 0.9)``, center crop
   ``S x S``; ``pipeline.data.images.preprocess``). That crop is mapped back to a box in original pixel coordinates; each
   map is resized (bilinear) to that box and blended there with the ``inferno`` colormap. Pixels outside the box
   were not seen by the model: they are kept but dimmed, so the output still has the input's size.
-- **Layout**: ``stage="all"`` (default) makes a 2 x 2 mosaic the size of the input: the image with the crop box
-  outlined, then stages 1, 2 and 3, each panel a half-size copy of the full overlay. ``stage=1|2|3`` draws that
-  stage alone at full resolution.
+- **Layout**: ``stage="all"`` (default) makes a 2 x 2 mosaic: the image with the crop box outlined, then stages
+  1, 2 and 3, each panel the full image (enlarged so its long side is at least ``MIN_PANEL`` pixels).
+  ``stage=1|2|3`` draws that stage alone at the image's size (top-left of the PNG). A colour bar sits on the
+  right and a caption band below (the scale; for random weights the caveat, in red, on the image itself).
 - **Sources**: by default the maps come from the PyTorch reference model (``forward_features(...,
   return_importance=True)``). ``onnx=`` reads them from a *rewritten* graph instead, where they are inputs of the
   ``SGFormerIAM`` nodes (exposed as extra outputs in onnxruntime); the exported standard-op graph and TensorRT
@@ -38,12 +41,14 @@ from typing import Optional, Sequence
 import numpy as np
 from PIL import Image, ImageDraw
 
-from pipeline.graph import image_input, read_record
+from pipeline.apps.figure import CAVEAT_RED, caption, colormap, colour_bar, compose, font
+from pipeline.core.caveats import random_weights_caveat
+from pipeline.core.configs import EXPLAIN_REDUCTIONS, EXPLAIN_STAGES
+from pipeline.graph import image_input, input_format as graph_input_format, read_record
 from pipeline.store.io import load_onnx
 from pipeline.core.errors import ConfigError, PipelineError
 from pipeline.model.sgformer import PRETRAINED_CFG
 from pipeline.model.sgformer import create_model
-from pipeline.core.artifact import META_INPUT_FORMAT, InputFormat
 from pipeline.backends.onnxruntime import has_iam_nodes, iam_importance_names, run_model
 from pipeline.core.variants import check_img_size
 from pipeline.data.images import load_image, preprocess
@@ -53,10 +58,10 @@ __all__ = ["explain", "ExplainResult", "StageMap", "crop_box", "reduce_stage_map
 
 _logger = logging.getLogger("pipeline.apps.explain")
 
-REDUCTIONS = ("mean", "last")
-STAGE_CHOICES = ("all", "1", "2", "3")
-COLORMAP = "inferno"
+REDUCTIONS = EXPLAIN_REDUCTIONS
+STAGE_CHOICES = EXPLAIN_STAGES
 OUTSIDE_DIM = 0.35  # brightness kept outside the crop the model saw
+MIN_PANEL = 400  # long side of a mosaic panel in pixels, at least (a 450x300 photo: 450x300 panels)
 
 
 @dataclass(frozen=True)
@@ -76,12 +81,14 @@ class StageMap:
 @dataclass(frozen=True)
 class ExplainResult:
     output: Path
-    image_size: tuple[int, int]  # (width, height), also the output's size
+    image_size: tuple[int, int]  # (width, height) of the input image
     crop_box: tuple[float, float, float, float]  # (left, top, right, bottom) in original pixels
     stages: tuple[StageMap, ...]
     reduce: str
     source: str
     top1: Optional[int]
+    picture_size: tuple[int, int] = (0, 0)  # (width, height) of the PNG: panels, colour bar, caption
+    caveat: Optional[str] = None  # the random-weights caveat drawn on the picture, if any
 
 
 # ---------------------------------------------------------------------------------------------- geometry
@@ -137,8 +144,7 @@ def _maps_from_model(images: np.ndarray, variant: str, img_size: int, checkpoint
 def _maps_from_onnx(images: np.ndarray, onnx_path: str, img_size: int) -> tuple[list[np.ndarray], int]:
 
     model = load_onnx(onnx_path)
-    fmt = InputFormat.parse({p.key: p.value for p in model.metadata_props}.get(META_INPUT_FORMAT, "normalized"))
-    images = fmt.from_normalized(images)  # the graph's recorded input format
+    images = graph_input_format(model).from_normalized(images)  # the graph's recorded input format
     if not has_iam_nodes(model):
         raise PipelineError(
             f"{onnx_path} has no SGFormerIAM nodes: only a rewritten graph exposes the importance maps (as the "
@@ -164,20 +170,23 @@ def _maps_from_onnx(images: np.ndarray, onnx_path: str, img_size: int) -> tuple[
 # ---------------------------------------------------------------------------------------------- drawing
 
 
-def _colormap(values: np.ndarray) -> np.ndarray:
-    """[h, w] in [0, 1] -> [h, w, 3] float RGB in [0, 1]."""
-    try:
-        from matplotlib import colormaps
-    except ImportError as exc:
-        raise PipelineError(f"matplotlib is needed for the colormap ({exc}); pip install matplotlib") from None
-    return colormaps[COLORMAP](values)[..., :3]
+def display_ranges(stages: Sequence[StageMap], per_panel: bool = False) -> list[tuple[float, float]]:
+    """The value range each panel is drawn with. Default: one absolute scale shared by all panels, from 0 (or the
+    lowest value, if negative) to the highest value of any panel, so equal colours mean equal importance and a
+    nearly flat map looks flat. ``per_panel``: each panel stretched to its own min..max (shows structure, but
+    colours are not comparable across panels, and tiny differences look strong)."""
+    if per_panel:
+        return [(float(s.values.min()), float(s.values.max())) for s in stages]
+    lo = min(0.0, min(float(s.values.min()) for s in stages))
+    hi = max(float(s.values.max()) for s in stages)
+    return [(lo, hi)] * len(stages)
 
 
-def _scaled(values: np.ndarray) -> np.ndarray:
-    lo, hi = float(values.min()), float(values.max())
+def _scaled(values: np.ndarray, value_range: Optional[tuple[float, float]] = None) -> np.ndarray:
+    lo, hi = value_range if value_range is not None else (float(values.min()), float(values.max()))
     if hi - lo <= 0.0 or not math.isfinite(hi - lo):
         return np.zeros_like(values, dtype=np.float32)
-    return ((values - lo) / (hi - lo)).astype(np.float32)
+    return np.clip((values - lo) / (hi - lo), 0.0, 1.0).astype(np.float32)
 
 
 def _box_pixels(box: tuple[float, float, float, float], width: int, height: int) -> tuple[int, int, int, int]:
@@ -187,49 +196,75 @@ def _box_pixels(box: tuple[float, float, float, float], width: int, height: int)
 
 
 def render_overlay(image: Image.Image, stage: StageMap, box: tuple[float, float, float, float],
-                   alpha: float = 0.5) -> Image.Image:
-    """One stage's map blended over ``image`` inside ``box``; outside the box the image is dimmed. Same size."""
+                   alpha: float = 0.5, value_range: Optional[tuple[float, float]] = None) -> Image.Image:
+    """One stage's map blended over ``image`` inside ``box``; outside the box the image is dimmed. Same size.
+    ``value_range``: the raw values drawn as the colormap's ends (default: the map's own min..max)."""
     rgb = np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0
     height, width = rgb.shape[:2]
     out = rgb * OUTSIDE_DIM
     left, top, right, bottom = _box_pixels(box, width, height)
-    grid = Image.fromarray(_scaled(stage.values), mode="F")
+    grid = Image.fromarray(_scaled(stage.values, value_range), mode="F")
     resized = np.asarray(grid.resize((right - left, bottom - top), Image.Resampling.BILINEAR), dtype=np.float32)
-    color = _colormap(np.clip(resized, 0.0, 1.0))
+    color = colormap(np.clip(resized, 0.0, 1.0))
     inside = rgb[top:bottom, left:right]
     out[top:bottom, left:right] = (1.0 - alpha) * inside + alpha * color
     return Image.fromarray(np.clip(out * 255.0 + 0.5, 0, 255).astype(np.uint8))
 
 
-def _label(panel: Image.Image, text: str) -> None:
+def _label(panel: Image.Image, text: str, text_px: int) -> None:
     draw = ImageDraw.Draw(panel)
-    x0, y0, x1, y1 = draw.textbbox((3, 2), text)
-    draw.rectangle((x0 - 2, y0 - 1, x1 + 2, y1 + 1), fill=(0, 0, 0))
-    draw.text((3, 2), text, fill=(255, 255, 255))
+    f = font(text_px)
+    x0, y0, x1, y1 = draw.textbbox((4, 3), text, font=f)
+    draw.rectangle((x0 - 3, y0 - 2, x1 + 3, y1 + 2), fill=(0, 0, 0))
+    draw.text((4, 3), text, fill=(255, 255, 255), font=f)
+
+
+def _panel_scale(width: int, height: int) -> float:
+    """Panels are drawn at the image's own size, enlarged so the long side is at least ``MIN_PANEL`` pixels."""
+    return max(1.0, MIN_PANEL / max(width, height))
 
 
 def _mosaic(image: Image.Image, stages: Sequence[StageMap], box: tuple[float, float, float, float],
-            alpha: float, reduce: str) -> Image.Image:
+            alpha: float, reduce: str, ranges: Sequence[tuple[float, float]], text_px: int) -> Image.Image:
+    """2 x 2 panels, each the full image (enlarged if small): input with the crop box, then stages 1-3."""
     width, height = image.size
-    if width < 2 or height < 2:
-        raise ConfigError(f"image is {width}x{height}: too small for the 2x2 mosaic; pass --stage 1, 2 or 3")
+    scale = _panel_scale(width, height)
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
     original = image.convert("RGB").copy()
     ImageDraw.Draw(original).rectangle(_box_pixels(box, width, height), outline=(255, 255, 0),
                                        width=max(1, min(width, height) // 150))
     panels = [(original, "input (box: model's crop)")]
-    for s in stages[:3]:
+    for s, value_range in zip(stages[:3], ranges):
         how = f"mean of {s.blocks}" if reduce == "mean" and s.blocks > 1 else "last" if s.blocks > 1 else "1 block"
-        panels.append((render_overlay(image, s, box, alpha), f"stage {s.stage} {s.side}x{s.side} ({how})"))
-    canvas = Image.new("RGB", (width, height))
-    xs, ys = (0, width // 2, width), (0, height // 2, height)
+        panels.append((render_overlay(image, s, box, alpha, value_range), f"stage {s.stage} {s.side}x{s.side} ({how})"))
+    canvas = Image.new("RGB", (2 * size[0], 2 * size[1]))
     for i, (panel, text) in enumerate(panels):
         row, col = divmod(i, 2)
-        size = (xs[col + 1] - xs[col], ys[row + 1] - ys[row])
-        tile = panel.resize(size, Image.Resampling.LANCZOS)
-        if min(size) >= 48:
-            _label(tile, text)
-        canvas.paste(tile, (xs[col], ys[row]))
+        tile = panel.resize(size, Image.Resampling.LANCZOS) if panel.size != size else panel
+        _label(tile, text, text_px)
+        canvas.paste(tile, (col * size[0], row * size[1]))
     return canvas
+
+
+def _decorate(picture: Image.Image, ranges: Sequence[tuple[float, float]], per_panel: bool,
+              caveat: Optional[str], text_px: int) -> Image.Image:
+    """Colour bar (shared scale only: per-panel scales have no single bar) and a caption band with the scale and,
+    for random weights, the caveat in red."""
+    lo, hi = ranges[0]
+    bar = None if per_panel and len(ranges) > 1 else colour_bar(picture.height, lo, hi, "importance", text_px=text_px)
+    if per_panel and len(ranges) > 1:
+        scale = ("scale: each panel stretched to its own min..max (colours are NOT comparable across panels): "
+                 + ", ".join(f"{a:.3g}..{b:.3g}" for a, b in ranges))
+    elif per_panel:
+        scale = f"scale: stretched to this map's min..max, {lo:.3g} .. {hi:.3g} (small differences look strong)"
+    else:
+        shared = " shared by all panels" if len(ranges) > 1 else ""
+        scale = f"scale: absolute{shared}, {lo:.3g} .. {hi:.3g} (colour bar); --per-panel-scale stretches each map"
+    lines = [(scale, (255, 255, 255))]
+    if caveat:
+        lines.insert(0, (caveat, CAVEAT_RED))
+    band = caption(picture.width + (bar.width if bar is not None else 0), lines, text_px=text_px)
+    return compose(picture, bar, band)
 
 
 # ---------------------------------------------------------------------------------------------- entry point
@@ -248,6 +283,7 @@ def explain(
     seed: int = 0,
     trust_checkpoint: bool = False,
     onnx: Optional[str | Path] = None,
+    per_panel_scale: bool = False,
 ) -> ExplainResult:
     """Write ``out_png`` (same size as the image) with the per-stage importance maps overlaid (see module docstring)."""
 
@@ -257,6 +293,9 @@ def explain(
 
         record = read_record(load_onnx(onnx), str(onnx), variant=variant, img_size=img_size)
         variant, img_size = record.variant, record.img_size
+        weights = record.weights.to_text()
+    else:
+        weights = Path(checkpoint).name if checkpoint else f"random-init, seed {seed}"
     variant = variant or "s"
     if img_size is None:
         raise ConfigError("explain needs the input size: pass img_size (CLI --img-size, e.g. 224) or an ONNX whose "
@@ -289,16 +328,22 @@ def explain(
     if len(stages) != 3:
         raise PipelineError(f"expected importance maps for 3 stages, got grids {[s.side for s in stages]}")
     box = crop_box(width, height, img_size)
+    shown = stages if stage == "all" else (stages[int(stage) - 1],)
+    ranges = display_ranges(shown, per_panel_scale)
+    text_px = max(14, round(max(width, height) * _panel_scale(width, height) / 40))
     if stage == "all":
-        picture = _mosaic(image, stages, box, alpha, reduce)
+        picture = _mosaic(image, stages, box, alpha, reduce, ranges, text_px)
     else:
-        picture = render_overlay(image, stages[int(stage) - 1], box, alpha)
+        picture = render_overlay(image, shown[0], box, alpha, ranges[0])
+    caveat = random_weights_caveat(weights)
+    picture = _decorate(picture, ranges, per_panel_scale, caveat, text_px)
     buf = io.BytesIO()
     picture.save(buf, format="PNG")
     path = write_bytes(out_png, buf.getvalue())
     _logger.info("explain finish: %s (%dx%d, %d bytes) in %.1f s", path, width, height, path.stat().st_size,
                  time.perf_counter() - start)
-    return ExplainResult(output=path, image_size=(width, height), crop_box=box, stages=stages, reduce=reduce,
+    return ExplainResult(output=path, image_size=(width, height), picture_size=picture.size, caveat=caveat,
+                         crop_box=box, stages=stages, reduce=reduce,
                          source=source, top1=top1)
 
 

@@ -34,6 +34,8 @@ import tempfile
 from pathlib import Path
 from typing import Optional
 
+from pipeline.core.artifact import InputFormat
+from pipeline.core.caveats import random_weights_caveat
 from pipeline.core.errors import PipelineError
 from pipeline.core.variants import FOREIGN
 from pipeline.store.integrity import check_engine_dir, parity_failure
@@ -230,10 +232,19 @@ def _flavour_note(manifest: Manifest) -> str:
             "(of the version the server ships) on the target GPU before serving it.\n")
 
 
+def _weights_note(manifest: Manifest) -> str:
+    caveat = random_weights_caveat(manifest.weights)
+    return f"\n**{caveat}**\n" if caveat else ""
+
+
+#: Where the model repository is mounted inside the Triton container (the README's commands use it).
+CONTAINER_REPO = "/models"
+
+
 def _triton_readme(manifest: Manifest, name: str, input_format: str, repo_hint: str) -> str:
     t = manifest.inputs[0]
-    plugin = f"{repo_hint}/{name}/{manifest.plugin.file}" if manifest.plugin else None
-    backend_config = f" \\\n    --backend-config=tensorrt,plugins={plugin}" if plugin else ""
+    plugin = f"{CONTAINER_REPO}/{name}/{manifest.plugin.file}" if manifest.plugin else None
+    backend_config = f" \\\n      --backend-config=tensorrt,plugins={plugin}" if plugin else ""
     return f"""# {name}: SG-Former {manifest.variant} ({manifest.precision}, {_size(manifest)} px) for Triton
 
 Made by `sgformer-trt package --triton` from an engine directory (manifest: {manifest.backend_label},
@@ -243,10 +254,16 @@ batch {manifest.batch.min}..{manifest.batch.max}). Layout:
     {name}/1/{PLAN_NAME}       the engine
     {name}/{manifest.plugin.file if manifest.plugin else "(no plugin)"}   the SGFormerIAM plugin library it was built with
     {_labels_line(manifest, name)}
-{_flavour_note(manifest)}
-Serve (the plugin library registers itself when the tensorrt backend dlopens it; use an absolute path):
+{_flavour_note(manifest)}{_weights_note(manifest)}
+Serve with NVIDIA's Triton container, the repository mounted at {CONTAINER_REPO} (paths below are inside the
+container; the plugin library registers itself when the tensorrt backend dlopens it):
 
-    tritonserver --model-repository={repo_hint}{backend_config}
+    docker run --rm --gpus all -p 8000:8000 -p 8001:8001 -v {repo_hint}:{CONTAINER_REPO} \\
+      nvcr.io/nvidia/tritonserver:<release>-py3 \\
+      tritonserver --model-repository={CONTAINER_REPO}{backend_config}
+
+(`{repo_hint}` is where this repository was written; change it to its path on the serving machine. Use a
+Triton release whose TensorRT matches the engine's, {manifest.backend_label}.)
 
 Input `{t.name}`: {t.dtype} `[N, {', '.join(str(d) for d in t.shape[1:])}]`, input format `{input_format}`
 ({_format_sentence(input_format)}). {_outputs_sentence(manifest)}
@@ -371,11 +388,12 @@ def deepstream_config(manifest: Manifest, input_format: str, *, engine_file: str
                            "output-tensor-meta=1 hands the maps to your parser), or package it for Triton")
     if input_format not in DEEPSTREAM_SCALE:
         why = ("its input takes ImageNet-normalized floats, and nvinfer has one scalar net-scale-factor, so the "
-               "per-channel std cannot be expressed" if input_format == "normalized" else
+               "per-channel std cannot be expressed" if InputFormat.parse(input_format or "normalized") is InputFormat.NORMALIZED else
                "its input is uint8, and nvinfer hands the network float tensors")
-        raise PackageError(f"DeepStream cannot feed this engine (input format {input_format}): {why}. Re-export "
-                           "with `sgformer-trt export --input-format rgb-float01`, which puts the mean/std into the "
-                           "graph, and rebuild the engine from it")
+        raise PackageError(f"DeepStream cannot feed this engine (input format {input_format}): {why}. Build an "
+                           "engine whose graph takes RGB in [0, 1] and holds the mean/std: make engine "
+                           "INPUT_FORMAT=rgb-float01 (it goes to its own folder, <variant>-<precision>-<res>-"
+                           "rgb-float01), then package that folder")
     t = _single_image_input(manifest)
     if t.dtype not in ("float32", "float16"):
         raise PackageError(f"input {t.name} is {t.dtype}; nvinfer feeds float tensors")
@@ -409,7 +427,9 @@ def _deepstream_readme(manifest: Manifest, config_name: str, input_format: str) 
     return f"""# SG-Former {manifest.variant} ({manifest.precision}, {_size(manifest)} px) for DeepStream (Gst-nvinfer)
 
 Made by `sgformer-trt package --deepstream` from an engine directory ({manifest.backend_label}, batch
-{manifest.batch.min}..{manifest.batch.max}, input format `{input_format}`). Files:
+{manifest.batch.min}..{manifest.batch.max}, input format `{input_format}`).
+{_weights_note(manifest)}
+Files:
 
     {config_name}   nvinfer [property] group: classifier, batch-size {manifest.batch.max}, network-mode {DEEPSTREAM_NETWORK_MODE[manifest.precision]} ({manifest.precision})
     {manifest.engine.file}   the engine (model-engine-file)

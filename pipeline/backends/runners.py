@@ -22,7 +22,8 @@ from typing import Any, Optional, Protocol, Union, runtime_checkable
 
 import numpy as np
 
-from pipeline.core.artifact import META_INPUT_FORMAT, InputFormat
+from pipeline.core.artifact import META_INPUT_FORMAT, META_WEIGHTS, InputFormat
+from pipeline.core.caveats import random_weights_caveat
 from pipeline.core.errors import ConfigError
 from pipeline.store.manifest import Manifest, engine_onnx, read_manifest
 from pipeline.backends import tensorrt as trt_backend
@@ -70,6 +71,13 @@ class BaseRunner:
     stand_in = False
     #: Output names in graph order (set by subclasses that know them; else out0, out1, ...).
     output_names: tuple[str, ...] = ()
+    #: The weights record of the artifact ("random-init, seed 0", "<file> sha256:<hex>", "unknown"), when known.
+    weights: Optional[str] = None
+
+    @property
+    def caveat(self) -> Optional[str]:
+        """The random-weights caveat for results of this runner (None for a checkpoint or unknown weights)."""
+        return random_weights_caveat(self.weights)
 
     def __init__(self, batch: int = 2, input_format: InputFormat | str = InputFormat.NORMALIZED) -> None:
         if not isinstance(batch, int) or batch < 1:
@@ -163,9 +171,10 @@ class OrtRunner(BaseRunner):
             proto = load_onnx(model)
         else:
             proto = model
+        meta = {p.key: p.value for p in proto.metadata_props}
         if input_format is None:
-            meta = {p.key: p.value for p in proto.metadata_props}
             input_format = meta.get(META_INPUT_FORMAT, InputFormat.NORMALIZED.value)
+        self.weights = meta.get(META_WEIGHTS)
         super().__init__(batch, input_format)
         self.label = label
         self.stand_in = stand_in
@@ -221,16 +230,33 @@ def open_engine(engine_dir: str | Path, *, device: str = "auto", batch: int = 2,
     manifest = checked if checked is not None else read_manifest(engine_dir)
     gpu = None
     if device != "cpu":
-
         gpu = trt_backend.probe_gpu(device_index)
     if gpu is not None or device == "gpu":
         runner = TensorRTRunner(engine_dir, batch=batch, device=device_index, checked=checked)
         if gpu is not None:
             runner.label = f"{manifest.backend_label} engine on {gpu.name}"
-        return runner
-    return OrtRunner(engine_onnx(engine_dir, manifest), batch, input_format=manifest.input_format,
-                     label="onnxruntime CPU stand-in (no GPU: the engine file's integrity was checked, its behaviour was not; the "
-                           "engine itself was not executed)", stand_in=True)
+    else:
+        if device == "auto":
+            _warn_cpu_fallback_once(engine_dir)
+        runner = OrtRunner(engine_onnx(engine_dir, manifest), batch, input_format=manifest.input_format,
+                           label="onnxruntime CPU stand-in (no GPU: the engine file's integrity was checked, its "
+                                 "behaviour was not; the engine itself was not executed)", stand_in=True)
+    runner.weights = manifest.weights
+    if runner.caveat and str(engine_dir) not in _warned_random:  # once per folder and process
+        _warned_random.add(str(engine_dir))
+        _logger.warning("%s: %s", engine_dir, runner.caveat)
+    return runner
+
+
+_warned_cpu_fallback: list[bool] = []
+_warned_random: set[str] = set()
+
+
+def _warn_cpu_fallback_once(engine_dir: Path) -> None:
+    if not _warned_cpu_fallback:
+        _warned_cpu_fallback.append(True)
+        _logger.warning("no GPU: %s runs as its CPU stand-in (the engine's ONNX in onnxruntime), not as the engine; "
+                        "pass device=\"cpu\" to choose this explicitly", engine_dir)
 
 
 def open_runner(artifact: Any, *, batch: int = 2, device: str = "auto") -> BaseRunner:

@@ -1,42 +1,38 @@
 """The ``engine`` verb: options and result printing over :mod:`pipeline.flow`."""
 from __future__ import annotations
 
+from pipeline.cli.args.engine import add_arguments  # noqa: F401  (the options: a light module)
+
+import sys
 from typing import Any
-from pipeline.flow import PipelineConfig, check_config, run_pipeline
-from pipeline.cli.options import add_dataclass_arguments
-from pipeline.cli.options import dataclass_from_args
+
 from pipeline.backends import tensorrt as trt_backend
-
-
-def add_arguments(parser: Any) -> None:
-
-    add_dataclass_arguments(parser, PipelineConfig)
-    parser.add_argument("--check", action="store_true",
-                        help="only validate the settings (what `make engine` does before building the plugin)")
-    parser.add_argument("--dry-run", action="store_true",
-                        help="validate and print the stages that would run, with their inputs and outputs")
+from pipeline.cli.options import dataclass_from_args
+from pipeline.core.caveats import random_weights_caveat
+from pipeline.core.configs import PipelineConfig
+from pipeline.flow import check_config, run_pipeline
+from pipeline.plan import rtx_fallback_notice, runs_on
+from pipeline.store.manifest import read_manifest
 
 
 def run(args: Any) -> int:
-    import sys
-
-
     config = dataclass_from_args(PipelineConfig, args)
     if args.check:
         check_config(config, plugin=False)
-        print(f"settings ok: {config.spec}, {config.precision} -> {config.engine_dir}")
+        print(f"settings ok: {config.spec}, {config.precision}, input {config.input_format} -> {config.engine_dir}")
         return 0
     if args.dry_run:
         result = run_pipeline(config, dry_run=True)
-        for stage, inputs, output in result.plan:
-            print(f"{stage}: {', '.join(inputs)} -> {output}")
+        for stage, inputs, output, status in result.plan:
+            print(f"{stage:<10} {status}\n{'':<10} {', '.join(inputs)} -> {output}")
         return 0
     if config.until in ("build", "verify") and config.backend != "tensorrt":  # TensorRT-RTX parser: maybe restart
-
         backend = trt_backend.load_backend(config.backend)
         if backend.is_rtx:
             check_config(config)  # fail on bad settings before restarting
             trt_backend.reexec_with_rtx_library_path(getattr(sys, "orig_argv", [sys.executable, *sys.argv])[1:])
+            if config.backend == "auto":  # announced before the build starts (once: after any restart)
+                print(rtx_fallback_notice(), file=sys.stderr)
     result = run_pipeline(config)
     for stage, what in result.stages.items():
         print(f"  {stage:<10} {what}")
@@ -45,6 +41,13 @@ def run(args: Any) -> int:
     if not result.passed:
         print(f"engine FAILED verification: {result.path} (see {result.manifest_path})")
         return 1
-    print(f"{'engine ready' if config.until == 'verify' else 'done'}: {result.path}"
-          + (f"  (see {result.manifest_path})" if config.until in ("build", "verify") else ""))
+    if config.until not in ("build", "verify"):
+        print(f"done: {result.path}")
+        return 0
+    manifest = read_manifest(result.path)
+    caveat = random_weights_caveat(manifest.weights)
+    if caveat:
+        print(f"note: {caveat}")
+    print(f"{'engine ready' if config.until == 'verify' else 'built'}: {result.path} (see {result.manifest_path}); "
+          f"{runs_on(manifest.target)}")
     return 0

@@ -1,33 +1,18 @@
 """The ``export`` verb: options and result printing over :mod:`pipeline.stages.export`."""
 from __future__ import annotations
 
+from pipeline.cli.args.export import add_arguments  # noqa: F401  (the options: a light module)
+
 import logging
 
 import argparse
 import time
 from pipeline.core.artifact import InputFormat, WeightsRef
-from pipeline.stages.export import DEFAULT_OPSET, export_onnx
-from pipeline.cli.options import add_model_arguments
+from pipeline.stages.export import export_onnx
 from pipeline.store.io import save_onnx
 from pipeline.model.sgformer import create_model
 
 _logger = logging.getLogger("pipeline.cli.export")
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-
-    add_model_arguments(parser)
-    parser.add_argument("--batch", type=int, default=None, help="fixed batch size (default: dynamic)")
-    parser.add_argument("--opset", type=int, default=DEFAULT_OPSET, help=f"ONNX opset (default {DEFAULT_OPSET})")
-    parser.add_argument("--no-simplify", action="store_true", help="skip the onnxslim simplification")
-    parser.add_argument("--input-format", choices=InputFormat.values(), default=InputFormat.NORMALIZED.value,
-                        help="what the images input holds: normalized (ImageNet mean/std applied, default), "
-                             "rgb-float01 (RGB in [0, 1]) or rgb-uint8 (RGB 0..255); the last two put the "
-                             "normalization into the graph")
-    parser.add_argument("--task", choices=("classify", "features"), default="classify",
-                        help="classify: logits (default); features: a backbone with outputs stage1..stage4 "
-                             "(NCHW maps after each stage norm, strides 4, 8, 16, 32)")
-    parser.add_argument("-o", "--output", required=True, help="path of the ONNX file to write")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -1,14 +1,12 @@
 """``sgformer-trt info``: build SG-Former (optionally from a checkpoint) and print what was built."""
 from __future__ import annotations
 
+from pipeline.cli.args.info import add_arguments  # noqa: F401  (the options: a light module)
+
 import argparse
 
 from pipeline.cli.options import add_model_arguments
 from pipeline.model.sgformer import create_model
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    add_model_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -18,7 +18,8 @@ from pipeline.core.options import option  # noqa: F401  (the field helper lives 
 from pipeline.core.errors import ConfigError
 from pipeline.core.variants import VARIANTS, ImageSize
 
-__all__ = ["add_model_arguments", "add_dataclass_arguments", "dataclass_from_args", "option", "image_size_arg"]
+__all__ = ["add_model_arguments", "add_log_arguments", "add_renamed", "add_dataclass_arguments", "dataclass_from_args",
+           "option", "image_size_arg"]
 
 
 def add_model_arguments(parser: argparse.ArgumentParser, *, from_metadata: bool = False,
@@ -49,29 +50,42 @@ def image_size_arg(text: str) -> ImageSize:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def add_renamed(parser: argparse.ArgumentParser, old_flag: str, dest: str, **kwargs: Any) -> None:
+    """Accept an option's former name (hidden from --help) so existing scripts keep working; one visible name per
+    concept."""
+    parser.add_argument(old_flag, dest=dest, help=argparse.SUPPRESS, default=argparse.SUPPRESS, **kwargs)
+
+
+def add_log_arguments(parser: argparse.ArgumentParser, *, top: bool = False) -> None:
+    """-v / -q: accepted before the verb and after it (``sgformer-trt build -v``). After the verb the default is
+    SUPPRESS, so a value given before the verb is not reset by the verb's parser."""
+    default = 0 if top else argparse.SUPPRESS
+    group = parser.add_argument_group("logging")
+    group.add_argument("-v", "--verbose", action="count", default=default,
+                       help="debug log output (default: progress and warnings)")
+    group.add_argument("-q", "--quiet", action="count", default=default, help="warnings and errors only")
+
+
 def _flag(field: dataclasses.Field) -> str:
     return field.metadata.get("flag") or "--" + field.name.replace("_", "-")
 
 
 def _base_type(annotation: Any) -> Any:
-    """int for ``int``, ``Optional[int]``; Path for ``Optional[Path]``; str otherwise."""
-    if isinstance(annotation, str):
-        try:
-            annotation = eval(annotation, {"Optional": Optional, "Path": Path, **typing.__dict__})  # noqa: S307
-        except NameError:  # a project type (e.g. ImageSize): the option is text, the dataclass parses it
-            return str
+    """int for ``int``, ``Optional[int]``; Path for ``Optional[Path]``; tuple for ``tuple[str, ...]``; a project type
+    (e.g. ImageSize) as itself: the option is then text and the dataclass parses it."""
     args = [a for a in typing.get_args(annotation) if a is not type(None)]
     base = args[0] if typing.get_origin(annotation) is typing.Union and len(args) == 1 else annotation
-    return base
+    return typing.get_origin(base) or base
 
 
 def add_dataclass_arguments(parser: argparse.ArgumentParser, cls: type, *, exclude: Iterable[str] = ()) -> None:
     """One option per field of dataclass ``cls`` that has ``help`` metadata (see :func:`option`)."""
     skip = set(exclude)
+    hints = typing.get_type_hints(cls)
     for field in dataclasses.fields(cls):
         if field.name in skip or "help" not in field.metadata:
             continue
-        base = _base_type(field.type)
+        base = _base_type(hints[field.name])
         default = None if field.default is dataclasses.MISSING else field.default
         kwargs: dict[str, Any] = {"dest": field.name, "help": field.metadata["help"]}
         if field.metadata.get("metavar"):
@@ -81,22 +95,27 @@ def add_dataclass_arguments(parser: argparse.ArgumentParser, cls: type, *, exclu
         else:
             if isinstance(default, enum.Enum):
                 default = default.value
-            kwargs["default"] = default
+            kwargs["default"] = list(default) if isinstance(default, tuple) else default
             if isinstance(base, type) and issubclass(base, enum.Enum):
                 kwargs["choices"] = [m.value for m in base]
             elif base in (int, float):
                 kwargs["type"] = base
             elif base is Path:
                 kwargs["type"] = Path
+            elif base is tuple:
+                kwargs["nargs"] = field.metadata.get("nargs") or "+"
             if field.metadata.get("choices"):
                 kwargs["choices"] = list(field.metadata["choices"])
-            if default is not None and "(default" not in kwargs["help"]:
-                kwargs["help"] += f" (default {default})"
-        parser.add_argument(_flag(field), **kwargs)
+            shown = " ".join(map(str, default)) if isinstance(default, tuple) else default
+            if default not in (None, ()) and "(default" not in kwargs["help"]:
+                kwargs["help"] += f" (default {shown})"
+        flags = [field.metadata["short"]] if field.metadata.get("short") else []
+        parser.add_argument(*flags, _flag(field), **kwargs)
 
 
 def dataclass_from_args(cls: type, args: argparse.Namespace, **overrides: Any) -> Any:
     """Build ``cls`` from the parsed options (fields without an option keep their defaults)."""
     values = {f.name: getattr(args, f.name) for f in dataclasses.fields(cls) if hasattr(args, f.name)}
+    values = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
     values.update(overrides)
     return cls(**values)

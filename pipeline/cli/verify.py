@@ -1,6 +1,8 @@
 """The ``verify`` verb: options and result printing over :mod:`pipeline.stages.verify`."""
 from __future__ import annotations
 
+from pipeline.cli.args.verify import add_arguments  # noqa: F401  (the options: a light module)
+
 import logging
 
 import argparse
@@ -10,8 +12,7 @@ import numpy as np
 from pipeline.core.artifact import ArtifactInfo, Task
 from pipeline.core.tolerances import ParityRule, feature_rule, parity_rule
 from pipeline.stages.graph_parity import compare_graphs
-from pipeline.stages.verify import BACKENDS, onnx_record, reference_for_record, verify_engine, verify_onnx
-from pipeline.cli.options import add_model_arguments
+from pipeline.stages.verify import onnx_record, reference_for_record, verify_engine, verify_onnx
 from pipeline.data.images import load_folder, sample_images
 from pipeline.store.io import write_json
 from pipeline.store.integrity import check_engine_dir
@@ -19,32 +20,6 @@ from pipeline.backends.runners import resolve_engine_dir
 from pipeline.model.sgformer import create_model
 
 _logger = logging.getLogger("pipeline.cli.verify")
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-
-    target = parser.add_argument_group("artifact (one of)")
-    one = target.add_mutually_exclusive_group(required=True)
-    one.add_argument("--onnx", help="ONNX graph to check (standard-op, rewritten or quantized)")
-    one.add_argument("--engine", help="engine directory (engines/<variant>-<precision>-<res>/) or its .engine file: "
-                                      "the engine on a GPU, else its ONNX in onnxruntime; the result is written into "
-                                      "its manifest.json")
-    parser.add_argument("--against", metavar="ORIGINAL",
-                        help="with --onnx: compare against this graph instead of PyTorch (any two graphs of one "
-                             "model, e.g. a rewritten foreign model and its original): both run in onnxruntime on "
-                             "the same inputs, every output checked against the tolerance table")
-    parser.add_argument("--cpu", action="store_true", help="with --engine: use the CPU stand-in even if a GPU is present")
-    parser.add_argument("--backend", default="onnxruntime", choices=sorted(BACKENDS), help="how to run the artifact")
-    add_model_arguments(parser, from_metadata=True)
-    parser.add_argument("--images", help="folder of images (default: scikit-image's bundled sample photos)")
-    parser.add_argument("--num-images", type=int, default=4, help="how many images (default 4)")
-    parser.add_argument("--batch", type=int, default=2, help="batch size of both runs (default 2)")
-    parser.add_argument("--atol", type=float, default=None,
-                        help="override the pass rule with max abs logit difference ATOL (default: the rule for the "
-                             "graph's precision and size from pipeline.core.tolerances, e.g. 1e-4 for fp32 at 224, "
-                             "cosine/top-1 agreement for fp16 and int8)")
-    parser.add_argument("--no-top5", action="store_true", help="do not require identical top-5")
-    parser.add_argument("--report", help="also write the report as JSON here")
 
 
 def _images(args: argparse.Namespace, img_size: int) -> list[tuple[str, np.ndarray]]:
@@ -82,12 +57,12 @@ def run(args: argparse.Namespace) -> int:
         rule = ParityRule(atol=args.atol, require_top5=not args.no_top5)
     elif args.no_top5:
         rule = dataclasses.replace(rule, require_top5=False)
-    _logger.info("verify start: %s (%s, %s, %s, rule %s)", args.onnx, args.backend, info.spec, info.precision.value,
+    _logger.info("verify start: %s (onnxruntime, %s, %s, rule %s)", args.onnx, info.spec, info.precision.value,
                  rule.to_dict())
     model = reference_for_record(info, args.checkpoint, args.trust_checkpoint) if not (
         args.checkpoint is None and info.weights.kind != "random") else _unrecorded_reference(info, args)
     images = _images(args, info.img_size)
-    report = verify_onnx(args.onnx, model, images, batch=args.batch, backend=args.backend, rule=rule)
+    report = verify_onnx(args.onnx, model, images, batch=args.batch, rule=rule)
     if args.report:
         write_json(args.report, report.to_dict())
     _logger.info("verify finish in %.1f s", time.perf_counter() - start)

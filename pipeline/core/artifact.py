@@ -222,11 +222,14 @@ class ModelSpec:
         return f"SG-Former-{self.variant} @ {self.img_size}{task}"
 
 
-def engine_dir_name(variant: str, precision: Precision | str, img_size: object,
-                    task: Task | str = Task.CLASSIFY) -> str:
-    """The one folder naming rule: ``<variant>-<precision>-<img_size>[-features]`` (under ``engines/``), the size
-    as ``224`` for a square and ``448x672`` otherwise."""
+def engine_dir_name(variant: str, precision: Precision | str, img_size: object, task: Task | str = Task.CLASSIFY,
+                    input_format: InputFormat | str = "normalized") -> str:
+    """The one folder naming rule: ``<variant>-<precision>-<img_size>[-features][-<input format>]`` (under
+    ``engines/``), the size as ``224`` for a square and ``448x672`` otherwise; a non-default input format is
+    appended (``s-fp16-224-rgb-float01``), so an engine for DeepStream never replaces the normal one."""
     suffix = "-features" if Task.parse(task) is Task.FEATURES else ""
+    fmt = InputFormat.parse(input_format)
+    suffix += "" if fmt is InputFormat.NORMALIZED else f"-{fmt.value}"
     return f"{variant}-{Precision.parse(precision).value}-{ImageSize.parse(img_size)}{suffix}"
 
 
@@ -275,7 +278,8 @@ class ArtifactInfo:
 
     @property
     def engine_dir_name(self) -> str:
-        return engine_dir_name(self.spec.variant, self.precision, self.spec.img_size, self.spec.task)
+        return engine_dir_name(self.spec.variant, self.precision, self.spec.img_size, self.spec.task,
+                               self.input_format)
 
     # ---------------------------------------------------------------- ONNX metadata
 

@@ -12,7 +12,10 @@ __all__ = ["option"]
 
 
 def option(default: Any = dataclasses.MISSING, *, help: str, choices: Optional[Iterable[str]] = None,
-           flag: Optional[str] = None, metavar: Optional[str] = None) -> Any:
-    """A dataclass field that also describes its command-line option (help, choices, flag name, metavar)."""
-    meta = {"help": help, "choices": tuple(choices) if choices is not None else None, "flag": flag, "metavar": metavar}
+           flag: Optional[str] = None, metavar: Optional[str] = None, nargs: Optional[str] = None,
+           short: Optional[str] = None) -> Any:
+    """A dataclass field that also describes its command-line option (help, choices, flag name, metavar; nargs for
+    a tuple field, default "+"; short: a one-letter alias such as "-o")."""
+    meta = {"help": help, "choices": tuple(choices) if choices is not None else None, "flag": flag, "metavar": metavar,
+            "nargs": nargs, "short": short}
     return dataclasses.field(default=default, metadata=meta)

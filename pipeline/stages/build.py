@@ -48,6 +48,7 @@ from pipeline.store.manifest import (
     write_manifest,
 )
 from pipeline.iam.spec import PLUGIN_NAME
+from pipeline.core.configs import BuildConfig
 from pipeline.store.publish import staged_engine_dir
 import numpy as np
 
@@ -57,59 +58,6 @@ _logger = logging.getLogger("pipeline.stages.build")
 
 _STANDARD_DOMAINS = ("", "ai.onnx")
 _TOPK_LIMIT_TEXT = "K exceeds the maximum"
-
-
-@dataclasses.dataclass(frozen=True)
-class BuildConfig:
-    """Builder settings. Validated on construction (:class:`ConfigError`); TensorRT is not imported here."""
-
-    backend: str = "auto"  # auto | tensorrt | tensorrt-rtx
-    plugin_library: Optional[Path] = None
-    min_batch: int = 1
-    opt_batch: int = 1
-    max_batch: int = 8
-    workspace_mb: Optional[int] = None  # None: TensorRT's default (the device memory)
-    opt_level: int = 3  # builder optimization level 0..5
-    timing_cache: Optional[Path] = None  # read if present, written after the build (full TensorRT only)
-    version_compatible: bool = False
-    hardware_compatibility: str = "none"  # none | ampere_plus | same_compute_capability (full TensorRT)
-    compute_capabilities: tuple[str, ...] = ()  # TensorRT-RTX targets, e.g. ("sm_86", "sm_89"); () = all
-    progress_interval_s: float = 10.0
-
-    def __post_init__(self) -> None:
-        if self.backend not in trt_backend.BACKEND_CHOICES:
-            raise ConfigError(f"backend {self.backend!r}: expected one of {', '.join(trt_backend.BACKEND_CHOICES)}")
-        for name in ("min_batch", "opt_batch", "max_batch", "opt_level"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool):
-                raise ConfigError(f"{name} must be an int, found {value!r}")
-        if not 1 <= self.min_batch <= self.opt_batch <= self.max_batch:
-            raise ConfigError(
-                f"batch profile must satisfy 1 <= min <= opt <= max, found min={self.min_batch} opt={self.opt_batch} "
-                f"max={self.max_batch}"
-            )
-        if self.workspace_mb is not None and (not isinstance(self.workspace_mb, int) or self.workspace_mb <= 0):
-            raise ConfigError(f"workspace_mb must be a positive int (MiB) or None, found {self.workspace_mb!r}")
-        if not 0 <= self.opt_level <= 5:
-            raise ConfigError(f"opt_level (builder optimization level) must be 0..5, found {self.opt_level}")
-        if self.hardware_compatibility not in trt_backend.HARDWARE_COMPATIBILITY:
-            raise ConfigError(
-                f"hardware_compatibility {self.hardware_compatibility!r}: expected one of "
-                f"{', '.join(trt_backend.HARDWARE_COMPATIBILITY)}"
-            )
-        if not isinstance(self.compute_capabilities, tuple):
-            raise ConfigError(f"compute_capabilities must be a tuple like ('sm_89',), found {self.compute_capabilities!r}")
-        for cc in self.compute_capabilities:
-            if not (isinstance(cc, str) and cc.startswith("sm_") and cc[3:].isdigit()):
-                raise ConfigError(f"compute capability {cc!r}: expected the form 'sm_89'")
-        if self.hardware_compatibility != "none" and self.compute_capabilities:
-            raise ConfigError("choose either hardware_compatibility (full TensorRT) or compute_capabilities (TensorRT-RTX)")
-        for name in ("plugin_library", "timing_cache"):
-            value = getattr(self, name)
-            if value is not None and not isinstance(value, Path):
-                object.__setattr__(self, name, Path(value))
-        if self.progress_interval_s <= 0:
-            raise ConfigError(f"progress_interval_s must be > 0, found {self.progress_interval_s}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -335,9 +283,11 @@ def build_engine(onnx_model_or_path: OnnxSource, config: BuildConfig) -> tuple[b
 # ------------------------------------------------------------------------------------------------ artifacts
 
 
-def engine_dir_name(variant: str, precision: str, img_size: object, task: str = "classify") -> str:
-    """``<variant>-<precision>-<img_size>[-features]`` (the one rule, ``pipeline.core.artifact.engine_dir_name``)."""
-    return _engine_dir_name(variant, precision, img_size, task)
+def engine_dir_name(variant: str, precision: Precision | str, img_size: object, task: str = "classify",
+                    input_format: InputFormat | str = InputFormat.NORMALIZED) -> str:
+    """``<variant>-<precision>-<img_size>[-features][-<input format>]`` (the one rule,
+    ``pipeline.core.artifact.engine_dir_name``)."""
+    return _engine_dir_name(variant, precision, img_size, task, input_format)
 
 
 def save_engine_dir(
@@ -360,7 +310,7 @@ def save_engine_dir(
     """Write ``<out_root>/<variant>-<precision>-<img_size>/`` (or ``dir_name``): engine, plugin library and ONNX
     copies, manifest.json. ``output_specs`` (a backbone's stage maps) add stride and channels to the outputs."""
     img_size = ImageSize.parse(img_size)
-    engine_dir = Path(out_root) / (dir_name or engine_dir_name(variant, precision, img_size, task))
+    engine_dir = Path(out_root) / (dir_name or engine_dir_name(variant, precision, img_size, task, input_format))
     by_name = {o.name: o for o in output_specs}
     outputs = tuple(dataclasses.replace(t, stride=by_name[t.name].stride, channels=by_name[t.name].channels)
                     if t.name in by_name else t for t in info.outputs)
@@ -424,9 +374,9 @@ class EngineLabels:
 
     variant: str
     img_size: ImageSize
-    precision: str
+    precision: Precision
     weights: str
-    input_format: str = InputFormat.NORMALIZED.value
+    input_format: InputFormat = InputFormat.NORMALIZED
     record: Optional[ArtifactInfo] = None  # None: the ONNX has no artifact record (not made by `export`)
 
     @property
@@ -439,7 +389,7 @@ class EngineLabels:
 
 
 def artifact_info_for_build(header: onnx.ModelProto, source: Path | str, *, variant: Optional[str] = None,
-                            img_size: Optional[object] = None, precision: str = "auto",
+                            img_size: Optional[object] = None, precision: Optional[Precision] = None,
                             weights: Optional[str] = None) -> EngineLabels:
     """The record the engine inherits, checked against the graph and against explicit options.
 
@@ -449,7 +399,8 @@ def artifact_info_for_build(header: onnx.ModelProto, source: Path | str, *, vari
     (the size then comes from ``img_size`` or the graph's static input, ``pipeline.graph.image_input``).
     """
     graph_precision = detect_precision(header)
-    if precision != "auto" and Precision.parse(precision) is not graph_precision:
+    precision = None if precision is None else Precision.parse(precision)  # a str from Python callers
+    if precision is not None and precision is not graph_precision:
         raise ConfigError(
             f"--precision {precision} does not match {source}: the graph is {graph_precision.value} "
             f"({graph_evidence(graph_precision)}); "
@@ -461,14 +412,14 @@ def artifact_info_for_build(header: onnx.ModelProto, source: Path | str, *, vari
         record = ArtifactInfo.from_metadata(meta, source=str(source), graph_precision=graph_precision)
         size = None if img_size is None else ImageSize.parse(img_size, "--resolution")
         for option, given, recorded in (("--variant", variant, record.variant),
-                                        ("--resolution", size, record.img_size)):
+                                        ("--img-size", size, record.img_size)):
             if given is not None and given != recorded:
                 raise ConfigError(f"{option} {given} does not match {source}, which was exported as {record.spec}; "
                                   f"drop {option} or build the matching ONNX")
         if weights is not None:
             record = record.replace(weights=WeightsRef.parse(weights))
-        return EngineLabels(record.variant, record.img_size, record.precision.value, record.weights.to_text(),
-                            record.input_format.value, record)
+        return EngineLabels(record.variant, record.img_size, record.precision, record.weights.to_text(),
+                            record.input_format, record)
     if not variant:
         variant = FOREIGN
         _logger.info("%s records no %s (not made by `sgformer-trt export`): recording the engine as a %s graph "
@@ -478,6 +429,6 @@ def artifact_info_for_build(header: onnx.ModelProto, source: Path | str, *, vari
         image = image_input(header)
         img_size = image.image_hw if image is not None else None
     if img_size is None:
-        raise ConfigError(f"cannot tell the input size of {source}; pass --resolution")
-    return EngineLabels(variant, ImageSize.parse(img_size, "--resolution"), graph_precision.value,
+        raise ConfigError(f"cannot tell the input size of {source}; pass --img-size")
+    return EngineLabels(variant, ImageSize.parse(img_size, "--img-size"), graph_precision,
                         WeightsRef.parse(weights).to_text() if weights else "unknown")

@@ -39,6 +39,7 @@ import torch
 
 from pipeline.core.artifact import (DEFAULT_NUM_CLASSES, LOGITS_NAME, ArtifactInfo, ImageSize, InputFormat, ModelSpec,
                                     Task, WeightsRef, feature_name)
+from pipeline.core.configs import DEFAULT_OPSET
 from pipeline.core.variants import IMAGENET_MEAN, IMAGENET_STD, VARIANTS
 from pipeline.graph import op_histogram
 from pipeline.core.errors import ExportError
@@ -48,7 +49,6 @@ __all__ = ["export_onnx", "output_names", "model_img_size", "DEFAULT_OPSET", "IN
 
 _logger = logging.getLogger("pipeline.stages.export")
 
-DEFAULT_OPSET = 17
 MIN_OPSET = 17  # LayerNormalization
 INPUT_NAME = "images"
 OUTPUT_NAME = LOGITS_NAME

@@ -22,7 +22,9 @@ from typing import Callable, Optional
 
 import numpy as np
 
+from pipeline.core.artifact import WeightsRef
 from pipeline.core.errors import PipelineError
+from pipeline.plan import find_export
 from pipeline.apps.bench.config import BACKENDS as BACKEND_NAMES
 from pipeline.apps.bench.config import TRT_PRECISIONS, BenchConfig
 from pipeline.backends import tensorrt as trt_backend
@@ -181,8 +183,12 @@ class Artifacts:
         return _build_model(self.config)
 
     def exported(self) -> Path:
+        if self._exported is None:  # an identical export made by make engine (same variant, size, weights, format)?
+            self._exported = find_export(self.config.engine_dir, self.config.variant, self.config.img_size,
+                                         self._weights_ref())
+            if self._exported is not None:
+                _logger.info("reusing %s (same variant, size, weights and input format; no export)", self._exported)
         if self._exported is None:
-
             _logger.info("exporting %s @ %d to ONNX for the onnxruntime backends", self.config.variant, self.config.img_size)
             model = export_onnx(self._model(), batch=None, variant=self.config.variant,
                                 weights=self._weights())
@@ -200,6 +206,11 @@ class Artifacts:
         if not self._rewritten.is_file():
             raise PipelineError(f"ONNX file {self._rewritten} does not exist; run `sgformer-trt rewrite` first")
         return self._rewritten
+
+    def _weights_ref(self) -> WeightsRef:
+        if self.config.checkpoint:
+            return WeightsRef.from_checkpoint(self.config.checkpoint)
+        return WeightsRef.random(self.config.seed)
 
     def _weights(self) -> str:
         if self.config.checkpoint:

@@ -155,6 +155,14 @@ def compare_rows(rows: list[dict], interleaved: Optional[list[dict]] = None) -> 
     return out
 
 
+LOAD_WARNING = "other processes competed for the CPUs: CPU timings are pessimistic"
+
+
+def overloaded(env: dict) -> bool:
+    """The 1-minute load average exceeded the CPUs available (+0.5) at the start or the end of the run."""
+    return max(env.get("loadavg_1min_at_start") or 0, env.get("loadavg_1min_at_end") or 0) > 0.5 + env["cpus_available"]
+
+
 def _fmt_ratio(value: Optional[float]) -> str:
     return "n/a" if value is None else f"{value:.2f}x"
 
@@ -169,9 +177,7 @@ def render_markdown(report: BenchReport) -> str:
         f"- created {report.created} on `{env['host']}`: {env['cpu']}, {env['threads']} threads "
         f"({env['cpus_available']} CPUs available), GPU: {env['gpu'] or 'none'}; 1-min load average "
         f"{env['loadavg_1min_at_start']} at start, {env['loadavg_1min_at_end']} at end"
-        + (" (**other processes competed for the CPUs: CPU timings are pessimistic**)"
-           if max(env["loadavg_1min_at_start"] or 0, env["loadavg_1min_at_end"] or 0) > 0.5 + env["cpus_available"]
-           else ""),
+        + (f" (**{LOAD_WARNING}**)" if overloaded(env) else ""),
         f"- torch {env['torch']}, onnxruntime {env['onnxruntime']}, TensorRT {env['tensorrt'] or 'not installed'}, "
         f"Python {env['python']}",
         f"- weights: {weights}; "
@@ -252,9 +258,9 @@ def render_plot(report: BenchReport) -> bytes:
     backends = list(dict.fromkeys(r["backend"] for r in report.rows))
     batches = sorted({r["batch"] for r in report.rows})
     lookup = {(r["backend"], r["batch"]): r for r in report.rows}
-    fig = Figure(figsize=(11, 4.5), dpi=100, layout="constrained")
+    fig = Figure(figsize=(16, 4.8), dpi=100, layout="constrained")
     FigureCanvasAgg(fig)
-    axes = fig.subplots(1, 2)
+    axes = fig.subplots(1, 3, width_ratios=(1, 1, 0.9))
     width = 0.8 / max(len(backends), 1)
     x = np.arange(len(batches))
     for i, name in enumerate(backends):
@@ -269,19 +275,50 @@ def render_plot(report: BenchReport) -> bytes:
                                  ha="center", va="bottom", fontsize=7)
         axes[1].bar(x + offset, mem, width, label=name)
     base = report.baseline
-    axes[0].set_title(f"throughput (labels: x {base['backend']} b{base['batch']})", fontsize=10)
+    axes[0].set_title(f"throughput (labels: x {base['backend']} b{base['batch']}, sequential rows)", fontsize=10)
     axes[0].set_ylabel("images / s")
     axes[1].set_title("peak memory above process baseline", fontsize=10)
     axes[1].set_ylabel("MiB")
-    for ax in axes:
+    for ax in axes[:2]:
         ax.set_xticks(x, [f"batch {b}" for b in batches])
         ax.grid(axis="y", alpha=0.3)
     axes[0].legend(fontsize=8)
+    _plot_comparisons(axes[2], report.comparisons)
     env = report.environment
-    fig.suptitle(f"{report.title}: {env['gpu'] or env['cpu']}, {env['threads']} threads", fontsize=11)
+    fig.suptitle(f"{report.title}: {env['gpu'] or env['cpu']}, {env['threads']} threads; 1-min load "
+                 f"{env.get('loadavg_1min_at_start')} -> {env.get('loadavg_1min_at_end')}", fontsize=11)
+    if overloaded(env):
+        fig.text(0.5, 0.005, f"WARNING: {LOAD_WARNING}", ha="center", va="bottom", color="red", fontsize=10)
     buf = io.BytesIO()
     fig.savefig(buf, format="png")
     return buf.getvalue()
+
+
+def _plot_comparisons(ax, comparisons: list[dict]) -> None:
+    """The paired ratios (the figures to read): candidate / reference throughput per batch, interleaved when
+    measured (solid), else from the sequential rows (hatched)."""
+    ax.set_title("same-run throughput ratios (candidate / reference)", fontsize=10)
+    if not comparisons:
+        ax.text(0.5, 0.5, "no compared pair measured", ha="center", va="center", transform=ax.transAxes)
+        ax.set_axis_off()
+        return
+    labels = [f"{c['candidate']} / {c['reference']} b{c['batch']}" for c in comparisons]
+    values = [c["throughput_ratio"] for c in comparisons]
+    y = np.arange(len(values))
+    bars = ax.barh(y, values, color=["tab:blue" if c.get("method") == "interleaved" else "tab:gray"
+                                     for c in comparisons])
+    for rect, c in zip(bars, comparisons):
+        if c.get("method") != "interleaved":
+            rect.set_hatch("//")
+        ax.annotate(f"{c['throughput_ratio']:.2f}x ({c.get('method', 'sequential')})",
+                    (rect.get_width(), rect.get_y() + rect.get_height() / 2), va="center", fontsize=7,
+                    xytext=(3, 0), textcoords="offset points")
+    ax.axvline(1.0, color="black", linewidth=0.8)
+    ax.set_yticks(y, labels, fontsize=7)
+    ax.invert_yaxis()
+    ax.set_xlim(0, max(values + [1.0]) * 1.45)
+    ax.set_xlabel("x reference (> 1: candidate faster)")
+    ax.grid(axis="x", alpha=0.3)
 
 
 def write_report(report: BenchReport, out_dir: str | Path) -> dict[str, Path]:

@@ -5,13 +5,14 @@ import datetime as _dt
 import logging
 import tempfile
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Optional
 
 import numpy as np
 
 from pipeline.core.errors import PipelineError
+from pipeline.core.progress import eta_text
 from pipeline.apps.bench import report as report_mod
 from pipeline.apps.bench.backends import BACKENDS, Artifacts
 from pipeline.apps.bench.config import BenchConfig, load_average
@@ -38,9 +39,13 @@ def run_benchmarks(config: BenchConfig, command: str = "") -> BenchReport:
     reference: Optional[np.ndarray] = None
     prepared: dict[str, dict] = {}
     interleaved: list[dict] = []
+    selected = config.selected_backends
     with tempfile.TemporaryDirectory(prefix="sgformer-bench-") as tmp:
         artifacts = Artifacts(config, Path(tmp))
-        for name in config.selected_backends:
+        for index, name in enumerate(selected):
+            if index:
+                _logger.info("bench progress: %d of %d backends, %.0f s so far; %s", index, len(selected),
+                             time.perf_counter() - start, eta_text(time.perf_counter() - start, index, len(selected)))
             spec = BACKENDS[name]
             reason = spec.unavailable(config)
             if reason:
@@ -53,7 +58,8 @@ def run_benchmarks(config: BenchConfig, command: str = "") -> BenchReport:
                 failed.append({"backend": name, "stage": "prepare", "error": str(exc)})
                 _logger.error("%s: could not prepare its input (%s)", name, exc)
                 continue
-            job = Job(config, name, files, _logger.getEffectiveLevel())
+            rows_left = (len(selected) - index) * len(config.batches) + _pair_rows(config)
+            job = Job(budgeted(config, start, rows_left), name, files, _logger.getEffectiveLevel())
             _logger.info("%s: measuring (%s)", name, "own process" if config.isolate else "this process")
             result = run_isolated(job) if config.isolate else run_inline(job)
             if "error" in result:
@@ -82,7 +88,7 @@ def run_benchmarks(config: BenchConfig, command: str = "") -> BenchReport:
                 rows.append({"backend": name, "device": measured["device"], **row})
             op_profiles += [{"backend": name, **p} for p in measured.get("op_profile", [])]
         if config.interleave:
-            interleaved = _interleaved_pairs(config, prepared, failed)
+            interleaved = _interleaved_pairs(config, prepared, failed, start)
     if not rows:
         raise PipelineError(
             "no backend could be measured: "
@@ -115,13 +121,34 @@ def run_benchmarks(config: BenchConfig, command: str = "") -> BenchReport:
     return report
 
 
-def _interleaved_pairs(config: BenchConfig, prepared: dict[str, dict], failed: list[dict]) -> list[dict]:
+def _pair_rows(config: BenchConfig) -> int:
+    """Rows the interleaved pairs will time, each counted as two (both backends run), for the budget's shares."""
+    if not config.interleave:
+        return 0
+    chosen = set(config.selected_backends)
+    pairs = sum(1 for c, r, _ in report_mod.COMPARISONS if c in chosen and r in chosen)
+    return 2 * pairs * len(config.batches)
+
+
+def budgeted(config: BenchConfig, start: float, rows_left: int, clock=time.perf_counter) -> BenchConfig:
+    """``config`` with each row's time limit set to its share of the total budget that is left (``max_seconds``).
+    At least 3 calls per row are always made, so an exhausted budget gives short rows, not skipped ones."""
+    if config.max_seconds is None:
+        return config
+    left = config.max_seconds - (clock() - start)
+    share = max(left, 0.0) / max(rows_left, 1)
+    per_row = share if config.max_seconds_per_row is None else min(share, config.max_seconds_per_row)
+    return replace(config, max_seconds_per_row=max(per_row, 1e-3))
+
+
+def _interleaved_pairs(config: BenchConfig, prepared: dict[str, dict], failed: list[dict],
+                       start: Optional[float] = None) -> list[dict]:
     """Each ``COMPARISONS`` pair whose two backends were measured: both in one worker, calls interleaved."""
     out: list[dict] = []
-    for candidate, reference, _ in report_mod.COMPARISONS:
-        if candidate not in prepared or reference not in prepared:
-            continue
-        job = PairJob(config, candidate, reference, {candidate: prepared[candidate], reference: prepared[reference]},
+    pairs = [(c, r) for c, r, _ in report_mod.COMPARISONS if c in prepared and r in prepared]
+    for k, (candidate, reference) in enumerate(pairs):
+        pair_config = config if start is None else budgeted(config, start, 2 * (len(pairs) - k) * len(config.batches))
+        job = PairJob(pair_config, candidate, reference, {candidate: prepared[candidate], reference: prepared[reference]},
                       _logger.getEffectiveLevel())
         _logger.info("%s vs %s: interleaved calls in one %s", candidate, reference,
                      "process" if config.isolate else "process (this one)")
