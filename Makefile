@@ -150,8 +150,7 @@ print-config: ## show what make decided for this machine (Jetson, TensorRT, venv
 LOCKS := build/.locks
 ifeq ($(SGF_IN_VENV_LOCK),)
 $(VENV_STAMP): pyproject.toml
-	@mkdir -p $(LOCKS)
-	@flock $(LOCKS)/venv.lock $(MAKE) --no-print-directory SGF_IN_VENV_LOCK=1 $(VENV_STAMP)
+	@mkdir -p $(LOCKS) && flock $(LOCKS)/venv.lock $(MAKE) --no-print-directory SGF_IN_VENV_LOCK=1 $(VENV_STAMP)
 else
 $(VENV_STAMP): pyproject.toml
 	$(if $(filter unsupported%,$(JETSON)),$(UNSUPPORTED_JETSON))
@@ -178,8 +177,7 @@ $(PLUGIN_BUILD)/.config: FORCE
 
 ifeq ($(SGF_IN_PLUGIN_LOCK),)
 $(PLUGIN_LIB): FORCE
-	@mkdir -p $(LOCKS)
-	@flock $(LOCKS)/plugins.lock $(MAKE) --no-print-directory SGF_IN_PLUGIN_LOCK=1 $(PLUGIN_LIB)
+	@mkdir -p $(LOCKS) && flock $(LOCKS)/plugins.lock $(MAKE) --no-print-directory SGF_IN_PLUGIN_LOCK=1 $(PLUGIN_LIB)
 else
 $(PLUGIN_LIB): $(PLUGIN_SRC) $(TRT_DEP) $(PLUGIN_BUILD)/.config
 	$(if $(filter unsupported%,$(JETSON)),$(UNSUPPORTED_JETSON))

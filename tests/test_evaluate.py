@@ -23,6 +23,7 @@ import numpy as np
 import pytest
 
 from calibration.data import load_calibration_set
+from pipeline.core.variants import ImageSize
 from pipeline.apps.evaluate import evaluate, format_table, metrics
 from calibration.fp16 import convert_fp16
 from calibration.int8 import QuantPolicy, quantize_int8
@@ -249,7 +250,7 @@ def test_evaluate_reads_variant_and_size_from_the_graphs(exported):
     from pipeline.core.errors import ConfigError
 
     graphs = {"fp32": exported("tiny-test", 224).load()}
-    assert _graphs_spec(graphs, None, None) == ("tiny-test", 224)
+    assert _graphs_spec(graphs, None, None) == ("tiny-test", ImageSize(224, 224))
     with pytest.raises(ConfigError, match="--variant s does not match"):
         _graphs_spec(graphs, "s", None)
     with pytest.raises(ConfigError, match="--img-size 448 does not match"):
