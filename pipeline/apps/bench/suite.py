@@ -5,6 +5,7 @@ import datetime as _dt
 import logging
 import tempfile
 import time
+import dataclasses
 from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Optional
@@ -24,101 +25,120 @@ __all__ = ["run_benchmarks"]
 _logger = logging.getLogger("pipeline.apps.bench")
 
 
+@dataclasses.dataclass
+class _Collected:
+    """What the backends of one run produced, in the report's shapes."""
+
+    rows: list = dataclasses.field(default_factory=list)
+    backends: list = dataclasses.field(default_factory=list)
+    skipped: list = dataclasses.field(default_factory=list)
+    failed: list = dataclasses.field(default_factory=list)
+    memory_kinds: dict = dataclasses.field(default_factory=dict)
+    op_profiles: list = dataclasses.field(default_factory=list)
+    prepared: dict = dataclasses.field(default_factory=dict)
+    reference: Optional[np.ndarray] = None
+
+    def add(self, name: str, spec, files: dict, measured: dict) -> None:
+        """One measured backend: its rows, its logits against PyTorch's, its memory kind and op profile."""
+        self.prepared[name] = files
+        logits = np.asarray(measured.pop("first_logits"))
+        if name == "pytorch-cpu" or self.reference is None and name == "pytorch-cuda":
+            self.reference = logits
+        diff = None if self.reference is None else float(np.abs(logits - self.reference).max())
+        self.memory_kinds[name] = measured["memory_kind"]
+        self.backends.append({
+            "backend": name,
+            "description": spec.description,
+            "device": measured["device"],
+            "details": measured["details"],
+            "load_s": measured["load_s"],
+            "load_peak_bytes": measured["load_peak_bytes"],
+            "memory_kind": measured["memory_kind"],
+            "max_abs_logit_diff_vs_pytorch": diff,
+        })
+        self.rows += [{"backend": name, "device": measured["device"], **row} for row in measured["rows"]]
+        self.op_profiles += [{"backend": name, **p} for p in measured.get("op_profile", [])]
+
+
+def _measure_one(config: BenchConfig, artifacts: Artifacts, index: int, start: float, got: _Collected) -> None:
+    """Prepare and measure the ``index``-th selected backend (skipped / failed entries say why it did not run)."""
+    selected = config.selected_backends
+    name = selected[index]
+    if index:
+        _logger.info("bench progress: %d of %d backends, %.0f s so far; %s", index, len(selected),
+                     time.perf_counter() - start, eta_text(time.perf_counter() - start, index, len(selected)))
+    spec = BACKENDS[name]
+    reason = spec.unavailable(config)
+    if reason:
+        _logger.info("%s: skipped (%s)", name, reason)
+        got.skipped.append({"backend": name, "description": spec.description, "reason": reason})
+        return
+    try:
+        files = spec.prepare(config, artifacts) if spec.prepare else {}
+    except PipelineError as exc:
+        got.failed.append({"backend": name, "stage": "prepare", "error": str(exc)})
+        _logger.error("%s: could not prepare its input (%s)", name, exc)
+        return
+    rows_left = (len(selected) - index) * len(config.batches) + _pair_rows(config)
+    job = Job(budgeted(config, start, rows_left), name, files, _logger.getEffectiveLevel())
+    _logger.info("%s: measuring (%s)", name, "own process" if config.isolate else "this process")
+    result = run_isolated(job) if config.isolate else run_inline(job)
+    if "error" in result:
+        got.failed.append({"backend": name, "stage": "measure", "error": result["error"]})
+        _logger.error("%s: failed: %s", name, result["error"])
+        _logger.debug("%s", result.get("traceback", ""))
+        return
+    got.add(name, spec, files, result["ok"])
+
+
 def run_benchmarks(config: BenchConfig, command: str = "") -> BenchReport:
     """Measure every selected backend (see module docstring). Raises ``PipelineError`` if nothing ran."""
     start = time.perf_counter()
     environment = report_mod.environment(config)
     _logger.info("bench start: %s @ %d, batches %s, %d warmup + %d calls, backends %s", config.variant,
                  config.img_size, list(config.batches), config.warmup, config.iters, ", ".join(config.selected_backends))
-    rows: list[dict] = []
-    backends: list[dict] = []
-    skipped: list[dict] = []
-    failed: list[dict] = []
-    memory_kinds: dict[str, str] = {}
-    op_profiles: list[dict] = []
-    reference: Optional[np.ndarray] = None
-    prepared: dict[str, dict] = {}
+    got = _Collected()
     interleaved: list[dict] = []
-    selected = config.selected_backends
     with tempfile.TemporaryDirectory(prefix="sgformer-bench-") as tmp:
         artifacts = Artifacts(config, Path(tmp))
-        for index, name in enumerate(selected):
-            if index:
-                _logger.info("bench progress: %d of %d backends, %.0f s so far; %s", index, len(selected),
-                             time.perf_counter() - start, eta_text(time.perf_counter() - start, index, len(selected)))
-            spec = BACKENDS[name]
-            reason = spec.unavailable(config)
-            if reason:
-                _logger.info("%s: skipped (%s)", name, reason)
-                skipped.append({"backend": name, "description": spec.description, "reason": reason})
-                continue
-            try:
-                files = spec.prepare(config, artifacts) if spec.prepare else {}
-            except PipelineError as exc:
-                failed.append({"backend": name, "stage": "prepare", "error": str(exc)})
-                _logger.error("%s: could not prepare its input (%s)", name, exc)
-                continue
-            rows_left = (len(selected) - index) * len(config.batches) + _pair_rows(config)
-            job = Job(budgeted(config, start, rows_left), name, files, _logger.getEffectiveLevel())
-            _logger.info("%s: measuring (%s)", name, "own process" if config.isolate else "this process")
-            result = run_isolated(job) if config.isolate else run_inline(job)
-            if "error" in result:
-                failed.append({"backend": name, "stage": "measure", "error": result["error"]})
-                _logger.error("%s: failed: %s", name, result["error"])
-                _logger.debug("%s", result.get("traceback", ""))
-                continue
-            measured = result["ok"]
-            prepared[name] = files
-            logits = np.asarray(measured.pop("first_logits"))
-            if name == "pytorch-cpu" or reference is None and name == "pytorch-cuda":
-                reference = logits
-            diff = None if reference is None else float(np.abs(logits - reference).max())
-            memory_kinds[name] = measured["memory_kind"]
-            backends.append({
-                "backend": name,
-                "description": spec.description,
-                "device": measured["device"],
-                "details": measured["details"],
-                "load_s": measured["load_s"],
-                "load_peak_bytes": measured["load_peak_bytes"],
-                "memory_kind": measured["memory_kind"],
-                "max_abs_logit_diff_vs_pytorch": diff,
-            })
-            for row in measured["rows"]:
-                rows.append({"backend": name, "device": measured["device"], **row})
-            op_profiles += [{"backend": name, **p} for p in measured.get("op_profile", [])]
+        for index in range(len(config.selected_backends)):
+            _measure_one(config, artifacts, index, start, got)
         if config.interleave:
-            interleaved = _interleaved_pairs(config, prepared, failed, start)
-    if not rows:
+            interleaved = _interleaved_pairs(config, got.prepared, got.failed, start)
+    if not got.rows:
         raise PipelineError(
             "no backend could be measured: "
-            + "; ".join(f"{s['backend']}: {s['reason']}" for s in skipped)
-            + "".join(f"; {f['backend']}: {f['error']}" for f in failed)
+            + "; ".join(f"{s['backend']}: {s['reason']}" for s in got.skipped)
+            + "".join(f"; {f['backend']}: {f['error']}" for f in got.failed)
         )
-    chosen = report_mod.pick_baseline(config, rows)
+    report = _report(config, command, environment, got, interleaved)
+    _logger.info("bench finish: %d rows, %d skipped, %d failed in %.1f s", len(got.rows), len(got.skipped),
+                 len(got.failed), time.perf_counter() - start)
+    return report
+
+
+def _report(config: BenchConfig, command: str, environment: dict, got: _Collected, interleaved: list) -> BenchReport:
+    chosen = report_mod.pick_baseline(config, got.rows)
     base_row = chosen.pop("row")
     chosen.update({"median_ms": base_row["latency_ms"]["median"], "throughput_ips": base_row["throughput_ips"],
                    "peak_memory_bytes": base_row["peak_memory_bytes"]})
-    report_mod.attach_ratios(rows, base_row)
+    report_mod.attach_ratios(got.rows, base_row)
     config_dict = asdict(config)
     config_dict["engines"] = dict(config.engines)
-    report = BenchReport(
+    return BenchReport(
         config=config_dict,
         environment={**environment, "loadavg_1min_at_end": load_average()},
         baseline=chosen,
-        rows=rows,
-        backends=backends,
-        skipped=skipped,
-        failed=failed,
+        rows=got.rows,
+        backends=got.backends,
+        skipped=got.skipped,
+        failed=got.failed,
         created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        memory_note="; ".join(f"{k}: {v}" for k, v in memory_kinds.items()),
+        memory_note="; ".join(f"{k}: {v}" for k, v in got.memory_kinds.items()),
         command=command,
-        op_profiles=op_profiles,
-        comparisons=report_mod.compare_rows(rows, interleaved),
+        op_profiles=got.op_profiles,
+        comparisons=report_mod.compare_rows(got.rows, interleaved),
     )
-    _logger.info("bench finish: %d rows, %d skipped, %d failed in %.1f s", len(rows), len(skipped), len(failed),
-                 time.perf_counter() - start)
-    return report
 
 
 def _pair_rows(config: BenchConfig) -> int:
