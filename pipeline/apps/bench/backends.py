@@ -22,7 +22,8 @@ from typing import Callable, Optional
 
 import numpy as np
 
-from pipeline.core.artifact import WeightsRef
+from pipeline.core.artifact import WeightsRef, stage_onnx_name
+from pipeline.core.configs import PipelineConfig
 from pipeline.core.errors import PipelineError
 from pipeline.plan import find_export
 from pipeline.apps.bench.config import BACKENDS as BACKEND_NAMES
@@ -35,10 +36,9 @@ from pipeline.iam import host as iam_host
 from pipeline.backends import onnxruntime as ort_runner
 from pipeline.store.manifest import read_manifest
 from pipeline.backends.runners import OrtRunner, Runner, TensorRTRunner, TorchRunner
-from pipeline.stages.export import export_onnx
-from pipeline.store.io import save_onnx
 from pipeline.stages import rewrite
 from pipeline.store.io import load_onnx, save_onnx
+from pipeline.flow import run_pipeline
 
 __all__ = ["BACKENDS", "BackendSpec", "BenchRunner", "gpu_name", "Artifacts"]
 
@@ -189,33 +189,39 @@ class Artifacts:
             if self._exported is not None:
                 _logger.info("reusing %s (same variant, size, weights and input format; no export)", self._exported)
         if self._exported is None:
-            _logger.info("exporting %s @ %d to ONNX for the onnxruntime backends", self.config.variant, self.config.img_size)
-            model = export_onnx(self._model(), batch=None, variant=self.config.variant,
-                                weights=self._weights())
-            self._exported = save_onnx(model, self.workdir / "model.onnx")
+            self._make_graphs()
         if not self._exported.is_file():
             raise PipelineError(f"ONNX file {self._exported} does not exist; run `sgformer-trt export` first")
         return self._exported
 
     def rewritten(self) -> Path:
-        if self._rewritten is None:
-
-            _logger.info("rewriting the IAM regions into custom-op nodes")
+        if self._rewritten is None and self._exported is None:
+            self._make_graphs()
+        if self._rewritten is None:  # a given or reused export: the rewrite stage over it
+            _logger.info("rewriting the IAM regions of %s into custom-op nodes", self._exported)
             model = rewrite.replace_iam_with_plugin(load_onnx(self.exported()))
             self._rewritten = save_onnx(model, self.workdir / "model.iam.onnx")
         if not self._rewritten.is_file():
             raise PipelineError(f"ONNX file {self._rewritten} does not exist; run `sgformer-trt rewrite` first")
         return self._rewritten
 
+    def _make_graphs(self) -> None:
+        """Export and rewrite through ``run_pipeline`` (the one place that sequences the stages), fp32, into this
+        run's work folder."""
+        _logger.info("exporting %s @ %s to ONNX for the onnxruntime backends", self.config.variant, self.config.img_size)
+        config = PipelineConfig(variant=self.config.variant, precision="fp32", img_size=self.config.img_size,
+                                checkpoint=self.config.checkpoint,
+                                seed=None if self.config.checkpoint else self.config.seed,
+                                out_dir=self.workdir, until="rewrite")
+        folder = run_pipeline(config).path
+        self._exported = folder / stage_onnx_name("export")
+        self._rewritten = self._rewritten or folder / stage_onnx_name("rewrite", "fp32")
+
     def _weights_ref(self) -> WeightsRef:
         if self.config.checkpoint:
             return WeightsRef.from_checkpoint(self.config.checkpoint)
         return WeightsRef.random(self.config.seed)
 
-    def _weights(self) -> str:
-        if self.config.checkpoint:
-            return f"{Path(self.config.checkpoint).name}"
-        return f"random-init, seed {self.config.seed}"
 
 
 def _ort_runner(files_key: str, config: BenchConfig, files: dict, extra: dict) -> BenchRunner:
