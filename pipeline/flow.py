@@ -30,7 +30,7 @@ from pipeline.core.errors import ConfigError, PipelineError
 from pipeline.core.flavours import BACKEND_CHOICES
 from pipeline.core.hashing import sha256_file
 from pipeline.core.options import option
-from pipeline.core.variants import check_img_size, check_variant
+from pipeline.core.variants import TEST_VARIANTS, TEST_VARIANTS_ENV, VARIANTS, check_img_size, check_variant
 from pipeline.iam.spec import MAX_BATCH
 from pipeline.store.io import load_onnx, save_onnx, write_json
 from pipeline.store.integrity import check_engine_dir, is_verified
@@ -150,6 +150,10 @@ def check_config(config: PipelineConfig, *, plugin: bool = True) -> None:
 
 
 def _check_model(config: PipelineConfig) -> None:
+    if config.variant in TEST_VARIANTS and os.environ.get(TEST_VARIANTS_ENV) != "1":
+        public = ", ".join(v for v in VARIANTS if v not in TEST_VARIANTS)
+        raise ConfigError(f"variant {config.variant!r} is the test suite's network, not an SG-Former to deploy; pick "
+                          f"one of {public} {_make('variant')}")
     for name, check, value in (("variant", check_variant, config.variant), ("img_size", check_img_size, config.img_size),
                                ("task", Task.parse, config.task)):
         try:

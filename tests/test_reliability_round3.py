@@ -6,6 +6,9 @@ docstring says so, the old behaviour is described instead (it took minutes, or p
 from __future__ import annotations
 
 import errno
+import os
+import subprocess
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -17,7 +20,9 @@ from calibration.calibrate import CalibrateOptions, calibrate, calibrate_file
 from calibration.data import load_calibration_set
 from calibration.int8 import QuantPolicy, quantize_int8
 from pipeline.cli import main as cli_main
-from pipeline.core.errors import CalibrationError, StorageError
+from pipeline.core.errors import CalibrationError, ConfigError, StorageError
+TEST_VARIANTS_ENV = "SGFORMER_TEST_VARIANTS"  # pipeline.core.variants; literal, so this file also runs against main
+from pipeline.flow import PipelineConfig, check_config
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -94,3 +99,79 @@ def test_int8_quantization_disk_full_is_one_storage_line(exported, monkeypatch):
                                            r"TMPDIR.*\(ENOSPC\)") as info:
         quantize_int8(tiny, load_calibration_set(224, num_images=1), QuantPolicy(), cache_dir=None)
     assert "\n" not in str(info.value)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# 2. usage errors of `make engine` name the make variable in one line; tiny-test only where the tests register it
+# ---------------------------------------------------------------------------------------------------------------
+
+ROOT = Path(__file__).resolve().parents[1]
+
+_BAD_SETTINGS = [  # (make setting, what the one line must say)
+    ("RES=abc", "'abc' is not a size"),
+    ("PRECISION=INT8", "invalid choice: 'INT8'"),
+    ("PRECISION=fp8", "invalid choice: 'fp8'"),
+    ("MAX_BATCH=abc", "invalid int value: 'abc'"),
+    ("BACKEND=bogus", "invalid choice: 'bogus'"),
+    ("CALIB_N=ten", "invalid int value: 'ten'"),
+    ("CALIB_METHOD=foo", "invalid choice: 'foo'"),
+]
+
+
+def _make_engine(setting: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    # -o: never (re)make the venv from here; the settings are refused by `engine --check`, before the plugin build
+    return subprocess.run(["make", "--no-print-directory", "-o", ".venv/.installed", "engine", setting], cwd=ROOT,
+                          capture_output=True, text=True, timeout=300, env=env)
+
+
+def _error_lines(stderr: str) -> list[str]:
+    return [line for line in stderr.splitlines() if not line.startswith("make")]  # make's own "Error 2" lines
+
+
+@pytest.mark.parametrize("setting, message", _BAD_SETTINGS)
+def test_make_engine_usage_error_names_the_make_variable_in_one_line(setting, message):
+    """main: argparse printed its 12-line usage dump and a line naming --max-batch etc., never the make variable
+    (RES=abc already named RES: it is parsed by PipelineConfig, kept here as the reference case)."""
+    variable = setting.split("=")[0]
+    result = _make_engine(setting)
+    lines = _error_lines(result.stderr)
+    assert result.returncode != 0
+    assert len(lines) == 1, result.stderr
+    assert message in lines[0] and f"(make: {variable})" in lines[0], lines[0]
+    assert "usage:" not in result.stderr and "cmake" not in result.stdout
+
+
+def test_usage_error_planted_wrong_case_is_named_with_the_value_meant(capsys):
+    """The fix for PRECISION=INT8 is named: the lower-case value."""
+    with pytest.raises(SystemExit) as info:
+        cli_main(["engine", "--check", "--precision", "INT8"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert info.value.code == 2 and len(err) == 1
+    assert "(make: PRECISION); write int8;" in err[0]
+
+
+def test_option_without_make_variable_is_one_line_without_a_make_name(capsys):
+    """Control: a verb make does not run (calibrate) gets the one-line error but no invented make name."""
+    with pytest.raises(SystemExit):
+        cli_main(["calibrate", "--onnx", "x.onnx", "--precision", "INT8", "-o", "y.onnx"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "invalid choice: 'INT8'" in err[0] and "make:" not in err[0] and "; write int8" in err[0]
+
+
+def test_make_engine_refuses_the_test_variant_outside_the_tests():
+    """main: `make engine VARIANT=tiny-test` was accepted (and built a meaningless engine folder)."""
+    env = {k: v for k, v in os.environ.items() if k != TEST_VARIANTS_ENV}
+    result = _make_engine("VARIANT=tiny-test", env=env)
+    lines = _error_lines(result.stderr)
+    assert result.returncode != 0 and len(lines) == 1, result.stderr
+    assert "'tiny-test' is the test suite's network" in lines[0] and "(make: VARIANT)" in lines[0]
+    assert "s, m, b" in lines[0] and "tiny-test" not in lines[0].split("pick one of")[1]
+
+
+def test_engine_takes_the_test_variant_where_the_tests_register_it(monkeypatch):
+    """Control: with the variable tests/conftest.py sets, the test suite's own `engine` runs still take tiny-test."""
+    monkeypatch.setenv(TEST_VARIANTS_ENV, "1")
+    check_config(PipelineConfig(variant="tiny-test"), plugin=False)
+    monkeypatch.delenv(TEST_VARIANTS_ENV)
+    with pytest.raises(ConfigError, match="test suite's network"):
+        check_config(PipelineConfig(variant="tiny-test"), plugin=False)

@@ -11,6 +11,7 @@ import logging
 import sys
 from typing import Optional, Sequence
 
+from pipeline.cli.options import CliParser
 from pipeline.core.errors import PipelineError
 from pipeline.store.interrupts import Terminated, command_guard, exit_after_cancel
 from pipeline.store.storage import describe as describe_os_error
@@ -34,7 +35,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
 
 
 def build_parser() -> tuple[argparse.ArgumentParser, dict[str, object]]:
-    parser = argparse.ArgumentParser(prog="sgformer-trt", description=__doc__.splitlines()[0])
+    parser = CliParser(prog="sgformer-trt", description=__doc__.splitlines()[0])
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv for debug)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     modules = {}
