@@ -26,7 +26,7 @@ from typing import Any, Callable, Optional
 
 from pipeline.core.artifact import (ImageSize, InputFormat, ModelSpec, Precision, Task, engine_dir_name,
                                     engine_file_name, stage_onnx_name)
-from pipeline.core.errors import ConfigError, PipelineError
+from pipeline.core.errors import CalibrationError, ConfigError, PipelineError
 from pipeline.core.flavours import BACKEND_CHOICES
 from pipeline.core.hashing import sha256_file
 from pipeline.core.options import option
@@ -45,7 +45,7 @@ from pipeline.stages.export import export_onnx
 from pipeline.stages.rewrite import rewrite_iam
 from pipeline.stages.verify import verify_engine
 from calibration.calibrate import CalibrateOptions, calibrate_file
-from calibration.data import SMOKE_PHOTOS, SMOKE_VARIANTS, list_folder
+from calibration.data import SKIP_HINT, SMOKE_PHOTOS, SMOKE_VARIANTS, list_folder
 
 __all__ = ["PipelineConfig", "EngineDir", "run_pipeline", "STAGES", "check_config"]
 
@@ -372,7 +372,13 @@ def _calibrate(run: _Run) -> None:
     def make() -> None:
         options = CalibrateOptions(images=None if config.calib_images is None else str(config.calib_images),
                                    num_images=config.calib_num, method=config.calib_method)
-        calibrate_file(exported, calibrated, precision.value, options, report=run.folder / "calibration.json")
+        try:
+            calibrate_file(exported, calibrated, precision.value, options, report=run.folder / "calibration.json")
+        except CalibrationError as exc:  # `engine` has no --skip-bad-images: name the fix it has
+            if SKIP_HINT not in str(exc):
+                raise
+            raise CalibrationError(str(exc).replace(SKIP_HINT, "; remove or replace that file in the calibration "
+                                                               "folder (make: CALIB)")) from None
 
     def key() -> dict:
         k = {"input": sha256_file(exported), "precision": precision.value}

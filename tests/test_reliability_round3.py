@@ -175,3 +175,136 @@ def test_engine_takes_the_test_variant_where_the_tests_register_it(monkeypatch):
     monkeypatch.delenv(TEST_VARIANTS_ENV)
     with pytest.raises(ConfigError, match="test suite's network"):
         check_config(PipelineConfig(variant="tiny-test"), plugin=False)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# 3. explain's output format, evaluate's graph slots and labels, verify --engine options, non-finite logits, hints
+# ---------------------------------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def photo(tmp_path_factory):
+    from PIL import Image
+
+    path = tmp_path_factory.mktemp("photo") / "cat.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 80, 3), np.uint8)).save(path)
+    return path
+
+
+def test_explain_jpg_output_is_a_jpeg(photo, tmp_path):
+    """main: `explain -o x.jpg` wrote PNG bytes under a .jpg name."""
+    from pipeline.apps.explain import explain
+
+    out = tmp_path / "x.jpg"
+    explain(photo, "tiny-test", 224, out_png=out, stage="1")
+    assert out.read_bytes()[:3] == b"\xff\xd8\xff"  # JPEG SOI + marker
+    png = tmp_path / "x.png"
+    explain(photo, "tiny-test", 224, out_png=png, stage="1")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_explain_unsupported_suffix_is_refused_up_front(photo, tmp_path, capsys, monkeypatch):
+    import pipeline.apps.explain as explain_mod
+
+    monkeypatch.setattr(explain_mod, "load_image", lambda *_: pytest.fail("image read before the -o check"))
+    out = tmp_path / "x.gif"
+    assert cli_main(["explain", str(photo), "--variant", "tiny-test", "-o", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and ".png, .jpg, .jpeg" in err[0] and "x.png" in err[0] and not out.exists()
+
+
+def test_evaluate_refuses_a_graph_in_the_wrong_precision_slot(tmp_path, capsys, monkeypatch):
+    """main: `evaluate --onnx-int8 model.fp16.onnx` reported the fp16 graph as int8."""
+    import pipeline.cli.evaluate as evaluate_cli
+
+    monkeypatch.setattr(evaluate_cli, "load_calibration_set", lambda *a, **k: pytest.fail("images read first"))
+    fp16 = tmp_path / "model.fp16.onnx"
+    onnx.save(_graph("fp16"), str(fp16))
+    assert cli_main(["evaluate", "--onnx-int8", str(fp16), "--img-size", "224"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--onnx-int8 is a fp16 graph" in err[0] and "--onnx-fp16" in err[0]
+
+
+def test_evaluate_planted_matching_slots_pass_the_precision_check():
+    """Control: each slot with its own kind of graph is accepted."""
+    from pipeline.apps.evaluate import check_graph_precisions
+
+    check_graph_precisions({k: _graph(k) for k in ("fp32", "fp16", "int8")})
+    with pytest.raises(ConfigError, match="--onnx-fp32 is a int8 graph"):
+        check_graph_precisions({"fp32": _graph("int8")})
+
+
+def test_evaluate_labels_that_name_no_image_are_refused(exported, tmp_path, capsys):
+    """main: a labels file whose rows name none of the images was silently ignored (no accuracy, exit 0)."""
+    from PIL import Image
+
+    images = tmp_path / "imgs"
+    images.mkdir()
+    for i in range(2):
+        Image.fromarray(np.full((32, 32, 3), 40 * i, np.uint8)).save(images / f"img{i}.png")
+    labels = tmp_path / "notes.csv"
+    labels.write_text("other_photo.jpg,3\nsomething.jpg,7\n")
+    onnx_path = exported("tiny-test", 224).onnx
+    rc = cli_main(["evaluate", "--onnx-fp32", str(onnx_path), "--images", str(images), "--labels", str(labels)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and "none of its 2 rows names one of the 2 images" in err[0], err
+    notes = tmp_path / "notes.py"
+    notes.write_text("import os\n\ndef f(a, b):\n    return a + b\n")
+    assert cli_main(["evaluate", "--onnx-fp32", str(onnx_path), "--images", str(images), "--labels", str(notes)]) == 2
+    assert "no 'file,label_index' rows" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("option, value", [("--variant", "m"), ("--img-size", "448"), ("--atol", "0.5")])
+def test_verify_engine_refuses_options_that_disagree_with_its_record(exported, tmp_path, capsys, option, value):
+    """main: `verify --engine X --img-size 448 --variant m` silently verified X as built (and --atol was ignored)."""
+    from reliability_helpers import publish
+
+    folder = publish(tmp_path, exported("tiny-test", 224).onnx)
+    assert cli_main(["verify", "--engine", str(folder), option, value]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and option in err[0] and f"drop {option}" in err[0], err
+
+
+def test_verify_engine_planted_agreeing_options_are_accepted(exported, tmp_path, capsys):
+    """Control: options equal to the record are no disagreement (verify runs; the stand-in engine passes)."""
+    from reliability_helpers import publish
+
+    folder = publish(tmp_path, exported("tiny-test", 224).onnx)
+    rc = cli_main(["verify", "--engine", str(folder), "--cpu", "--variant", "tiny-test", "--img-size", "224",
+                   "--num-images", "2"])
+    assert rc == 0, capsys.readouterr().err
+
+
+@pytest.mark.parametrize("bad", [np.inf, np.nan])
+def test_non_finite_reference_logits_never_suggest_an_infinite_atol(bad):
+    """main: Inf logits gave "atol >= inf would have passed" (and NaN an empty reason)."""
+    from pipeline.stages.compare import compare_logits
+
+    ref = np.random.default_rng(0).standard_normal((2, 10))
+    cand = ref.copy()
+    ref[0, 3] = bad
+    report = compare_logits(cand, ref, backend="test", atol=1e-4)
+    assert not report.passed
+    assert ">= inf" not in report.message and "would have passed" not in report.message
+    assert "not finite" in report.message and "no tolerance passes it" in report.message
+
+
+def test_engine_calibration_error_names_the_fix_engine_has(monkeypatch, tmp_path):
+    """main: `make engine PRECISION=int8 CALIB=dir` with a broken image said "or pass --skip-bad-images", an option
+    `engine` does not have."""
+    import pipeline.flow as flow
+
+    def broken(*_a, **_k):
+        raise CalibrationError(f"cannot decode image file {tmp_path / 'bad.jpg'}{flow.SKIP_HINT}")
+    monkeypatch.setattr(flow, "calibrate_file", broken)
+    run = type("Run", (), {})()
+    run.config = PipelineConfig(precision="int8")
+    from pipeline.core.artifact import Precision
+    run.precision = Precision.INT8
+    run.onnx = lambda stage: tmp_path / f"{stage}.onnx"
+    run.folder = tmp_path
+    captured = {}
+    monkeypatch.setattr(flow, "_step", lambda name, r, key, out, make, inputs: captured.setdefault("make", make))
+    flow._calibrate(run)
+    with pytest.raises(CalibrationError) as info:
+        captured["make"]()
+    assert "--skip-bad-images" not in str(info.value) and "(make: CALIB)" in str(info.value)

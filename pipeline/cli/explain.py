@@ -16,7 +16,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="all: 2x2 mosaic (input + stages 1-3); 1/2/3: that stage alone at full size")
     parser.add_argument("--alpha", type=float, default=0.5, help="opacity of the map over the image (default 0.5)")
     parser.add_argument("--onnx", help="read the maps from this rewritten ONNX (SGFormerIAM inputs) instead of PyTorch")
-    parser.add_argument("-o", "--output", required=True, help="PNG to write (same size as the image)")
+    parser.add_argument("-o", "--output", required=True, help="picture to write, .png or .jpg (same size as the image)")
 
 
 def run(args: argparse.Namespace) -> int:
