@@ -20,7 +20,7 @@ from pipeline.core.errors import CalibrationError
 from pipeline.core.configs import CalibrateOptions
 
 from pipeline.core.artifact import META_CALIBRATION, META_PRECISION, META_VARIANT, ArtifactInfo, ImageSize, Precision
-from pipeline.graph import image_input
+from pipeline.graph import custom_ops, detect_precision, image_input
 from pipeline.store.io import load_onnx, save_onnx, write_json
 from pipeline.core.hashing import sha256_file
 from calibration.fp16 import convert_fp16
@@ -42,6 +42,23 @@ def _img_size(model, given) -> ImageSize:
     if hw is None:
         raise CalibrationError("cannot read the input size from the graph (no static H x W); pass --img-size")
     return hw
+
+
+def check_input_graph(model, precision: Precision | str, source: str = "the ONNX") -> None:
+    """Refuse, before any image is read, a graph this stage cannot take: one already made fp16 or int8 (its
+    Q/DQ or casts would be converted or quantized a second time) or one holding the IAM custom op."""
+    precision = Precision.parse(precision)
+    found = detect_precision(model)
+    if found is not Precision.FP32:
+        what = "Q/DQ nodes" if found is Precision.INT8 else "float16 casts or weights"
+        raise CalibrationError(
+            f"{source} is already a {found.value} graph ({what}); calibrate takes the exported fp32 graph: pass the "
+            f"export's model.onnx to make its {precision.value} graph")
+    ops = custom_ops(model)
+    if ops:
+        raise CalibrationError(
+            f"{source} holds custom-op nodes ({', '.join(ops)}): it is rewritten; calibrate the exported standard-op "
+            f"graph (model.onnx) and apply the IAM rewrite to the {precision.value} result")
 
 
 def _carry_record(model, out_model, precision: Precision, summary: dict, source: str) -> None:
@@ -75,6 +92,8 @@ def calibrate(model, precision: str | Precision, options: CalibrateOptions = Cal
     o = options
     precision = Precision.parse(precision, "calibrate precision")  # the public API's edge: a str is parsed here
     summary: dict = {"precision": precision.value}
+    if precision in (Precision.FP16, Precision.INT8):
+        check_input_graph(model, precision, source)
     if precision is Precision.FP16:
         result = convert_fp16(model, keep_fp32_ops=list(o.keep_fp32_ops), keep_fp32_nodes=list(o.keep_fp32))
         out_model = result.model

@@ -61,7 +61,7 @@ __all__ = [
 _logger = logging.getLogger("pipeline.calibration")
 
 IMAGE_SUFFIXES = images.IMAGE_SUFFIXES
-_SKIP_HINT = "; or pass --skip-bad-images to skip unreadable files with a warning"
+SKIP_HINT = "; or pass --skip-bad-images to skip unreadable files with a warning"
 
 #: Photos bundled inside the scikit-image wheel (loaded without network access).
 SMOKE_PHOTOS = (
@@ -123,7 +123,7 @@ def _open_file(path: Path) -> Image.Image:
     try:
         return images.load_image(path)
     except ImageError as exc:
-        raise CalibrationError(f"{exc}{_SKIP_HINT}") from None
+        raise CalibrationError(f"{exc}{SKIP_HINT}") from None
 
 
 def _file_source(path: Path, root: Optional[Path]) -> ImageSource:
@@ -131,8 +131,7 @@ def _file_source(path: Path, root: Optional[Path]) -> ImageSource:
         digest = sha256_file(path)
     except OSError as exc:
         raise CalibrationError(
-            f"cannot read image file {path} ({exc.strerror or exc}); check its permissions, or pass "
-            f"--skip-bad-images to skip unreadable files with a warning"
+            f"cannot read image file {path} ({exc.strerror or exc}); check its permissions{SKIP_HINT}"
         ) from None
     label = None
     if root is not None and path.parent != root:

@@ -43,8 +43,9 @@ import onnx
 from pipeline.core.artifact import InputFormat
 from pipeline.core.configs import DEFAULT_CACHE_DIR
 from pipeline.graph import input_format as graph_input_format
-from pipeline.core.errors import CalibrationError
+from pipeline.core.errors import CalibrationError, StorageError
 from pipeline.core.hashing import sha256_bytes
+from pipeline.store.storage import storage_error
 from pipeline.store.tempfiles import private_tempdir
 
 from calibration.data import CalibrationSet
@@ -215,19 +216,8 @@ def check_qdq(model: onnx.ModelProto, protected: frozenset[str]) -> None:
                     raise CalibrationError(f"{n.name}: zero point must be int8 0 for TensorRT, got {arr.dtype} {arr.ravel()[:4]}")
 
 
-def quantize_int8(
-    model: onnx.ModelProto,
-    data: Optional[CalibrationSet],
-    policy: QuantPolicy = QuantPolicy(),
-    cache_dir: Optional[str | Path] = DEFAULT_CACHE_DIR,
-    progress: bool = False,
-) -> Int8Result:
-    """Calibrate ``model`` on ``data`` and insert Q/DQ per ``policy``. ``data`` may be None only on a cache hit."""
-    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
-
-    t0 = time.perf_counter()
-    model_bytes = model.SerializeToString()
-    onnx_sha = sha256_bytes(model_bytes)
+def _check_graph(model: onnx.ModelProto, policy: QuantPolicy) -> tuple[list[str], SensitiveRegions]:
+    """The nodes kept float and the sensitive regions; refuses a graph with the IAM custom op."""
     excluded, regions = plan_exclusions(model, policy)
     if regions.num_sorts == 0:
         _logger.warning("the graph has no significance sort (TopK largest=0): nothing is protected; is it SG-Former?")
@@ -236,20 +226,24 @@ def quantize_int8(
             "the graph holds custom-op nodes; calibrate the exported standard-op graph (model.onnx) and apply the "
             "IAM rewrite to the quantized result (onnxruntime's calibrator cannot load the custom op)"
         )
-    cache_path = None
+    return excluded, regions
+
+
+def _cache_path(cache_dir: Optional[str | Path], data: Optional[CalibrationSet], onnx_sha: str,
+                policy: QuantPolicy) -> Optional[Path]:
+    """Where the statistics of this (graph, data, policy) are cached; None without a cache."""
     if cache_dir is not None:
         if data is None:
             raise CalibrationError("a calibration set is needed to look up the cache (its hash is part of the key)")
-        cache_path = Path(cache_dir) / f"{cache_key(onnx_sha, data.data_hash, policy)}.json"
-    elif data is None:
+        return Path(cache_dir) / f"{cache_key(onnx_sha, data.data_hash, policy)}.json"
+    if data is None:
         raise CalibrationError("no calibration data: pass images (or use the built-in smoke-test set)")
-    cache_hit = cache_path is not None and cache_path.is_file()
-    if cache_hit:
-        _logger.info("calibration cache hit: %s", cache_path)
-    else:
-        _logger.info("calibrating %s (%d images, %s)", data.description if data else "?", len(data) if data else 0, policy.method)
+    return None
 
-    extra = {
+
+def _ort_options(policy: QuantPolicy) -> dict:
+    """onnxruntime ``extra_options``: symmetric int8, float biases, per-channel axes TensorRT reads."""
+    return {
         "ActivationSymmetric": True,
         "WeightSymmetric": True,
         "QuantizeBias": False,  # TensorRT takes float biases; int32 bias DQ is not a TensorRT pattern
@@ -258,42 +252,64 @@ def quantize_int8(
         "CalibPercentile": policy.percentile,
         "CalibTensorRangeSymmetric": True,
     }
-    reader = None
-    if not cache_hit:
-        if data is None:
-            raise CalibrationError("no calibration images and no cached statistics for this graph; pass --images DIR")
-        reader = _Reader(data, _input_name(model), policy.batch_size, progress, graph_input_format(model))
-    with private_tempdir("int8") as tmp:  # also onnxruntime's ort.quant.* folders (pipeline.store.tempfiles)
-        out_path = Path(tmp) / "int8.onnx"
-        root = logging.getLogger()
-        level = root.level
-        root.setLevel(max(level, logging.ERROR))  # onnxruntime.quantization logs through the root logger
-        try:
+
+
+def _run_quantizer(model: onnx.ModelProto, reader: Optional[_Reader], policy: QuantPolicy, excluded: list[str],
+                   cache_path: Optional[Path]) -> onnx.ModelProto:
+    """onnxruntime's ``quantize_static`` in a private temp folder; its disk errors become one-line StorageErrors."""
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+
+    root = logging.getLogger()
+    level = root.level
+    where = None
+    try:
+        with private_tempdir("int8") as tmp:  # also onnxruntime's ort.quant.* folders (pipeline.store.tempfiles)
+            where = out_path = Path(tmp) / "int8.onnx"
+            root.setLevel(max(level, logging.ERROR))  # onnxruntime.quantization logs through the root logger
             work = onnx.ModelProto()
             work.CopyFrom(model)  # quantize_static saves its input with external data, which mutates it
             with contextlib.redirect_stdout(io.StringIO()):  # the entropy calibrator print()s its progress
                 quantize_static(
-                    work,
-                    str(out_path),
-                    reader,
-                    quant_format=QuantFormat.QDQ,
-                    op_types_to_quantize=list(policy.op_types),
-                    per_channel=True,
-                    reduce_range=False,
-                    activation_type=QuantType.QInt8,
-                    weight_type=QuantType.QInt8,
-                    nodes_to_exclude=excluded,
+                    work, str(out_path), reader, quant_format=QuantFormat.QDQ,
+                    op_types_to_quantize=list(policy.op_types), per_channel=True, reduce_range=False,
+                    activation_type=QuantType.QInt8, weight_type=QuantType.QInt8, nodes_to_exclude=excluded,
                     calibrate_method=getattr(CalibrationMethod, METHODS[policy.method]),
-                    extra_options=extra,
+                    extra_options=_ort_options(policy),
                     calibration_cache_path=str(cache_path) if cache_path else None,
                 )
-        except CalibrationError:
-            raise
-        except Exception as exc:
-            raise CalibrationError(f"onnxruntime quantization failed: {type(exc).__name__}: {exc}") from exc
-        finally:
-            root.setLevel(level)
-        qmodel = onnx.load_model(str(out_path))
+            return onnx.load_model(str(out_path))
+    except (CalibrationError, StorageError):
+        raise
+    except OSError as exc:  # disk full / read-only temp or cache folder: the message every other stage gives
+        raise storage_error(exc, exc.filename or where, "int8 quantization writing") from None
+    except Exception as exc:
+        raise CalibrationError(f"onnxruntime quantization failed: {type(exc).__name__}: {exc}") from exc
+    finally:
+        root.setLevel(level)
+
+
+def quantize_int8(
+    model: onnx.ModelProto,
+    data: Optional[CalibrationSet],
+    policy: QuantPolicy = QuantPolicy(),
+    cache_dir: Optional[str | Path] = DEFAULT_CACHE_DIR,
+    progress: bool = False,
+) -> Int8Result:
+    """Calibrate ``model`` on ``data`` and insert Q/DQ per ``policy``. ``data`` may be None only on a cache hit."""
+    t0 = time.perf_counter()
+    onnx_sha = sha256_bytes(model.SerializeToString())
+    excluded, regions = _check_graph(model, policy)
+    cache_path = _cache_path(cache_dir, data, onnx_sha, policy)
+    cache_hit = cache_path is not None and cache_path.is_file()
+    reader = None
+    if cache_hit:
+        _logger.info("calibration cache hit: %s", cache_path)
+    else:
+        if data is None:
+            raise CalibrationError("no calibration images and no cached statistics for this graph; pass --images DIR")
+        _logger.info("calibrating %s (%d images, %s)", data.description, len(data), policy.method)
+        reader = _Reader(data, _input_name(model), policy.batch_size, progress, graph_input_format(model))
+    qmodel = _run_quantizer(model, reader, policy, excluded, cache_path)
     quantized = set(_quantized_layers(qmodel, policy.op_types))
     qmodel = confine_qdq(qmodel, quantized)
     check_qdq(qmodel, regions.protected)
@@ -305,12 +321,7 @@ def quantize_int8(
         len(quantized), ", ".join(f"{k} {v}" for k, v in sorted(by_type.items())), len(excluded), seconds,
     )
     return Int8Result(
-        model=qmodel,
-        quantized_nodes=sorted(quantized),
-        excluded_nodes=excluded,
-        regions=regions,
-        cache_path=cache_path,
-        cache_hit=cache_hit,
-        calib_seconds=seconds,
+        model=qmodel, quantized_nodes=sorted(quantized), excluded_nodes=excluded, regions=regions,
+        cache_path=cache_path, cache_hit=cache_hit, calib_seconds=seconds,
         stats={"quantized_by_type": dict(by_type), "onnx_sha256": onnx_sha, "method": policy.method},
     )

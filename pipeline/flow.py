@@ -25,10 +25,10 @@ from typing import Any, Callable, Optional
 
 from pipeline.core.artifact import Precision, Task, engine_file_name, stage_onnx_name
 from pipeline.core.configs import STAGES, PipelineConfig
-from pipeline.core.errors import ConfigError, PipelineError
+from pipeline.core.errors import CalibrationError, ConfigError, PipelineError
 from pipeline.plan import STAGES_FILE, code_hash, export_key, find_reusable, reuse_output, staleness
 from pipeline.core.hashing import sha256_file
-from pipeline.core.variants import check_img_size, check_variant
+from pipeline.core.variants import TEST_VARIANTS, TEST_VARIANTS_ENV, VARIANTS, check_img_size, check_variant
 from pipeline.iam.spec import MAX_BATCH
 from pipeline.store.io import load_onnx, save_onnx, write_json
 from pipeline.store.integrity import check_engine_dir, is_verified
@@ -44,7 +44,7 @@ from pipeline.stages.rewrite import rewrite_iam
 from pipeline.stages.verify import verify_engine
 from calibration.calibrate import calibrate_file
 from pipeline.core.configs import CalibrateOptions
-from calibration.data import SMOKE_PHOTOS, SMOKE_VARIANTS, list_folder
+from calibration.data import SKIP_HINT, SMOKE_PHOTOS, SMOKE_VARIANTS, list_folder
 
 __all__ = ["PipelineConfig", "EngineDir", "run_pipeline", "STAGES", "check_config"]
 
@@ -82,6 +82,10 @@ def check_config(config: PipelineConfig, *, plugin: bool = True) -> None:
 
 
 def _check_model(config: PipelineConfig) -> None:
+    if config.variant in TEST_VARIANTS and os.environ.get(TEST_VARIANTS_ENV) != "1":
+        public = ", ".join(v for v in VARIANTS if v not in TEST_VARIANTS)
+        raise ConfigError(f"variant {config.variant!r} is the test suite's network, not an SG-Former to deploy; pick "
+                          f"one of {public} {_make('variant')}")
     for name, check, value in (("variant", check_variant, config.variant), ("img_size", check_img_size, config.img_size),
                                ("task", Task.parse, config.task)):
         try:
@@ -308,7 +312,13 @@ def _calibrate(run: _Run) -> None:
     def make() -> None:
         options = CalibrateOptions(images=None if config.calib_images is None else str(config.calib_images),
                                    num_images=config.calib_num, method=config.calib_method)
-        calibrate_file(exported, calibrated, precision.value, options, report=run.folder / "calibration.json")
+        try:
+            calibrate_file(exported, calibrated, precision.value, options, report=run.folder / "calibration.json")
+        except CalibrationError as exc:  # `engine` has no --skip-bad-images: name the fix it has
+            if SKIP_HINT not in str(exc):
+                raise
+            raise CalibrationError(str(exc).replace(SKIP_HINT, "; remove or replace that file in the calibration "
+                                                               "folder (make: CALIB)")) from None
 
     def key() -> dict:
         k = {"input": sha256_file(exported), "precision": precision.value}

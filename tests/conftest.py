@@ -14,7 +14,12 @@ import onnx
 import pytest
 import torch
 
+from pipeline.core.variants import TEST_VARIANTS_ENV
 from pipeline.model.sgformer import SGFormer, create_model
+
+# The test variants (tiny-test) are registered here only: `make engine` / `sgformer-trt engine` refuse them without
+# this variable (pipeline.core.variants.TEST_VARIANTS); child processes of the tests inherit it.
+os.environ[TEST_VARIANTS_ENV] = "1"
 
 
 def randomize_merge_weights_(model: SGFormer, seed: int = 0) -> SGFormer:

@@ -24,6 +24,7 @@ import onnx
 from pipeline.core.artifact import ArtifactInfoError, ImageSize
 from pipeline.core.caveats import random_weights_caveat
 from pipeline.core.progress import eta_text
+from pipeline.graph import detect_precision
 from pipeline.graph import record as graph_record
 from pipeline.stages.compare import LogitStats, logit_stats
 from pipeline.core.errors import CalibrationError, ConfigError
@@ -34,7 +35,7 @@ from calibration.data import CalibrationSet, load_calibration_set
 from pipeline.backends.engine import imagenet_val_labels, imagenet_wnid_index
 from calibration.int8 import QuantPolicy, quantize_int8
 
-__all__ = ["Metrics", "EvalReport", "metrics", "evaluate", "format_table", "sensitivity"]
+__all__ = ["Metrics", "EvalReport", "metrics", "evaluate", "check_graph_precisions", "read_labels_csv", "format_table", "sensitivity"]
 
 _logger = logging.getLogger("pipeline.calibration")
 
@@ -97,6 +98,35 @@ def metrics(name: str, logits: np.ndarray, ref: np.ndarray, labels: Optional[np.
     return Metrics.from_stats(name, logit_stats(logits, ref, labels, what=name), seconds)
 
 
+def read_labels_csv(path: str | Path) -> dict[str, int]:
+    """``file,label_index`` rows of a labels CSV as {file name: index}; CalibrationError when it holds none."""
+    table: dict[str, int] = {}
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            for row in csv.reader(f):
+                if len(row) >= 2 and row[1].strip().lstrip("-").isdigit():
+                    table[Path(row[0].strip()).name] = int(row[1])
+    except UnicodeDecodeError:
+        raise CalibrationError(f"--labels {path} is not a text CSV; pass a file of 'file,label_index' rows") from None
+    if not table:
+        raise CalibrationError(f"--labels {path}: no 'file,label_index' rows found; pass a CSV such as "
+                               f"'ILSVRC2012_val_00000001.JPEG,65'")
+    return table
+
+
+#: graph name (--onnx-<name>) -> what its graph holds
+_SLOTS = {"fp32": "no casts or Q/DQ", "fp16": "float16 casts", "int8": "Q/DQ nodes"}
+
+
+def check_graph_precisions(graphs: dict[str, onnx.ModelProto]) -> None:
+    """Each graph given as fp32/fp16/int8 (--onnx-fp32/-fp16/-int8) is of that precision (Q/DQ, casts, neither)."""
+    for name, graph in graphs.items():
+        if name in _SLOTS and detect_precision(graph).value != name:
+            found: str = detect_precision(graph).value
+            raise ConfigError(f"--onnx-{name} is a {found} graph ({_SLOTS[found]}); pass it as --onnx-{found}, or "
+                              f"give the {name} graph")
+
+
 def _labels(data: CalibrationSet, labels_csv: Optional[str | Path]) -> Optional[np.ndarray]:
     """ImageNet-1k label index per image (-1: unknown), or None without any label source.
 
@@ -107,14 +137,13 @@ def _labels(data: CalibrationSet, labels_csv: Optional[str | Path]) -> Optional[
     """
 
     if labels_csv is not None:
-        table: dict[str, int] = {}
-        with open(labels_csv, newline="") as f:
-            for row in csv.reader(f):
-                if len(row) >= 2 and row[1].strip().lstrip("-").isdigit():
-                    table[Path(row[0].strip()).name] = int(row[1])
-        if not table:
-            raise CalibrationError(f"{labels_csv}: no 'file,label_index' rows found")
-        return np.array([table.get(Path(s.name).name, -1) for s in data.sources])
+        table = read_labels_csv(labels_csv)
+        found = np.array([table.get(Path(s.name).name, -1) for s in data.sources])
+        if not np.any(found >= 0):
+            raise CalibrationError(f"--labels {labels_csv}: none of its {len(table)} rows names one of the "
+                                   f"{len(found)} images (e.g. {next(iter(table))!r} vs {data.sources[0].name!r}); "
+                                   f"the first column is the image's file name")
+        return found
     names = [s.label for s in data.sources]
     if any(names):
         folders = {n for n in names if n}

@@ -270,6 +270,19 @@ def _decorate(picture: Image.Image, ranges: Sequence[tuple[float, float]], per_p
 # ---------------------------------------------------------------------------------------------- entry point
 
 
+#: Output suffix -> Pillow format of the picture explain writes.
+OUTPUT_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG"}
+
+
+def output_format(out_path: str | Path) -> str:
+    """The image format ``out_path``'s suffix names (PNG or JPEG); ConfigError naming the choices otherwise."""
+    suffix = Path(out_path).suffix.lower()
+    if suffix not in OUTPUT_FORMATS:
+        raise ConfigError(f"-o {out_path}: explain writes {', '.join(OUTPUT_FORMATS)} pictures, not "
+                          f"{suffix or 'a file without a suffix'}; name the output e.g. {Path(out_path).stem}.png")
+    return OUTPUT_FORMATS[suffix]
+
+
 def explain(
     image_path: str | Path,
     variant: Optional[str] = None,
@@ -289,6 +302,7 @@ def explain(
 
     if Path(out_png).is_dir():
         raise ConfigError(f"-o {out_png} is a folder; pass the PNG file to write, e.g. {Path(out_png) / 'explain.png'}")
+    image_format = output_format(out_png)
     if onnx is not None:  # variant and size come from the graph's record (explicit values must agree)
 
         record = read_record(load_onnx(onnx), str(onnx), variant=variant, img_size=img_size)
@@ -338,7 +352,9 @@ def explain(
     caveat = random_weights_caveat(weights)
     picture = _decorate(picture, ranges, per_panel_scale, caveat, text_px)
     buf = io.BytesIO()
-    picture.save(buf, format="PNG")
+    if image_format == "JPEG":
+        picture = picture.convert("RGB")  # JPEG has no alpha channel
+    picture.save(buf, format=image_format, **({"quality": 92} if image_format == "JPEG" else {}))
     path = write_bytes(out_png, buf.getvalue())
     _logger.info("explain finish: %s (%dx%d, %d bytes) in %.1f s", path, width, height, path.stat().st_size,
                  time.perf_counter() - start)

@@ -12,7 +12,7 @@ import logging
 import sys
 from typing import Optional, Sequence
 
-from pipeline.cli.options import add_log_arguments
+from pipeline.cli.options import CliParser, add_log_arguments
 from pipeline.core.errors import PipelineError
 from pipeline.store.interrupts import Terminated, command_guard, exit_after_cancel
 from pipeline.store.storage import describe as describe_os_error
@@ -38,7 +38,7 @@ COMMANDS: dict[str, str] = {
 
 def build_parser() -> argparse.ArgumentParser:
     """The whole command line; imports only the light option modules (``--help`` never imports torch)."""
-    parser = argparse.ArgumentParser(prog="sgformer-trt", description=__doc__.splitlines()[0])
+    parser = CliParser(prog="sgformer-trt", description=__doc__.splitlines()[0])
     add_log_arguments(parser, top=True)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for verb, help_text in COMMANDS.items():

@@ -7,7 +7,8 @@ import argparse
 import onnx
 from pipeline.core.errors import ConfigError
 from calibration.data import load_calibration_set
-from pipeline.apps.evaluate import graphs_spec, evaluate, format_sensitivity, format_table, sensitivity
+from pipeline.apps.evaluate import (check_graph_precisions, evaluate, format_sensitivity, format_table, graphs_spec,
+                                     read_labels_csv, sensitivity)
 from pipeline.store.io import load_onnx, write_json
 from calibration.int8 import QuantPolicy
 
@@ -23,6 +24,9 @@ def run(args: argparse.Namespace) -> int:
             raise ConfigError(f"--onnx expects NAME=PATH, got {item!r}")
         name, path = item.split("=", 1)
         graphs[name] = load_onnx(path)
+    check_graph_precisions(graphs)  # before any image is read
+    if args.labels:
+        read_labels_csv(args.labels)
     # without graphs there is no record to read the size from: the PyTorch reference alone runs at --img-size or 224
     given = args.img_size if args.img_size is not None or graphs else 224
     variant, img_size = graphs_spec(graphs, args.variant, given)

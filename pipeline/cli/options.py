@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import enum
+import re
 import typing
 from pathlib import Path
 from typing import Any, Iterable, Optional
@@ -18,8 +19,38 @@ from pipeline.core.options import option  # noqa: F401  (the field helper lives 
 from pipeline.core.errors import ConfigError
 from pipeline.core.variants import VARIANTS, ImageSize
 
-__all__ = ["add_model_arguments", "add_log_arguments", "add_renamed", "add_dataclass_arguments", "dataclass_from_args",
-           "option", "image_size_arg"]
+__all__ = ["CliParser", "add_model_arguments", "add_log_arguments", "add_renamed", "add_dataclass_arguments",
+           "dataclass_from_args", "option", "image_size_arg"]
+
+
+_MAKE_NAME = re.compile(r"\(make: ([A-Z][A-Z0-9_]*)")
+_ARGUMENT = re.compile(r"argument ([^:]+): (.*)", re.S)
+_CHOICE = re.compile(r"invalid choice: '([^']*)'")
+
+
+class CliParser(argparse.ArgumentParser):
+    """argparse with one-line usage errors: the bad option, its make variable where make passes it (the
+    "(make: X)" of the option's help), the fix, and where the help is; no usage dump. Subparsers inherit the class."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {self.explain(message)}; see `{self.prog} --help`\n")
+
+    def explain(self, message: str) -> str:
+        """``message`` with the make variable and, for a wrongly cased choice, the value meant."""
+        match = _ARGUMENT.fullmatch(message)
+        if match is None:
+            return message
+        action = next((self._option_string_actions[o] for o in match.group(1).split("/")
+                       if o in self._option_string_actions), None)
+        if action is None:
+            return message
+        make = _MAKE_NAME.search(action.help or "")
+        hint = ""
+        bad = _CHOICE.search(message)
+        if bad and action.choices is not None:
+            near = [c for c in action.choices if str(c).lower() == bad.group(1).strip().lower()]
+            hint = f"; write {near[0]}" if near else ""
+        return f"{message} (make: {make.group(1)}){hint}" if make else message + hint
 
 
 def add_model_arguments(parser: argparse.ArgumentParser, *, from_metadata: bool = False,

@@ -9,7 +9,8 @@ import argparse
 import dataclasses
 import time
 import numpy as np
-from pipeline.core.artifact import ArtifactInfo, Task
+from pipeline.core.artifact import ArtifactInfo, ImageSize, Task
+from pipeline.core.errors import ConfigError
 from pipeline.core.tolerances import ParityRule, feature_rule, parity_rule
 from pipeline.stages.graph_parity import compare_graphs
 from pipeline.stages.verify import onnx_record, reference_for_record, verify_engine, verify_onnx
@@ -33,6 +34,7 @@ def _run_engine(args: argparse.Namespace) -> int:
 
     engine_dir = resolve_engine_dir(args.engine)
     manifest = check_engine_dir(engine_dir)
+    _check_engine_options(args, manifest)
     report = verify_engine(engine_dir, _images(args, manifest.img_size), checkpoint=args.checkpoint,
                            trust_pickle=args.trust_checkpoint, batch=args.batch, device="cpu" if args.cpu else "auto")
     if args.report:
@@ -40,6 +42,20 @@ def _run_engine(args: argparse.Namespace) -> int:
     print(report.message)
     print(f"recorded in {engine_dir / 'manifest.json'}")
     return 0 if report else 1
+
+
+def _check_engine_options(args: argparse.Namespace, manifest) -> None:
+    """--engine: the network and the pass rule are the engine's record; options that would change them are refused
+    (an agreeing --variant / --img-size is fine)."""
+    recorded = {"--variant": manifest.variant, "--img-size": ImageSize.parse(manifest.img_size)}
+    for option, given in (("--variant", args.variant), ("--img-size", args.img_size)):
+        if given is not None and given != recorded[option]:
+            raise ConfigError(f"{option} {given} disagrees with the engine {args.engine}, built for {option} "
+                              f"{recorded[option]}; drop {option} (verify checks the engine as built)")
+    for option, given in (("--atol", args.atol is not None), ("--no-top5", args.no_top5)):
+        if given:
+            raise ConfigError(f"{option} applies to --onnx; an engine is verified by the rule recorded for its "
+                              f"precision and size (pipeline.core.tolerances); drop {option}")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -14,7 +14,7 @@ from pipeline.core.errors import ConfigError
 
 __all__ = ["FOREIGN", "VARIANTS", "BASE_IMG_SIZE", "MAX_IMG_SIZE", "IMAGENET_MEAN", "IMAGENET_STD", "ImageSize",
            "valid_img_sizes", "nearest_valid_sizes", "check_img_size", "check_variant", "StageGrid", "stage_grids",
-           "STRIDES"]
+           "STRIDES", "TEST_VARIANTS", "TEST_VARIANTS_ENV"]
 
 #: Architecture arguments per variant name (docs/sgformer.md, "Variants").
 VARIANTS: dict[str, dict] = {
@@ -24,6 +24,10 @@ VARIANTS: dict[str, dict] = {
     # Smallest network the architecture allows (one hybrid + significance pair per stage): for tests.
     "tiny-test": dict(embed_dims=(16, 32, 64, 64), num_heads=(2, 2, 2, 2), depths=(2, 2, 2, 1)),
 }
+#: Variants for the test suite only: ``sgformer-trt engine`` (``make engine``) refuses them unless the environment
+#: holds TEST_VARIANTS_ENV=1, which tests/conftest.py sets (library calls and the per-stage verbs take them).
+TEST_VARIANTS = ("tiny-test",)
+TEST_VARIANTS_ENV = "SGFORMER_TEST_VARIANTS"
 #: Reduction ratio per stage (fixed by the official weights; 1 = global attention).
 SR_RATIOS = (8, 4, 2, 1)
 #: Output stride of each stage (the stem is stride 4, every later stage halves the grid).

@@ -175,7 +175,10 @@ class ParityReport:
         if self.passed:
             return f"PASS: {head} (|dlogit| <= {bound})"
         reasons = []
-        if self.max_abs_diff > self.tolerance:
+        if not np.isfinite(self.max_abs_diff):  # the reference holds NaN/Inf (the candidate's were caught above)
+            reasons.append("the difference is not finite (the reference's logits hold NaN or Inf: check the weights); "
+                           "no tolerance passes it")
+        elif self.max_abs_diff > self.tolerance:
             needed = (f"atol >= {self.max_abs_diff:.3g}" if not self.rel_atol
                       else f"rel_atol >= {self.max_abs_diff / max(self.scale, 1e-30):.3g}")
             reasons.append(f"{bound} exceeded; {needed} would have passed")

@@ -19,4 +19,4 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="stretch each panel to its own min..max (default: one absolute scale shared by all "
                              "panels, shown by the colour bar)")
     parser.add_argument("--onnx", help="read the maps from this rewritten ONNX (SGFormerIAM inputs) instead of PyTorch")
-    parser.add_argument("-o", "--output", required=True, help="PNG to write")
+    parser.add_argument("-o", "--output", required=True, help="picture to write, .png or .jpg (other suffixes are refused)")
