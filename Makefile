@@ -94,7 +94,7 @@ export SGF_NVCC = $(NVCC)
 export SGF_CUDA_ARCHS = $(CUDA_ARCHS)
 export SGF_NVCC_FROM = $(origin NVCC)
 
-.PHONY: help print-config venv test test-quick test-full plugins plugins-ref trt-headers onnx engine engine-topk verify bench gpu-check clean FORCE
+.PHONY: help print-config settings venv test test-quick test-full plugins plugins-ref trt-headers onnx engine engine-topk verify bench gpu-check clean FORCE
 
 help: ## list the targets and every variable
 	@echo "targets:"
@@ -162,6 +162,9 @@ $(VENV_STAMP): pyproject.toml
 	touch $@
 
 endif
+
+settings: ## print the run settings as recipes receive them: SGF_<NAME>=<the text as typed>, nothing expanded
+	@env -0 | tr '\0' '\n' | grep '^SGF_' | sort
 
 venv: $(VENV_STAMP) ## create .venv: system TensorRT if PYTHON has one, else TensorRT-RTX; CPU torch; pycuda with a GPU
 

@@ -8,6 +8,7 @@ records that it was a stand-in.
 from __future__ import annotations
 
 import json
+import os
 import shlex
 import subprocess
 from pathlib import Path
@@ -20,15 +21,28 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _make_dry_run(*args: str) -> list[str]:
+    """The CLI and cmake lines `make -n` prints, with the settings expanded as the recipe's shell would: make passes
+    them as SGF_* environment values (never expanded by make), so the printed lines name "$SGF_X"."""
     out = subprocess.run(["make", "-n", "-B", *args], cwd=ROOT, capture_output=True, text=True, check=True).stdout
     out = out.replace("\\\n", " ")  # join recipe continuation lines
-    return [line for line in out.splitlines() if "pipeline.cli" in line or line.startswith("cmake")]
+    lines = [line for line in out.splitlines() if "pipeline.cli" in line or line.startswith("cmake")]
+    variables = [a for a in args if "=" in a]
+    settings = subprocess.run(["make", "-s", "--no-print-directory", "settings", *variables], cwd=ROOT,
+                              capture_output=True, text=True, check=True).stdout
+    env = {**os.environ, **dict(line.split("=", 1) for line in settings.splitlines() if "=" in line)}
+    expand = 'set -f; eval "set -- $LINE"; for a in "$@"; do printf "%s\\0" "$a"; done'
+    words = [subprocess.run(["bash", "-c", expand], env={**env, "LINE": line}, capture_output=True, text=True,
+                            check=True).stdout.split("\0")[:-1] for line in lines]
+    return [shlex.join(w) for w in words]
 
 
 def _engine_argv(line: str) -> list[str]:
     """The argv of a `pipeline.cli engine ...` recipe line (the shell's quoting undone)."""
     words = shlex.split(line)
-    return words[words.index("pipeline.cli") + 1:]
+    argv = []
+    for word in words[words.index("pipeline.cli") + 1:]:  # make writes --images="$SGF_CALIB": one word
+        argv += word.split("=", 1) if word.startswith("--") and "=" in word else [word]
+    return argv
 
 
 def _plan(argv: list[str], capsys, statuses: dict | None = None) -> list[tuple[str, str]]:
