@@ -95,7 +95,7 @@ def test_rejected_simplification_falls_back_to_raw(monkeypatch, caplog):
 def test_cli_writes_atomically(tmp_path, monkeypatch):
     target = tmp_path / "out" / "model.onnx"
     args = argparse.Namespace(variant="tiny-test", img_size=224, checkpoint=None, trust_checkpoint=False, seed=0,
-                              batch=None, opset=17, no_simplify=True, output=str(target))
+                              batch=None, opset=17, no_simplify=True, output=str(target), task="classify")
 
     def failing_save(model, path, *a, **k):
         with open(path, "wb") as f:

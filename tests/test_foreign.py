@@ -19,6 +19,7 @@ from onnx import helper, numpy_helper
 
 from foreign.exports import DATA, DYNAMO_FIXTURES, build_model, slim, torchscript
 from foreign.sgformer_seed import create_seed_model
+from pipeline.core.variants import ImageSize
 from pipeline.cli import main as cli_main
 from pipeline.core.errors import RewriteError
 from pipeline.iam import spec
@@ -190,6 +191,6 @@ def test_build_records_a_graph_without_metadata_as_foreign(foreign):
 
     rewritten = rewrite_iam(onnx.load(str(foreign["ts17"]))).model
     labels = artifact_info_for_build(rewritten, foreign["ts17"])
-    assert labels.variant == FOREIGN and labels.resolution == 224 and labels.precision == "fp32"
+    assert labels.variant == FOREIGN and labels.img_size == ImageSize(224, 224) and labels.precision == "fp32"
     # An explicit --variant is still a label the user chose.
     assert artifact_info_for_build(rewritten, foreign["ts17"], variant="s").variant == "s"
