@@ -70,14 +70,14 @@ def test_two_concurrent_builds_end_consistent(tmp_path):
 _HOLD_STAND_IN = """
     import os, time
     import pipeline.backends.runners as runners
-    _orig = runners.OrtRunner.infer
-    def infer(self, *args, **kwargs):  # verify: engine checked, result not recorded yet (the CPU stand-in runs)
+    _orig = runners.OrtRunner.infer_outputs
+    def infer_outputs(self, *args, **kwargs):  # verify: engine checked, result not recorded yet (the CPU stand-in runs)
         open({mark_in!r}, "w").close()
         deadline = time.monotonic() + 60
         while not os.path.exists({mark_out!r}) and time.monotonic() < deadline:
             time.sleep(0.05)
         return _orig(self, *args, **kwargs)
-    runners.OrtRunner.infer = infer
+    runners.OrtRunner.infer_outputs = infer_outputs
 """
 
 
