@@ -106,6 +106,22 @@ from toolchains import REQUIRE_NVCC, REQUIRE_RTX, missing_tool  # noqa: E402 (th
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 PLUGIN_DIR = REPO_ROOT / "plugins" / "sgformer_iam"
+
+
+@pytest.fixture(scope="module")
+def host_library():
+    """The host-reference library the CPU op (and gpu-check's dry run) load from $SGFORMER_IAM_REF_LIB: the one
+    given, else built here once; the variable is restored after the module."""
+    from pipeline.iam.host import build_host_library
+
+    old = os.environ.get("SGFORMER_IAM_REF_LIB")
+    library = Path(old) if old else build_host_library(REPO_ROOT / "build" / "pytest-plugins-ref")
+    os.environ["SGFORMER_IAM_REF_LIB"] = str(library)
+    yield library
+    if old is None:
+        os.environ.pop("SGFORMER_IAM_REF_LIB", None)
+    else:
+        os.environ["SGFORMER_IAM_REF_LIB"] = old
 BUILD_ROOT = REPO_ROOT / "build"
 
 

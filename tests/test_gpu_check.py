@@ -274,21 +274,6 @@ def test_package_modules_under_500_lines_and_functions_under_80():
 # ---------------------------------------------------------------------------------------------- the issue-25 cases
 
 
-@pytest.fixture(scope="module")
-def host_library():
-    """The CPU op and the dry run's stand-in memory load the host reference from $SGFORMER_IAM_REF_LIB."""
-    from pipeline.iam.host import build_host_library
-
-    old = os.environ.get("SGFORMER_IAM_REF_LIB")
-    library = Path(old) if old else build_host_library(REPO_ROOT / "build" / "pytest-plugins-ref")
-    os.environ["SGFORMER_IAM_REF_LIB"] = str(library)
-    yield library
-    if old is None:
-        os.environ.pop("SGFORMER_IAM_REF_LIB", None)
-    else:
-        os.environ["SGFORMER_IAM_REF_LIB"] = old
-
-
 def test_a_case_on_the_cpu_is_a_dry_run_never_a_pass():
     """The report's rule for the GPU cases: passing CPU rows give status "dry-run" with the note; on CUDA the same
     rows pass. Planted: a failing CPU row fails the step (a dry run is not a free pass)."""

@@ -22,7 +22,6 @@ import torch
 
 from pipeline.core.errors import ConfigError
 from pipeline.iam.reference import iam_aggregate, iam_layout
-from pipeline.iam.host import build_host_library
 from pipeline.iam.torch_op import FUSED_VS_REFERENCE_OP_BOUND, fused_vs_reference_bound, iam_fused
 from pipeline.model.sgformer import create_model
 
@@ -33,16 +32,9 @@ LAYOUTS = [(8, 56, 64), (4, 28, 128), (2, 14, 256), (4, 56, 128), (2, 28, 96)]
 
 
 @pytest.fixture(scope="module", autouse=True)
-def host_library():
-    """The op's CPU implementation loads the host reference from $SGFORMER_IAM_REF_LIB (built here if unset)."""
-    old = os.environ.get("SGFORMER_IAM_REF_LIB")
-    library = Path(old) if old else build_host_library(REPO_ROOT / "build" / "pytest-plugins-ref")
-    os.environ["SGFORMER_IAM_REF_LIB"] = str(library)
-    yield library
-    if old is None:
-        os.environ.pop("SGFORMER_IAM_REF_LIB", None)
-    else:
-        os.environ["SGFORMER_IAM_REF_LIB"] = old
+def _op_needs_the_host_library(host_library):
+    """Every test here may run the op's CPU implementation (tests/conftest.py's ``host_library``)."""
+    return host_library
 
 
 def _inputs(sr: int, side: int, channels: int, batch: int = 2, seed: int = 0, integer: bool = False):
