@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 import subprocess
 from pathlib import Path
 
@@ -137,7 +138,8 @@ def test_make_engine_usage_error_names_the_make_variable_in_one_line(setting, me
     lines = _error_lines(result.stderr)
     assert result.returncode != 0
     assert len(lines) == 1, result.stderr
-    assert message in lines[0] and f"(make: {variable})" in lines[0], lines[0]
+    # "(make: X)" from the option's help, or "(--flag, make: X)" from the typed config's own check
+    assert message in lines[0] and re.search(rf"\((--[a-z-]+, )?make: {variable}\)", lines[0]), lines[0]
     assert "usage:" not in result.stderr and "cmake" not in result.stdout
 
 
