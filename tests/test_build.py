@@ -18,6 +18,8 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
+from pipeline.backends import gpu as gpu_probe
+from pipeline.backends import rtx_library
 from pipeline.backends import tensorrt as trt_backend
 from pipeline.graph import detect_precision
 from pipeline.stages.build import BuildConfig, build_engine, save_engine_dir
@@ -317,35 +319,35 @@ class TestRtxLibraryLink:
         libs = tmp_path / "tensorrt_rtx_libs"
         libs.mkdir()
         (libs / "libtensorrt_rtx.so.1").write_bytes(b"\x7fELF")
-        monkeypatch.setattr(trt_backend, "_rtx_libs_dir", lambda: libs)
+        monkeypatch.setattr(rtx_library, "_rtx_libs_dir", lambda: libs)
         monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
         monkeypatch.delenv("LD_LIBRARY_PATH", raising=False)
         return libs
 
     def test_link_beside_the_wheel_library(self, fake_wheel):
-        state = trt_backend.ensure_rtx_parser_library()
+        state = rtx_library.ensure_rtx_parser_library()
         assert state.ok and state.link == fake_wheel / "libtensorrt_rtx.so"
         assert os.readlink(state.link) == "libtensorrt_rtx.so.1"
-        assert trt_backend.ensure_rtx_parser_library() == state  # idempotent
-        trt_backend.require_rtx_parser_library()
+        assert rtx_library.ensure_rtx_parser_library() == state  # idempotent
+        rtx_library.require_rtx_parser_library()
 
     def test_read_only_wheel_falls_back_to_cache_and_explains(self, fake_wheel, monkeypatch, tmp_path):
-        real = trt_backend._make_symlink
-        monkeypatch.setattr(trt_backend, "_make_symlink",
+        real = rtx_library._make_symlink
+        monkeypatch.setattr(rtx_library, "_make_symlink",
                             lambda link, target: False if link.parent == fake_wheel else real(link, target))
-        state = trt_backend.ensure_rtx_parser_library()
+        state = rtx_library.ensure_rtx_parser_library()
         cache = tmp_path / "cache" / "sgformer-trt" / "tensorrt-rtx-lib"
         assert state.link == cache / "libtensorrt_rtx.so" and state.needs_library_path == cache
         with pytest.raises(BuildError, match=f"export LD_LIBRARY_PATH={cache}"):
-            trt_backend.require_rtx_parser_library()
+            rtx_library.require_rtx_parser_library()
         calls = []
-        monkeypatch.setattr(trt_backend.os, "execve", lambda exe, argv, env: calls.append((argv, env)))
-        trt_backend.reexec_with_rtx_library_path(["-m", "pipeline.cli", "build"])
+        monkeypatch.setattr(rtx_library.os, "execve", lambda exe, argv, env: calls.append((argv, env)))
+        rtx_library.reexec_with_rtx_library_path(["-m", "pipeline.cli", "build"])
         (argv, env), = calls
         assert argv[1:] == ["-m", "pipeline.cli", "build"]
         assert env["LD_LIBRARY_PATH"].split(os.pathsep)[0] == str(cache) and env["SGFORMER_TRT_REEXEC"] == "1"
         monkeypatch.setenv("LD_LIBRARY_PATH", str(cache))
-        assert trt_backend.ensure_rtx_parser_library().ok
+        assert rtx_library.ensure_rtx_parser_library().ok
 
 
 # ------------------------------------------------------------------------------------------------ TensorRT-RTX
@@ -474,7 +476,7 @@ def test_full_tensorrt_build_with_timing_cache(tmp_path):
         backend = trt_backend.load_backend("tensorrt")
     except BuildError as exc:
         pytest.skip(f"full TensorRT not installed: {exc}")
-    if trt_backend.probe_gpu() is None:
+    if gpu_probe.probe_gpu() is None:
         pytest.skip("full TensorRT builds need a GPU")
     cache = tmp_path / "timing.cache"
     engine, info = build_engine(matmul_graph(), BuildConfig(backend="tensorrt", timing_cache=cache, max_batch=4))

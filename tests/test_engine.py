@@ -190,7 +190,7 @@ def test_run_cpu_stand_in_prints_top5(tiny_fp32_engine, tmp_path, capsys):
     assert main(["run", "--engine", str(engine_dir), "--cpu", str(image)]) == 0
     out = capsys.readouterr().out
     assert f"{image}: 1. " in out and " 5. " in out and "stand-in" in out
-    from pipeline.backends.tensorrt import probe_gpu
+    from pipeline.backends.gpu import probe_gpu
 
     if probe_gpu(0) is None:
         assert main(["run", "--engine", str(engine_dir), str(image)]) == 2

@@ -17,6 +17,7 @@ from toolchains import REQUIRE_NVCC, REQUIRE_RTX, missing_tool, require_tool
 
 from pipeline.backends import engine as runtime
 
+from pipeline.backends import gpu as gpu_probe
 from pipeline.backends import tensorrt as trt_backend
 from pipeline.store.manifest import (
     BatchProfile,
@@ -88,7 +89,7 @@ def test_runtime_imports_without_pycuda_or_tensorrt():
 
 
 def test_no_gpu_is_a_clear_error(tmp_path, monkeypatch):
-    monkeypatch.setattr(trt_backend, "probe_gpu", lambda index=0: None)
+    monkeypatch.setattr(gpu_probe, "probe_gpu", lambda index=0: None)
     with pytest.raises(EngineRuntimeError, match="no NVIDIA GPU"):
         EngineRunner(fake_engine_dir(tmp_path))
 
@@ -101,13 +102,13 @@ def test_missing_manifest(tmp_path):
 def test_wrong_gpu_arch_is_refused_before_tensorrt(tmp_path, monkeypatch):
     if not _rtx_available():
         missing_tool("TensorRT-RTX (pip install -e '.[trt-rtx]')", REQUIRE_RTX)
-    monkeypatch.setattr(trt_backend, "probe_gpu", lambda index=0: trt_backend.GpuInfo("Orin", "sm_87"))
+    monkeypatch.setattr(gpu_probe, "probe_gpu", lambda index=0: gpu_probe.GpuInfo("Orin", "sm_87"))
     with pytest.raises(EngineCompatibilityError, match=r"this machine has TensorRT-RTX 1.7 and sm_87 \(Orin\)"):
         EngineRunner(fake_engine_dir(tmp_path))
 
 
 def test_missing_tensorrt_flavour_at_runtime(tmp_path, monkeypatch):
-    monkeypatch.setattr(trt_backend, "probe_gpu", lambda index=0: trt_backend.GpuInfo("RTX 4090", "sm_89"))
+    monkeypatch.setattr(gpu_probe, "probe_gpu", lambda index=0: gpu_probe.GpuInfo("RTX 4090", "sm_89"))
     monkeypatch.setitem(sys.modules, "tensorrt", None)
     monkeypatch.setattr(trt_backend, "_BACKENDS", {})
     with pytest.raises(EngineRuntimeError, match="built with TensorRT 10.14.*pip install tensorrt-cu12"):
@@ -117,7 +118,7 @@ def test_missing_tensorrt_flavour_at_runtime(tmp_path, monkeypatch):
 def test_missing_pycuda_is_a_clear_error(tmp_path, monkeypatch):
     if not _rtx_available():
         missing_tool("TensorRT-RTX (pip install -e '.[trt-rtx]')", REQUIRE_RTX)
-    monkeypatch.setattr(trt_backend, "probe_gpu", lambda index=0: trt_backend.GpuInfo("RTX 4090", "sm_89"))
+    monkeypatch.setattr(gpu_probe, "probe_gpu", lambda index=0: gpu_probe.GpuInfo("RTX 4090", "sm_89"))
     monkeypatch.setitem(sys.modules, "pycuda", None)
     monkeypatch.setitem(sys.modules, "pycuda.driver", None)
     with pytest.raises(EngineRuntimeError, match="pip install pycuda"):
@@ -141,7 +142,7 @@ def test_cli_run_without_gpu_exits_2(tmp_path, monkeypatch, capsys):
 
     from pipeline.cli import main
 
-    monkeypatch.setattr(trt_backend, "probe_gpu", lambda index=0: None)
+    monkeypatch.setattr(gpu_probe, "probe_gpu", lambda index=0: None)
     image = tmp_path / "cat.png"
     Image.fromarray(np.random.default_rng(0).integers(0, 255, (240, 320, 3), dtype=np.uint8)).save(image)
     assert main(["run", "--engine", str(fake_engine_dir(tmp_path / "engine")), str(image)]) == 2
@@ -151,7 +152,7 @@ def test_cli_run_without_gpu_exits_2(tmp_path, monkeypatch, capsys):
 @pytest.mark.gpu
 def test_engine_matches_onnxruntime_on_gpu(tmp_path):
     """Build the tiny-test SG-Former on this machine's TensorRT and compare logits with onnxruntime."""
-    gpu = trt_backend.probe_gpu()
+    gpu = gpu_probe.probe_gpu()
     if gpu is None:
         pytest.skip("no NVIDIA GPU")
     pytest.importorskip("pycuda.driver")
@@ -292,7 +293,7 @@ def test_cli_run_accepts_the_engine_file(tmp_path, monkeypatch, capsys):
 
     from pipeline.cli import main
 
-    monkeypatch.setattr(trt_backend, "probe_gpu", lambda index=0: None)
+    monkeypatch.setattr(gpu_probe, "probe_gpu", lambda index=0: None)
     image = tmp_path / "cat.png"
     Image.fromarray(np.random.default_rng(0).integers(0, 255, (240, 320, 3), dtype=np.uint8)).save(image)
     engine_dir = fake_engine_dir(tmp_path / "engine")

@@ -21,6 +21,7 @@ from typing import Any, Optional
 
 import numpy as np
 
+from pipeline.backends import gpu as gpu_probe
 from pipeline.backends import tensorrt as trt_backend
 from pipeline.core.errors import BuildError, PipelineError
 from pipeline.core.hashing import sha256_file
@@ -67,7 +68,7 @@ class EngineRunner:
         # (``checked``: the caller's check of this run, e.g. make engine's verify stage)
         self.manifest = checked if checked is not None else check_engine_dir(self.engine_dir, need_onnx=False)
         self._ctx = None
-        gpu = trt_backend.probe_gpu(device)
+        gpu = gpu_probe.probe_gpu(device)
         if gpu is None:
             raise EngineRuntimeError(
                 f"no NVIDIA GPU (or driver) found: running {self.engine_dir} needs one (`sgformer-trt run --cpu` runs "
@@ -119,7 +120,7 @@ class EngineRunner:
         self._dtypes = {n: np.dtype(trt.nptype(self.engine.get_tensor_dtype(n))) for n in names}
         self._allocate(tuple(hi))
         _logger.info("loaded %s (%s, batch %d..%d) on %s", engine_path, self.manifest.backend_label,
-                     self.min_batch, self.max_batch, trt_backend.describe_gpu(gpu.compute_capability, gpu.name))
+                     self.min_batch, self.max_batch, gpu_probe.describe_gpu(gpu.compute_capability, gpu.name))
 
     def _allocate(self, max_input_shape: tuple[int, ...]) -> None:
         """Device and page-locked host buffers for the largest batch; every smaller batch reuses them."""

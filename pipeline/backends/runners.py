@@ -26,7 +26,7 @@ from pipeline.core.artifact import META_INPUT_FORMAT, META_WEIGHTS, InputFormat
 from pipeline.core.caveats import random_weights_caveat
 from pipeline.core.errors import ConfigError
 from pipeline.store.manifest import Manifest, engine_onnx, read_manifest
-from pipeline.backends import tensorrt as trt_backend
+from pipeline.backends import gpu as gpu_probe
 from pipeline.backends.onnxruntime import create_session
 from pipeline.store.io import load_onnx
 from pipeline.backends.engine import EngineRunner
@@ -230,7 +230,7 @@ def open_engine(engine_dir: str | Path, *, device: str = "auto", batch: int = 2,
     manifest = checked if checked is not None else read_manifest(engine_dir)
     gpu = None
     if device != "cpu":
-        gpu = trt_backend.probe_gpu(device_index)
+        gpu = gpu_probe.probe_gpu(device_index)
     if gpu is not None or device == "gpu":
         runner = TensorRTRunner(engine_dir, batch=batch, device=device_index, checked=checked)
         if gpu is not None:

@@ -9,6 +9,7 @@ import argparse
 import sys
 from pathlib import Path
 from typing import Optional
+from pipeline.backends import rtx_library
 from pipeline.backends import tensorrt as trt_backend
 from pipeline.cli.options import dataclass_from_args
 from pipeline.core.artifact import Precision
@@ -46,7 +47,7 @@ def run(args: argparse.Namespace) -> int:
     calibration = _calibration_record(args, info, args.onnx)
     backend = trt_backend.load_backend(config.backend)
     if backend.is_rtx:  # the parser's libtensorrt_rtx.so symlink may need LD_LIBRARY_PATH: restart with it
-        trt_backend.reexec_with_rtx_library_path(getattr(sys, "orig_argv", [sys.executable, *sys.argv])[1:])
+        rtx_library.reexec_with_rtx_library_path(getattr(sys, "orig_argv", [sys.executable, *sys.argv])[1:])
         if config.backend == "auto":  # announced before the build (once: after any restart), not only in the manifest
             print(rtx_fallback_notice(), file=sys.stderr)
     del header

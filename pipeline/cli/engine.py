@@ -6,6 +6,7 @@ from pipeline.cli.args.engine import add_arguments  # noqa: F401  (the options: 
 import sys
 from typing import Any
 
+from pipeline.backends import rtx_library
 from pipeline.backends import tensorrt as trt_backend
 from pipeline.cli.options import dataclass_from_args
 from pipeline.core.caveats import random_weights_caveat
@@ -30,7 +31,7 @@ def run(args: Any) -> int:
         backend = trt_backend.load_backend(config.backend)
         if backend.is_rtx:
             check_config(config)  # fail on bad settings before restarting
-            trt_backend.reexec_with_rtx_library_path(getattr(sys, "orig_argv", [sys.executable, *sys.argv])[1:])
+            rtx_library.reexec_with_rtx_library_path(getattr(sys, "orig_argv", [sys.executable, *sys.argv])[1:])
             if config.backend == "auto":  # announced before the build starts (once: after any restart)
                 print(rtx_fallback_notice(), file=sys.stderr)
     result = run_pipeline(config)

@@ -7,8 +7,9 @@ import platform
 import sys
 from typing import Optional, Sequence
 
-from pipeline.backends.tensorrt import (BACKEND_CHOICES, cuda_version, describe_gpu, ensure_rtx_parser_library, load_backend,
-                                       probe_gpu)
+from pipeline.backends.gpu import describe_gpu, probe_gpu
+from pipeline.backends.rtx_library import ensure_rtx_parser_library
+from pipeline.backends.tensorrt import BACKEND_CHOICES, cuda_version, load_backend
 from pipeline.core.errors import BuildError
 
 

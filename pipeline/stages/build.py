@@ -19,6 +19,8 @@ from typing import Optional, Sequence, Union
 
 import onnx
 
+from pipeline.backends import gpu as gpu_probe
+from pipeline.backends import rtx_library
 from pipeline.backends import tensorrt as trt_backend
 from pipeline.core.artifact import (
     META_VARIANT,
@@ -137,14 +139,14 @@ def _target(backend: trt_backend.Backend, config: BuildConfig, rtx_ccs: tuple[st
             else f"TensorRT-RTX engine for {', '.join(rtx_ccs)} (RTX GPUs only)"
         )
         return Target(description=description, compute_capabilities=rtx_ccs or trt_backend.RTX_DEFAULT_CAPABILITIES)
-    gpu = trt_backend.probe_gpu()
+    gpu = gpu_probe.probe_gpu()
     cc = gpu.compute_capability if gpu else None
     name = gpu.name if gpu else None
     if config.hardware_compatibility == "ampere_plus":
         return Target(description="TensorRT engine for Ampere and newer dGPUs (sm_80+, hardware-compatible)",
                       compute_capabilities=(), gpu_name=name, hardware_compatibility="ampere_plus",
                       version_compatible=config.version_compatible)
-    label = trt_backend.describe_gpu(cc, name)
+    label = gpu_probe.describe_gpu(cc, name)
     return Target(description=f"TensorRT engine for {label}", compute_capabilities=(cc,) if cc else (),
                   gpu_name=name, hardware_compatibility=config.hardware_compatibility,
                   version_compatible=config.version_compatible)
@@ -242,7 +244,7 @@ def build_engine(onnx_model_or_path: OnnxSource, config: BuildConfig) -> tuple[b
     _check_plugin(ops, config)
     backend = trt_backend.load_backend(config.backend)
     if backend.is_rtx:
-        trt_backend.require_rtx_parser_library()
+        rtx_library.require_rtx_parser_library()
     trt_backend.clear_errors(backend)
     builder = backend.module.Builder(trt_backend.get_logger(backend))
     if config.plugin_library is not None:

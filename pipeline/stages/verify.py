@@ -220,8 +220,6 @@ def verify_engine(
 
 def _parity_record(report: ParityReport | FeatureReport, backend: str, stand_in: bool, batch: int) -> dict[str, Any]:
     """What the manifest's ``parity`` holds: the verdict, the rule, and the figures (per output for a backbone)."""
-    import datetime
-
     checked = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
     common = {"backend": backend, "stand_in": stand_in,
               "engine_check": "integrity only (sha256, size)" if stand_in else "executed",

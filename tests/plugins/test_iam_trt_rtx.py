@@ -21,7 +21,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from pipeline.iam import spec as plugin_spec
 from pipeline.iam.reference import iam_layout
-from pipeline.backends.tensorrt import ensure_rtx_parser_library
+from pipeline.backends.rtx_library import ensure_rtx_parser_library
 
 PROBE = Path(__file__).with_name("trt_rtx_build_probe.py")
 MAX_BATCH = 4

@@ -2,7 +2,7 @@
 SGFormerIAM nodes, with the plugin library loaded through the registry. Prints one JSON line.
 
 Runs in its own process because LD_LIBRARY_PATH (the unversioned libtensorrt_rtx.so symlink, see
-pipeline/trt_backend.ensure_rtx_parser_library) must be set before the process starts.
+pipeline/rtx_library.ensure_rtx_parser_library) must be set before the process starts.
 
 Usage: python trt_rtx_build_probe.py PLUGIN_SO ONNX_PATH MAX_BATCH
 """

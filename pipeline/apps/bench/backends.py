@@ -28,7 +28,7 @@ from pipeline.core.errors import PipelineError
 from pipeline.plan import find_export
 from pipeline.apps.bench.config import BACKENDS as BACKEND_NAMES
 from pipeline.apps.bench.config import TRT_PRECISIONS, BenchConfig
-from pipeline.backends import tensorrt as trt_backend
+from pipeline.backends import gpu as gpu_probe
 from pipeline.model.sgformer import create_model
 from pipeline.backends.onnxruntime import SESSION_SETTINGS, create_session, session_threads
 from pipeline.apps.bench.op_profile import profile_session
@@ -126,7 +126,7 @@ def gpu_name() -> Optional[str]:
     """Name and compute capability of GPU 0 (CUDA driver probe, else PyTorch), or None without a GPU."""
     try:
 
-        gpu = trt_backend.probe_gpu(0)
+        gpu = gpu_probe.probe_gpu(0)
         if gpu is not None:
             return f"{gpu.name} ({gpu.compute_capability})"
     except Exception:  # the probe is optional; fall back to PyTorch's view
@@ -314,7 +314,7 @@ def _trt_unavailable(config: BenchConfig, backend: str) -> Optional[str]:
     if reason:
         return reason
 
-    if trt_backend.probe_gpu(0) is None:
+    if gpu_probe.probe_gpu(0) is None:
         return "no GPU: no NVIDIA driver / device found (libcuda.so.1)"
     if backend == "trt-topk" and config.img_size != 224:
         return "the native TopK path only builds at 224 (TensorRT TopK K <= 3840)"
