@@ -46,7 +46,6 @@ from calibration.graph import (
     _subgraph_implicit_inputs,
     find_sensitive_regions,
     rename_in_subgraphs,
-    tensor_types,
 )
 
 __all__ = ["DEFAULT_KEEP_FP32", "Fp16Result", "convert_fp16", "node_precisions"]
@@ -114,134 +113,140 @@ def convert_fp16(
     if any(n.op_type in ("QuantizeLinear", "DequantizeLinear") for n in model.graph.node):
         raise CalibrationError("the graph holds Q/DQ nodes; make the fp16 graph from the fp32 export")
     fp32_nodes, regions = node_precisions(model, keep_fp32_ops, keep_fp32_nodes, keep_importance_softmax)
-    index = GraphIndex(model)
-    orig_type = index.elem_type
-    src = model.graph
-    inits = {i.name: i for i in src.initializer}
-    consts = {n.output[0]: n for n in src.node if n.op_type == "Constant"}
+    typing = _Retyping(model, fp32_nodes)
+    for node in model.graph.node:
+        typing.add(node)
+    new_model = typing.finish()
+    by_type = Counter(n.op_type for n in model.graph.node if n.name in fp32_nodes)
+    _logger.info(
+        "fp16: %d nodes compute in fp16, %d kept fp32 (%s), %d casts",
+        len(typing.fp16_nodes), len(fp32_nodes), ", ".join(f"{k} {v}" for k, v in sorted(by_type.items())),
+        typing.n_casts,
+    )
+    return Fp16Result(new_model, sorted(fp32_nodes), typing.fp16_nodes, typing.n_casts, regions)
 
-    cur: dict[str, int] = {}  # tensor -> element type in the new graph
-    for i in src.input:
-        cur[i.name] = i.type.tensor_type.elem_type
-    for name, t in inits.items():
-        cur[name] = t.data_type
 
-    new_nodes: list[onnx.NodeProto] = []
-    new_inits: list[TensorProto] = []
-    casts: dict[tuple[str, int], str] = {}
-    n_casts = 0
-    fp16_nodes: list[str] = []
+class _Retyping:
+    """The new graph, built node by node in topological order: each node's compute type, the Casts (or converted
+    constants) at its float inputs, and the element type every tensor has in the new graph."""
 
-    def const_array(name: str) -> Optional[np.ndarray]:
-        if name in inits:
-            return numpy_helper.to_array(inits[name])
-        if name in consts:
-            for a in consts[name].attribute:
+    def __init__(self, model: onnx.ModelProto, fp32_nodes: set[str]) -> None:
+        self.model, self.fp32_nodes = model, fp32_nodes
+        self.orig_type = GraphIndex(model).elem_type
+        src = model.graph
+        self.inits = {i.name: i for i in src.initializer}
+        self.consts = {n.output[0]: n for n in src.node if n.op_type == "Constant"}
+        self.cur: dict[str, int] = {i.name: i.type.tensor_type.elem_type for i in src.input}  # type in the new graph
+        self.cur.update((name, t.data_type) for name, t in self.inits.items())
+        self.nodes: list[onnx.NodeProto] = []
+        self.new_inits: list[TensorProto] = []
+        self.casts: dict[tuple[str, int], str] = {}
+        self.n_casts = 0
+        self.fp16_nodes: list[str] = []
+
+    def const_array(self, name: str) -> Optional[np.ndarray]:
+        if name in self.inits:
+            return numpy_helper.to_array(self.inits[name])
+        if name in self.consts:
+            for a in self.consts[name].attribute:
                 if a.name == "value":
                     return numpy_helper.to_array(a.t)
         return None
 
-    def as_type(tensor: str, target: int) -> str:
-        nonlocal n_casts
-        if cur.get(tensor) == target or cur.get(tensor) not in (FLOAT, HALF):
+    def as_type(self, tensor: str, target: int) -> str:
+        """``tensor`` in element type ``target``: itself, a converted constant, or the output of one shared Cast."""
+        if self.cur.get(tensor) == target or self.cur.get(tensor) not in (FLOAT, HALF):
             return tensor
         key = (tensor, target)
-        if key in casts:
-            return casts[key]
+        if key in self.casts:
+            return self.casts[key]
         suffix = "_fp16" if target == HALF else "_fp32"
-        arr = const_array(tensor)
+        arr = self.const_array(tensor)
         new_name = f"{tensor}{suffix}"
         if arr is not None:
             dtype = np.float16 if target == HALF else np.float32
             if target == HALF and np.isfinite(arr).all() and np.abs(arr).max(initial=0) > 65504:
                 raise CalibrationError(f"constant {tensor} exceeds the fp16 range; keep its consumer in fp32")
-            new_inits.append(numpy_helper.from_array(arr.astype(dtype), new_name))
+            self.new_inits.append(numpy_helper.from_array(arr.astype(dtype), new_name))
         else:
-            new_nodes.append(helper.make_node("Cast", [tensor], [new_name], name=f"{tensor}{suffix}_cast", to=target))
-            n_casts += 1
-        cur[new_name] = target
-        casts[key] = new_name
+            self.nodes.append(helper.make_node("Cast", [tensor], [new_name], name=f"{tensor}{suffix}_cast", to=target))
+            self.n_casts += 1
+        self.cur[new_name] = target
+        self.casts[key] = new_name
         return new_name
 
-    for node in src.node:
+    def target(self, n: onnx.NodeProto, float_slots: list[int]) -> Optional[int]:
+        """The element type ``n`` computes in, or None to leave its inputs as they are."""
+        op = n.op_type
+        if op in _SHAPE_OPS:
+            return None
+        if n.name in self.fp32_nodes:
+            return FLOAT
+        if op in _FOLLOW_OPS:
+            wanted = _FOLLOW_DATA_INPUTS.get(op, (0,) if op != "Concat" else range(len(n.input)))
+            data = [k for k in float_slots if k in wanted]
+            return self.cur[n.input[data[0]]] if data else None
+        if op == "Cast":
+            return None
+        return HALF if float_slots else None  # no float input (ConstantOfShape, ...): leave as exported
+
+    def add(self, node: onnx.NodeProto) -> None:
         n = onnx.NodeProto()
         n.CopyFrom(node)
         op = n.op_type
         if op == "Constant":
-            new_nodes.append(n)
-            cur[n.output[0]] = orig_type.get(n.output[0], 0)
-            continue
-        float_slots = [k for k, name in enumerate(n.input) if name and cur.get(name) in (FLOAT, HALF)]
-        if op in _SHAPE_OPS:
-            target = None
-        elif n.name in fp32_nodes:
-            target = FLOAT
-        elif op in _FOLLOW_OPS:
-            data = [k for k in float_slots if k in _FOLLOW_DATA_INPUTS.get(op, (0,) if op != "Concat" else range(len(n.input)))]
-            target = cur[n.input[data[0]]] if data else None
-        elif op == "Cast":
-            target = None
-        elif float_slots:
-            target = HALF
-        else:
-            target = None  # produces floats from non-floats (ConstantOfShape, ...): leave as exported
+            self.nodes.append(n)
+            self.cur[n.output[0]] = self.orig_type.get(n.output[0], 0)
+            return
+        float_slots = [k for k, name in enumerate(n.input) if name and self.cur.get(name) in (FLOAT, HALF)]
+        target = self.target(n, float_slots)
         if target is not None:
             for k in float_slots:
-                if k in _EXEMPT_INPUTS.get(op, ()):
-                    continue
-                n.input[k] = as_type(n.input[k], target)
+                if k not in _EXEMPT_INPUTS.get(op, ()):
+                    n.input[k] = self.as_type(n.input[k], target)
             for name in _subgraph_implicit_inputs(n):
-                if cur.get(name) in (FLOAT, HALF) and cur[name] != FLOAT:
-                    rename_in_subgraphs(n, name, as_type(name, FLOAT))
+                if self.cur.get(name) in (FLOAT, HALF) and self.cur[name] != FLOAT:
+                    rename_in_subgraphs(n, name, self.as_type(name, FLOAT))
         if op == "Cast":
             to = next(a for a in n.attribute if a.name == "to")
             # a Cast to float inside an fp16 region follows its input
-            if to.i == FLOAT and n.name not in fp32_nodes and cur.get(n.input[0]) == HALF:
+            if to.i == FLOAT and n.name not in self.fp32_nodes and self.cur.get(n.input[0]) == HALF:
                 to.i = HALF
-            cur[n.output[0]] = to.i
+            self.cur[n.output[0]] = to.i
         else:
-            for o in n.output:
-                if not o:
-                    continue
-                t = orig_type.get(o)
-                cur[o] = target if (t in (FLOAT, HALF) and target is not None) else (t or 0)
+            for o in (o for o in n.output if o):
+                t = self.orig_type.get(o)
+                self.cur[o] = target if (t in (FLOAT, HALF) and target is not None) else (t or 0)
         if target == HALF and op not in _FOLLOW_OPS:
-            fp16_nodes.append(n.name)
-        new_nodes.append(n)
+            self.fp16_nodes.append(n.name)
+        self.nodes.append(n)
 
-    graph = helper.make_graph(
-        new_nodes,
-        src.name,
-        list(src.input),
-        [],
-        initializer=[i for i in src.initializer] + new_inits,
-    )
-    for out in src.output:
-        if cur.get(out.name) == HALF:
-            producer = next(x for x in graph.node if out.name in x.output)
-            inner = f"{out.name}_fp16"
-            producer.output[list(producer.output).index(out.name)] = inner
-            for x in graph.node:
-                for k, name in enumerate(x.input):
-                    if name == out.name:
-                        x.input[k] = inner
-            graph.node.append(helper.make_node("Cast", [inner], [out.name], name=f"{out.name}_cast_fp32", to=FLOAT))
-            n_casts += 1
-        graph.output.append(out)
-    new_model = helper.make_model(graph, opset_imports=list(model.opset_import), producer_name=model.producer_name)
-    new_model.ir_version = model.ir_version
-    _drop_unused_initializers(new_model)
-    try:
-        onnx.checker.check_model(new_model)
-        new_model = onnx.shape_inference.infer_shapes(new_model, check_type=True, strict_mode=True)
-    except Exception as exc:  # checker and inference raise their own types
-        raise CalibrationError(f"the fp16 graph does not type-check: {exc}") from exc
-    by_type = Counter(n.op_type for n in model.graph.node if n.name in fp32_nodes)
-    _logger.info(
-        "fp16: %d nodes compute in fp16, %d kept fp32 (%s), %d casts",
-        len(fp16_nodes), len(fp32_nodes), ", ".join(f"{k} {v}" for k, v in sorted(by_type.items())), n_casts,
-    )
-    return Fp16Result(new_model, sorted(fp32_nodes), fp16_nodes, n_casts, regions)
+    def finish(self) -> onnx.ModelProto:
+        """The model: graph outputs cast back to fp32, unused initializers dropped, checked and shape-inferred."""
+        src = self.model.graph
+        graph = helper.make_graph(self.nodes, src.name, list(src.input), [],
+                                  initializer=[i for i in src.initializer] + self.new_inits)
+        for out in src.output:
+            if self.cur.get(out.name) == HALF:
+                producer = next(x for x in graph.node if out.name in x.output)
+                inner = f"{out.name}_fp16"
+                producer.output[list(producer.output).index(out.name)] = inner
+                for x in graph.node:
+                    for k, name in enumerate(x.input):
+                        if name == out.name:
+                            x.input[k] = inner
+                graph.node.append(helper.make_node("Cast", [inner], [out.name], name=f"{out.name}_cast_fp32", to=FLOAT))
+                self.n_casts += 1
+            graph.output.append(out)
+        new_model = helper.make_model(graph, opset_imports=list(self.model.opset_import),
+                                      producer_name=self.model.producer_name)
+        new_model.ir_version = self.model.ir_version
+        _drop_unused_initializers(new_model)
+        try:
+            onnx.checker.check_model(new_model)
+            return onnx.shape_inference.infer_shapes(new_model, check_type=True, strict_mode=True)
+        except Exception as exc:  # checker and inference raise their own types
+            raise CalibrationError(f"the fp16 graph does not type-check: {exc}") from exc
 
 
 def _drop_unused_initializers(model: onnx.ModelProto) -> None:
