@@ -241,3 +241,39 @@ def test_no_library_module_imports_the_cli():
     for m, deps in graph.items():
         if not m.startswith("pipeline.cli") and m != "pipeline":
             assert not any(d.startswith("pipeline.cli") for d in deps), f"{m} imports the CLI"
+
+
+# ------------------------------------------------------------------------------------------------------ small units
+# Issue 20 item 5: no Python module over 500 lines and no function over 80 lines in pipeline/, calibration/, scripts/
+# (a function's lines run from its `def` to its last line, docstring included).
+
+MAX_MODULE_LINES = 500
+MAX_FUNCTION_LINES = 80
+
+
+def size_violations(path: Path, source: str | None = None) -> list[str]:
+    source = path.read_text() if source is None else source
+    found = []
+    if len(source.splitlines()) > MAX_MODULE_LINES:
+        found.append(f"{path}: {len(source.splitlines())} lines (at most {MAX_MODULE_LINES})")
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            length = node.end_lineno - node.lineno + 1
+            if length > MAX_FUNCTION_LINES:
+                found.append(f"{path}:{node.lineno} {node.name}: {length} lines (at most {MAX_FUNCTION_LINES})")
+    return found
+
+
+def test_modules_and_functions_are_small():
+    paths = [p for root in ("pipeline", "calibration", "scripts") for p in sorted((ROOT / root).rglob("*.py"))]
+    assert len(paths) > 80
+    found = [v for p in paths for v in size_violations(p.relative_to(ROOT), p.read_text())]
+    assert not found, "\n".join(found)
+
+
+def test_planted_long_function_and_module_fail_the_size_rule():
+    body = "\n".join(f"    x{i} = {i}" for i in range(MAX_FUNCTION_LINES))  # def line + 80 = 81 lines
+    assert size_violations(Path("planted.py"), f"def f():\n{body}\n") == ["planted.py:1 f: 81 lines (at most 80)"]
+    assert size_violations(Path("ok.py"), "def f():\n" + "\n".join(body.splitlines()[:-1]) + "\n") == []
+    long_module = "\n".join(f"x{i} = {i}" for i in range(MAX_MODULE_LINES + 1)) + "\n"
+    assert size_violations(Path("planted.py"), long_module) == ["planted.py: 501 lines (at most 500)"]
