@@ -32,7 +32,7 @@ def test_writes_png_of_the_input_size(wide_image, tmp_path, stage):
     # drawn at the image's size; a colour bar on the right and a caption band below come on top.
     min_w, min_h = ((2 * 400, 2 * round(97 * 400 / 211)) if stage == "all" else (211, 97))
     assert result.picture_size[0] > min_w and result.picture_size[1] > min_h
-    assert [s.side for s in result.stages] == [56, 28, 14]
+    assert [s.grid for s in result.stages] == [(56, 56), (28, 28), (14, 14)]
     assert [s.blocks for s in result.stages] == [1, 1, 1]
     assert not [p for p in out.parent.iterdir() if p.name.startswith(".")], "temp file left behind"
 
@@ -56,11 +56,49 @@ def test_crop_box_matches_the_eval_crop():
     assert 0 < l2 < r2 < 448 and 0 < t2 < b2 < 896
 
 
+def test_crop_box_of_a_non_square_input_is_the_preprocess_crop():
+    """224x448 (H x W) on a 1000x500 photo: box floor(224/0.9) x floor(448/0.9) = 248 x 497, the width binds, resize
+    to 497x248, crop 448x224 at (24, 12); the box maps that back by 1000/497 and 500/248. And the pixels say so:
+    preprocess (no normalization) of a photo whose red channel is its column gives the columns the box names."""
+    from pipeline.data.images import preprocess
+
+    box = crop_box(1000, 500, "224x448")
+    assert box == pytest.approx((24 * 1000 / 497, 12 * 500 / 248, 472 * 1000 / 497, 236 * 500 / 248))
+    ramp = np.broadcast_to((np.arange(1000) * 255 // 999).astype(np.uint8)[None, :, None], (500, 1000, 3))
+    seen = preprocess(Image.fromarray(np.ascontiguousarray(ramp)), (224, 448), mean=(0, 0, 0), std=(1, 1, 1))
+    assert seen.shape == (3, 224, 448)
+    first, last = seen[0, 112, 0] * 999, seen[0, 112, -1] * 999  # the columns (red = column * 255 / 999)
+    assert first == pytest.approx(box[0], abs=6) and last == pytest.approx(box[2], abs=6)
+    assert crop_box(1000, 500, "224x448") != crop_box(1000, 500, 224)  # planted: a square crop is another box
+
+
+def test_non_square_input_gives_non_square_maps_from_pytorch_and_onnx(wide_image, tmp_path):
+    """RES=HxW (issue 22) reaches explain: 224x448 gives 56x112, 28x56 and 14x28 maps; the rewritten ONNX's maps
+    (reshaped by the stage grids, not by a square root) equal PyTorch's."""
+    from pipeline.model.sgformer import create_model
+    from pipeline.stages.export import export_onnx
+    from pipeline.stages.rewrite import replace_iam_with_plugin
+    from pipeline.store.io import save_onnx
+
+    ref = explain(wide_image, "tiny-test", "224x448", out_png=tmp_path / "pt.png", seed=0)
+    assert [s.grid for s in ref.stages] == [(56, 112), (28, 56), (14, 28)]
+    assert ref.stages[0].summary()["grid"] == "56x112"
+    exported = export_onnx(create_model("tiny-test", img_size=(224, 448), seed=0), variant="tiny-test")
+    rewritten = save_onnx(replace_iam_with_plugin(exported), tmp_path / "m.iam.onnx")
+    got = explain(wide_image, out_png=tmp_path / "onnx.png", onnx=rewritten)
+    assert got.top1 == ref.top1
+    for a, b in zip(got.stages, ref.stages):
+        assert a.grid == b.grid
+        np.testing.assert_allclose(a.values, b.values, atol=1e-5, err_msg=f"stage {a.stage}")
+    with pytest.raises(ConfigError, match="--img-size 224 does not match .* records SG-Former-tiny-test @ 224x448"):
+        explain(wide_image, out_png=tmp_path / "x.png", onnx=rewritten, img_size=224)
+
+
 def test_reduce_mean_and_last():
     maps = [np.full((4, 4), v, np.float32) for v in (1.0, 3.0)] + [np.full((2, 2), 5.0, np.float32)]
     mean = reduce_stage_maps(maps, "mean")
     last = reduce_stage_maps(maps, "last")
-    assert [(s.stage, s.side, s.blocks) for s in mean] == [(1, 4, 2), (2, 2, 1)]
+    assert [(s.stage, s.grid, s.blocks) for s in mean] == [(1, (4, 4), 2), (2, (2, 2), 1)]
     assert float(mean[0].values[0, 0]) == 2.0 and float(last[0].values[0, 0]) == 3.0
     with pytest.raises(ConfigError, match="reduce"):
         reduce_stage_maps(maps, "max")
@@ -130,8 +168,8 @@ def test_onnx_record_gives_variant_and_size(wide_image, tmp_path, request):
 def test_panels_share_one_absolute_scale_unless_asked_to_stretch():
     from pipeline.apps.explain import StageMap, display_ranges
 
-    stages = [StageMap(1, 2, 1, np.array([[0.037, 0.045], [0.04, 0.041]], np.float32)),
-              StageMap(2, 2, 1, np.array([[0.01, 0.02], [0.02, 0.02]], np.float32))]
+    stages = [StageMap(1, (2, 2), 1, np.array([[0.037, 0.045], [0.04, 0.041]], np.float32)),
+              StageMap(2, (2, 2), 1, np.array([[0.01, 0.02], [0.02, 0.02]], np.float32))]
     shared = display_ranges(stages)
     assert shared == [(0.0, pytest.approx(0.045))] * 2  # from 0: 0.037..0.045 stays nearly flat, as it is
     stretched = display_ranges(stages, per_panel=True)

@@ -13,8 +13,10 @@ What the picture shows, and the choices behind it:
   scale, 0 (or the lowest value) .. the highest value of any panel, shown by a colour bar, so a map whose values
   span 0.037..0.045 looks nearly flat, as it is; ``per_panel_scale=True`` stretches each panel to its own
   min..max instead (the caption then lists each panel's range and says colours are not comparable).
-- **The crop**: the model sees the evaluation crop (shorter side resized to ``floor(S / 0.9)``, center crop
-  ``S x S``; ``pipeline.data.images.preprocess``). That crop is mapped back to a box in original pixel coordinates; each
+- **The crop**: the model sees the evaluation crop (resized, aspect kept, to cover ``floor(H / 0.9) x floor(W /
+  0.9)``, center crop ``H x W``; for a square the shorter side goes to ``floor(S / 0.9)``;
+  ``pipeline.data.images.crop_geometry``). Any valid input size works, e.g. 448x672 (maps 112x168, 56x84, 28x42).
+  That crop is mapped back to a box in original pixel coordinates; each
   map is resized (bilinear) to that box and blended there with the ``inferno`` colormap. Pixels outside the box
   were not seen by the model: they are kept but dimmed, so the output still has the input's size.
 - **Layout**: ``stage="all"`` (default) makes a 2 x 2 mosaic: the image with the crop box outlined, then stages
@@ -50,8 +52,8 @@ from pipeline.core.errors import ConfigError, PipelineError
 from pipeline.model.sgformer import PRETRAINED_CFG
 from pipeline.model.sgformer import create_model
 from pipeline.backends.onnxruntime import has_iam_nodes, iam_importance_names, run_model
-from pipeline.core.variants import check_img_size
-from pipeline.data.images import load_image, preprocess
+from pipeline.core.variants import STRIDES, ImageSize, check_img_size
+from pipeline.data.images import crop_geometry, load_image, preprocess
 from pipeline.store.io import write_bytes
 
 __all__ = ["explain", "ExplainResult", "StageMap", "crop_box", "reduce_stage_maps", "render_overlay", "REDUCTIONS"]
@@ -69,12 +71,16 @@ class StageMap:
     """One stage's reduced importance map (raw values, before display scaling)."""
 
     stage: int
-    side: int
+    grid: tuple[int, int]  # (rows, cols) of the stage's token grid: (H/4, W/4) for stage 1
     blocks: int
-    values: np.ndarray  # [side, side] float32
+    values: np.ndarray  # [rows, cols] float32
+
+    @property
+    def label(self) -> str:
+        return f"{self.grid[0]}x{self.grid[1]}"
 
     def summary(self) -> dict:
-        return {"stage": self.stage, "grid": f"{self.side}x{self.side}", "blocks": self.blocks,
+        return {"stage": self.stage, "grid": self.label, "blocks": self.blocks,
                 "min": float(self.values.min()), "max": float(self.values.max())}
 
 
@@ -94,42 +100,37 @@ class ExplainResult:
 # ---------------------------------------------------------------------------------------------- geometry
 
 
-def crop_box(width: int, height: int, img_size: int) -> tuple[float, float, float, float]:
-    """The evaluation crop (``pipeline.data.images.preprocess``) as a box in the original image's pixel coordinates."""
-
-    scale_size = math.floor(img_size / float(PRETRAINED_CFG["crop_pct"]))
-    if width <= height:
-        new_w, new_h = scale_size, int(scale_size * height / width)
-    else:
-        new_w, new_h = int(scale_size * width / height), scale_size
-    left = int(round((new_w - img_size) / 2.0))
-    top = int(round((new_h - img_size) / 2.0))
+def crop_box(width: int, height: int, img_size: object) -> tuple[float, float, float, float]:
+    """The evaluation crop (``pipeline.data.images.preprocess``) as a box in the original image's pixel coordinates
+    (``img_size``: the network's input, a square side or H x W)."""
+    size = ImageSize.parse(img_size)
+    new_w, new_h, left, top = crop_geometry((width, height), size, float(PRETRAINED_CFG["crop_pct"]))
     sx, sy = width / new_w, height / new_h
-    return (left * sx, top * sy, (left + img_size) * sx, (top + img_size) * sy)
+    return (left * sx, top * sy, (left + size.width) * sx, (top + size.height) * sy)
 
 
 # ---------------------------------------------------------------------------------------------- maps
 
 
 def reduce_stage_maps(maps: Sequence[np.ndarray], reduce: str = "mean") -> tuple[StageMap, ...]:
-    """Group per-block maps ``[H, W]`` by grid size (largest grid = stage 1) and reduce each group to one map."""
+    """Group per-block maps ``[rows, cols]`` by grid (largest grid = stage 1) and reduce each group to one map."""
     if reduce not in REDUCTIONS:
         raise ConfigError(f"reduce must be one of {', '.join(REDUCTIONS)}, got {reduce!r}")
-    groups: dict[int, list[np.ndarray]] = {}
+    groups: dict[tuple[int, int], list[np.ndarray]] = {}
     for m in maps:
         m = np.asarray(m, dtype=np.float32)
-        if m.ndim != 2 or m.shape[0] != m.shape[1]:
-            raise PipelineError(f"expected square importance maps [H, W], got shape {m.shape}")
-        groups.setdefault(m.shape[0], []).append(m)
+        if m.ndim != 2:
+            raise PipelineError(f"expected importance maps [rows, cols], got shape {m.shape}")
+        groups.setdefault((int(m.shape[0]), int(m.shape[1])), []).append(m)
     out = []
-    for stage, side in enumerate(sorted(groups, reverse=True), start=1):
-        blocks = groups[side]
+    for stage, grid in enumerate(sorted(groups, key=lambda g: g[0] * g[1], reverse=True), start=1):
+        blocks = groups[grid]
         values = np.mean(blocks, axis=0) if reduce == "mean" else blocks[-1]
-        out.append(StageMap(stage=stage, side=side, blocks=len(blocks), values=values.astype(np.float32)))
+        out.append(StageMap(stage=stage, grid=grid, blocks=len(blocks), values=values.astype(np.float32)))
     return tuple(out)
 
 
-def _maps_from_model(images: np.ndarray, variant: str, img_size: int, checkpoint: Optional[str], seed: int,
+def _maps_from_model(images: np.ndarray, variant: str, img_size: ImageSize, checkpoint: Optional[str], seed: int,
                      trust_checkpoint: bool) -> tuple[list[np.ndarray], int]:
     import torch
 
@@ -141,7 +142,7 @@ def _maps_from_model(images: np.ndarray, variant: str, img_size: int, checkpoint
     return [m[0].numpy() for m in maps], int(logits[0].argmax())
 
 
-def _maps_from_onnx(images: np.ndarray, onnx_path: str, img_size: int) -> tuple[list[np.ndarray], int]:
+def _maps_from_onnx(images: np.ndarray, onnx_path: str, img_size: ImageSize) -> tuple[list[np.ndarray], int]:
 
     model = load_onnx(onnx_path)
     images = graph_input_format(model).from_normalized(images)  # the graph's recorded input format
@@ -152,17 +153,19 @@ def _maps_from_onnx(images: np.ndarray, onnx_path: str, img_size: int) -> tuple[
         )
     image = image_input(model)
     hw = image.image_hw if image is not None else None
-    if hw is not None and hw != (img_size, img_size):
-        raise ConfigError(f"{onnx_path} takes {hw} images but --img-size is {img_size}; pass --img-size {hw}")
+    if hw is not None and tuple(hw) != tuple(img_size):
+        raise ConfigError(f"{onnx_path} takes {ImageSize(*hw)} images but --img-size is {img_size}; pass "
+                          f"--img-size {ImageSize(*hw)}")
     names = iam_importance_names(model)
     outputs = run_model(model, images, extra_outputs=names)
+    grids = {rows * cols: (rows, cols) for rows, cols in (img_size.grid(stride) for stride in STRIDES)}
     maps = []
     for name in names:
         flat = np.asarray(outputs[name], dtype=np.float32)[0].ravel()
-        n = int(round(math.sqrt(flat.size)))
-        if n * n != flat.size:
-            raise PipelineError(f"importance tensor {name} has {flat.size} values, not a square token grid")
-        maps.append(flat.reshape(n, n))
+        if flat.size not in grids:
+            raise PipelineError(f"importance tensor {name} has {flat.size} values, not a token grid of a "
+                                f"{img_size} input ({', '.join(f'{r}x{c}' for r, c in grids.values())})")
+        maps.append(flat.reshape(grids[flat.size]))
     logits = next(iter(outputs.values()))
     return maps, int(np.asarray(logits)[0].argmax())
 
@@ -236,7 +239,7 @@ def _mosaic(image: Image.Image, stages: Sequence[StageMap], box: tuple[float, fl
     panels = [(original, "input (box: model's crop)")]
     for s, value_range in zip(stages[:3], ranges):
         how = f"mean of {s.blocks}" if reduce == "mean" and s.blocks > 1 else "last" if s.blocks > 1 else "1 block"
-        panels.append((render_overlay(image, s, box, alpha, value_range), f"stage {s.stage} {s.side}x{s.side} ({how})"))
+        panels.append((render_overlay(image, s, box, alpha, value_range), f"stage {s.stage} {s.label} ({how})"))
     canvas = Image.new("RGB", (2 * size[0], 2 * size[1]))
     for i, (panel, text) in enumerate(panels):
         row, col = divmod(i, 2)
@@ -314,11 +317,7 @@ def explain(
     if img_size is None:
         raise ConfigError("explain needs the input size: pass img_size (CLI --img-size, e.g. 224) or an ONNX whose "
                           "record names it (--onnx)")
-    size = check_img_size(img_size)
-    if not size.is_square:
-        raise ConfigError(f"explain draws square crops; {size} is not square: pass a square --img-size (e.g. "
-                          f"{min(size)})")
-    img_size = size.height
+    img_size = check_img_size(img_size)
     if reduce not in REDUCTIONS:
         raise ConfigError(f"reduce must be one of {', '.join(REDUCTIONS)}, got {reduce!r}")
     stage = str(stage)
@@ -340,7 +339,7 @@ def explain(
         source = f"pytorch:{variant}" + (f" ({Path(checkpoint).name})" if checkpoint else f" (random-init, seed {seed})")
     stages = reduce_stage_maps(maps, reduce)
     if len(stages) != 3:
-        raise PipelineError(f"expected importance maps for 3 stages, got grids {[s.side for s in stages]}")
+        raise PipelineError(f"expected importance maps for 3 stages, got grids {[s.label for s in stages]}")
     box = crop_box(width, height, img_size)
     shown = stages if stage == "all" else (stages[int(stage) - 1],)
     ranges = display_ranges(shown, per_panel_scale)

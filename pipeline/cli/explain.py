@@ -20,7 +20,7 @@ def run(args: argparse.Namespace) -> int:
           f"reduce={result.reduce}")
     print(f"model's crop in the image: ({left:.0f}, {top:.0f}) - ({right:.0f}, {bottom:.0f}); dimmed outside")
     for s in result.stages:
-        print(f"  stage {s.stage}: {s.side}x{s.side} grid, {s.blocks} hybrid block(s), "
+        print(f"  stage {s.stage}: {s.label} grid, {s.blocks} hybrid block(s), "
               f"raw range {float(s.values.min()):.3g} .. {float(s.values.max()):.3g}")
     if result.caveat:  # also drawn on the picture itself
         print(f"note: {result.caveat}")

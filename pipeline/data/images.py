@@ -52,7 +52,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from pipeline.core.errors import ConfigError, ImageError, ImageTooLargeError, PipelineError
 from pipeline.model.sgformer import PRETRAINED_CFG, check_img_size
 
-__all__ = ["load_image", "to_rgb", "preprocess", "list_images", "sample_indices", "load_folder", "sample_images",
+__all__ = ["load_image", "to_rgb", "preprocess", "crop_geometry", "list_images", "sample_indices", "load_folder", "sample_images",
            "sample_photos", "max_image_pixels", "IMAGE_SUFFIXES", "SAMPLE_NAMES", "DEFAULT_MAX_PIXELS",
            "MAX_PIXELS_ENV", "ALPHA_BACKGROUND"]
 
@@ -228,6 +228,20 @@ def _gray_to_rgb(values: np.ndarray) -> Image.Image:
 # ------------------------------------------------------------------------------------------- preprocessing
 
 
+def crop_geometry(image_wh: tuple[int, int], size_hw: tuple[int, int], crop_pct: float) -> tuple[int, int, int, int]:
+    """The eval transform's geometry: an image of ``image_wh`` (width, height) is resized (aspect kept) to
+    ``(new_w, new_h)``, covering floor(H / crop_pct) x floor(W / crop_pct), and the H x W input is cropped at
+    ``(left, top)``. Used by :func:`preprocess` and by explain's map of the crop back onto the photo."""
+    height, width = size_hw
+    box_h, box_w = math.floor(height / crop_pct), math.floor(width / crop_pct)
+    w, h = image_wh
+    if w * box_h <= h * box_w:  # the width binds (for a square box: the shorter side is the width)
+        new_w, new_h = box_w, max(box_h, int(box_w * h / w))
+    else:
+        new_w, new_h = max(box_w, int(box_h * w / h)), box_h
+    return new_w, new_h, int(round((new_w - width) / 2.0)), int(round((new_h - height) / 2.0))
+
+
 def preprocess(
     img: Image.Image,
     img_size: object,
@@ -251,15 +265,8 @@ def preprocess(
     if interpolation not in _RESAMPLE:
         raise ConfigError(f"interpolation {interpolation!r} unknown; expected one of {sorted(_RESAMPLE)}")
     img = to_rgb(img)
-    box_h, box_w = math.floor(height / crop_pct), math.floor(width / crop_pct)
-    w, h = img.size
-    if w * box_h <= h * box_w:  # the width binds (for a square box: the shorter side is the width)
-        new_w, new_h = box_w, max(box_h, int(box_w * h / w))
-    else:
-        new_w, new_h = max(box_w, int(box_h * w / h)), box_h
+    new_w, new_h, left, top = crop_geometry(img.size, (height, width), crop_pct)
     img = img.resize((new_w, new_h), _RESAMPLE[interpolation])
-    left = int(round((new_w - width) / 2.0))
-    top = int(round((new_h - height) / 2.0))
     img = img.crop((left, top, left + width, top + height))
     x = np.asarray(img, dtype=np.float32) / 255.0
     mean_a = np.asarray(PRETRAINED_CFG["mean"] if mean is None else mean, dtype=np.float32)
