@@ -215,6 +215,21 @@ def test_cli_in_process(tmp_path, capsys):
     assert sorted(p.name for p in tmp_path.iterdir()) == [f"bench-tiny-test-224.{s}" for s in ("json", "md", "png")]
 
 
+def test_cli_non_square_in_process(tmp_path, capsys):
+    """bench at H x W (issue 22's sizes): the PyTorch row and the onnxruntime row on an export made at 224x448 (a
+    static-shape graph: a square or transposed input would fail it); the report names the size as the records do."""
+    import json
+
+    rc = main(["bench", "--variant", "tiny-test", "--img-size", "224x448", "--tiny", "--backends", "pytorch-cpu,ort-cpu",
+               "--batches", "1", "--in-process", "--no-interleave", "-o", str(tmp_path)])
+    out = capsys.readouterr().out
+    assert rc == 0, out
+    assert "| pytorch-cpu | cpu | 1 |" in out and "| ort-cpu | cpu | 1 |" in out and "@ 224x448" in out
+    assert sorted(p.name for p in tmp_path.iterdir()) == [f"bench-tiny-test-224x448.{s}" for s in ("json", "md", "png")]
+    assert json.loads((tmp_path / "bench-tiny-test-224x448.json").read_text())["config"]["img_size"] == [224, 448]
+    assert BenchConfig(img_size="448x672").img_size == (448, 672)
+
+
 @pytest.mark.parametrize(
     "overrides, message",
     [
@@ -226,6 +241,7 @@ def test_cli_in_process(tmp_path, capsys):
         (dict(baseline="pytorch-cpu"), "BACKEND:BATCH"),
         (dict(variant="x"), "unknown variant"),
         (dict(img_size=256), "multiple of 224"),
+        (dict(img_size="224x300"), "multiple of 224"),
         (dict(engines=(("pytorch-cpu", "a.engine"),)), "not a TensorRT backend"),
         (dict(profile_runs=-1), "--profile-runs"),
     ],

@@ -5,7 +5,6 @@ from pipeline.cli.args.bench import add_arguments  # noqa: F401  (the options: a
 
 import argparse
 
-from pipeline.core.errors import ConfigError
 import shlex
 import sys
 
@@ -18,7 +17,7 @@ __all__ = ["add_arguments", "config_from_args", "run"]
 
 def config_from_args(args: argparse.Namespace) -> BenchConfig:
     chosen = dict(
-        variant=args.variant, img_size=_square(args.img_size), checkpoint=args.checkpoint,
+        variant=args.variant, img_size=args.img_size, checkpoint=args.checkpoint,
         trust_checkpoint=args.trust_checkpoint, seed=args.seed, backends=tuple(args.backends),
         baseline=args.baseline, threads=args.threads, max_seconds=args.max_seconds,
         onnx_path=args.onnx, iam_onnx_path=args.iam_onnx, engine_dir=args.engine_dir,
@@ -42,11 +41,3 @@ def run(args: argparse.Namespace) -> int:
     for kind, path in paths.items():
         print(f"wrote {path}")
     return 1 if report.failed else 0
-
-
-def _square(size) -> int:
-    """bench measures square inputs (its reports and the TopK engine are per side)."""
-    if size.height != size.width:
-        raise ConfigError(f"bench measures square inputs; --img-size {size} is not square (use e.g. --img-size "
-                          f"{min(size)})")
-    return size.height

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Optional
 
 from pipeline.core.errors import ConfigError
-from pipeline.core.variants import VARIANTS, check_img_size
+from pipeline.core.variants import VARIANTS, ImageSize, check_img_size
 
 __all__ = ["BenchConfig", "available_cpus", "load_average", "parse_baseline", "DEFAULT_BATCHES", "TINY_BATCHES",
            "DEFAULT_ITERS", "DEFAULT_WARMUP", "TINY_ITERS", "TINY_WARMUP", "DEFAULT_BASELINE", "TRT_PRECISIONS",
@@ -41,7 +41,7 @@ class BenchConfig:
     """What to benchmark. Validated on construction (``ConfigError``)."""
 
     variant: str = "s"
-    img_size: int = 224
+    img_size: ImageSize = ImageSize(224, 224)  # any valid H x W (an int or "HxW" is parsed)
     checkpoint: Optional[str] = None
     trust_checkpoint: bool = False
     seed: int = 0
@@ -77,7 +77,7 @@ class BenchConfig:
 
         if self.variant not in VARIANTS:
             raise ConfigError(f"unknown variant {self.variant!r}; expected one of {', '.join(VARIANTS)}")
-        check_img_size(self.img_size)
+        object.__setattr__(self, "img_size", check_img_size(self.img_size))
         if not self.batches or any(not isinstance(b, int) or b < 1 for b in self.batches):
             raise ConfigError(f"batch sizes must be positive integers, got {self.batches!r} (e.g. --batches 1,8,32)")
         if len(set(self.batches)) != len(self.batches):

@@ -316,7 +316,7 @@ def _trt_unavailable(config: BenchConfig, backend: str) -> Optional[str]:
 
     if gpu_probe.probe_gpu(0) is None:
         return "no GPU: no NVIDIA driver / device found (libcuda.so.1)"
-    if backend == "trt-topk" and config.img_size != 224:
+    if backend == "trt-topk" and config.img_size != (224, 224):
         return "the native TopK path only builds at 224 (TensorRT TopK K <= 3840)"
     reason = _import_error("pipeline.backends.engine") or _import_error("pycuda.driver")
     if reason:

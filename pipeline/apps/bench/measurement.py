@@ -105,7 +105,7 @@ class PairJob:
 def _inputs(config: BenchConfig) -> np.ndarray:
     """Normalized-image-like inputs for the largest batch (seeded; smaller batches are prefixes)."""
     rng = np.random.default_rng(config.seed)
-    return rng.standard_normal((max(config.batches), 3, config.img_size, config.img_size), dtype=np.float32)
+    return rng.standard_normal((max(config.batches), 3, *config.img_size), dtype=np.float32)
 
 
 def _set_threads(config: BenchConfig) -> None:

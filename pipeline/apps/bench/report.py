@@ -12,6 +12,7 @@ from typing import Optional
 import numpy as np
 
 from pipeline.core.errors import PipelineError
+from pipeline.core.variants import ImageSize
 from pipeline.apps.bench.config import BenchConfig, available_cpus, load_average, parse_baseline
 from pipeline.apps.bench.backends import gpu_name
 from pipeline.apps.bench.backends import BACKENDS
@@ -57,7 +58,7 @@ class BenchReport:
 
     @property
     def title(self) -> str:
-        return f"SG-Former-{self.config['variant']} @ {self.config['img_size']}"
+        return f"SG-Former-{self.config['variant']} @ {ImageSize.parse(self.config['img_size'])}"
 
 
 def environment(config: BenchConfig) -> dict:
@@ -325,7 +326,7 @@ def write_report(report: BenchReport, out_dir: str | Path) -> dict[str, Path]:
     """Write JSON, Markdown and PNG (each atomically) into ``out_dir``; returns kind -> path."""
 
     out_dir = Path(out_dir)
-    stem = f"bench-{report.config['variant']}-{report.config['img_size']}"
+    stem = f"bench-{report.config['variant']}-{ImageSize.parse(report.config['img_size'])}"
     paths = {
         "json": write_json(out_dir / f"{stem}.json", report.to_dict()),
         "md": write_bytes(out_dir / f"{stem}.md", render_markdown(report).encode()),

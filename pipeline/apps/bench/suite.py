@@ -95,7 +95,7 @@ def run_benchmarks(config: BenchConfig, command: str = "") -> BenchReport:
     """Measure every selected backend (see module docstring). Raises ``PipelineError`` if nothing ran."""
     start = time.perf_counter()
     environment = report_mod.environment(config)
-    _logger.info("bench start: %s @ %d, batches %s, %d warmup + %d calls, backends %s", config.variant,
+    _logger.info("bench start: %s @ %s, batches %s, %d warmup + %d calls, backends %s", config.variant,
                  config.img_size, list(config.batches), config.warmup, config.iters, ", ".join(config.selected_backends))
     got = _Collected()
     interleaved: list[dict] = []
@@ -125,6 +125,7 @@ def _report(config: BenchConfig, command: str, environment: dict, got: _Collecte
     report_mod.attach_ratios(got.rows, base_row)
     config_dict = asdict(config)
     config_dict["engines"] = dict(config.engines)
+    config_dict["img_size"] = list(config.img_size)  # [H, W], as a manifest records it
     return BenchReport(
         config=config_dict,
         environment={**environment, "loadavg_1min_at_end": load_average()},
