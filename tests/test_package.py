@@ -59,7 +59,8 @@ def _parse_deepstream(path: Path) -> dict[str, str]:
 
 
 def _fake_engine_dir(folder: Path, *, input_format: str | None = "rgb-float01", min_batch: int = 1,
-                     precision: str = "fp16", dtype: str = "float32") -> Path:
+                     precision: str = "fp16", dtype: str = "float32", variant: str = "s",
+                     outputs: tuple = (TensorSpec("logits", (-1, 1000), "float32"),)) -> Path:
     folder.mkdir(parents=True)
     engine = folder / f"s-{precision}.engine"
     engine.write_bytes(b"not a real engine, but the bytes the manifest records" * 10)
@@ -70,19 +71,42 @@ def _fake_engine_dir(folder: Path, *, input_format: str | None = "rgb-float01", 
     onnx_ref = FileRef(onnx_file.name, sha256_file(onnx_file))
     onnx_file.unlink()
     manifest = Manifest(
-        variant="s", img_size=(224, 224), precision=precision, weights="random-init, seed 0",
+        variant=variant, img_size=(224, 224), precision=precision, weights="random-init, seed 0",
         engine=FileRef(engine.name, sha256_file(engine), engine.stat().st_size),
         onnx=onnx_ref,
         plugin=FileRef(plugin.name, sha256_file(plugin)),
         backend_flavour="TensorRT", backend_version="10.14.1", cuda_version="12.6",
         target=Target("sm_87 only", ("sm_87",)),
-        inputs=(TensorSpec("images", (-1, 3, 224, 224), dtype),), outputs=(TensorSpec("logits", (-1, 1000), "float32"),),
+        inputs=(TensorSpec("images", (-1, 3, 224, 224), dtype),), outputs=outputs,
         batch=BatchProfile(min_batch, max(min_batch, 2), 8),
         build=BuildRecord(seconds=1.0, created="2026-01-01T00:00:00+00:00", host="test"),
         **({} if input_format is None else {"input_format": input_format}),
     )
     write_manifest(folder, manifest)  # sealed: hand edits after this are integrity errors
     return folder
+
+
+def test_triton_package_of_a_users_own_model_lists_its_outputs_without_labels(tmp_path) -> None:
+    """An engine built from a user's own graph (a detector with SG-Former inside, `verify --against`): Triton gets
+    every input and output as the manifest records them, no ImageNet labels and no claim about the preprocessing;
+    DeepStream (a classifier's nvinfer config here) still refuses it, naming what to do."""
+    outputs = (TensorSpec("boxes", (-1, 100, 4), "float32"), TensorSpec("scores", (-1, 100), "float32"))
+    src = _fake_engine_dir(tmp_path / "det", variant="foreign", outputs=outputs, input_format=None)
+    made = package_triton(tmp_path / "repo", src, name="my_detector")
+    pb2, config = _parse_triton(made.config.read_text())
+    assert [(o.name, list(o.dims), o.data_type, o.label_filename) for o in config.output] == [
+        ("boxes", [100, 4], pb2.TYPE_FP32, ""), ("scores", [100], pb2.TYPE_FP32, "")]
+    assert [(i.name, list(i.dims)) for i in config.input] == [("images", [3, 224, 224])]
+    assert sorted(p.name for p in made.model_dir.iterdir()) == ["1", "README.md", "config.pbtxt",
+                                                                 "libsgformer_plugins.so"]
+    readme = made.readme.read_text()
+    assert "a model of your own" in readme and "`boxes` float32 `[N, 100, 4]`" in readme
+    assert "ImageNet mean" not in readme and "center crop" not in readme  # no preprocessing claim: not our graph
+    with pytest.raises(PackageError, match="foreign graph .* 2 outputs"):
+        package_deepstream(tmp_path / "ds", src)
+    # planted: the same engine recorded as SG-Former's classifier gets labels on output 0, so the check above can fail
+    classifier = package_triton(tmp_path / "repo2", _fake_engine_dir(tmp_path / "cls"), name="cls")
+    assert _parse_triton(classifier.config.read_text())[1].output[0].label_filename
 
 
 def test_changed_engine_is_refused_before_anything_is_written(tmp_path) -> None:

@@ -127,11 +127,17 @@ def _single_image_input(manifest: Manifest) -> TensorSpec:
 
 
 def _classifier_only(manifest: Manifest, engine_dir: Path, what: str) -> None:
-    """Packages describe a classifier (labels of output 0); an engine of a user's own graph may be anything."""
+    """DeepStream's nvinfer config here is a classifier's (labels of output 0); an engine of a user's own graph may be
+    anything (a detector needs its own output parser)."""
     if manifest.variant == FOREIGN:
         raise PackageError(f"{engine_dir} was built from a {FOREIGN} graph (a model of your own, "
                            f"{len(manifest.outputs)} outputs): the {what} package writes a classifier's config and "
                            f"labels; write the config for your model's outputs yourself (docs/your-model.md)")
+
+
+def _has_labels(manifest: Manifest) -> bool:
+    """Output 0 is SG-Former's logits: not a backbone's maps, not the outputs of a user's own graph."""
+    return manifest.task != "features" and manifest.variant != FOREIGN
 
 
 def _labels(num_classes: int) -> tuple[list[str], bool]:
@@ -207,7 +213,7 @@ def triton_config(manifest: Manifest, name: str) -> str:
         raise PackageError(f"the engine's profile starts at batch {manifest.batch.min}; Triton's dynamic batcher "
                            "also sends smaller batches: rebuild with --min-batch 1")
     inputs = ",\n".join(_triton_tensor(t, "input") for t in manifest.inputs)
-    classify = manifest.task != "features"  # a backbone's maps (stage1..stage4) get no class labels
+    classify = _has_labels(manifest)  # a backbone's maps (stage1..stage4), a user's own outputs: no class labels
     outputs = ",\n".join(_triton_tensor(t, "output", LABELS_NAME if i == 0 and classify else None)
                          for i, t in enumerate(manifest.outputs))
     preferred = ", ".join(str(b) for b in _preferred_batch_sizes(manifest.batch.max))
@@ -242,10 +248,11 @@ CONTAINER_REPO = "/models"
 
 
 def _triton_readme(manifest: Manifest, name: str, input_format: str, repo_hint: str) -> str:
-    t = manifest.inputs[0]
     plugin = f"{CONTAINER_REPO}/{name}/{manifest.plugin.file}" if manifest.plugin else None
     backend_config = f" \\\n      --backend-config=tensorrt,plugins={plugin}" if plugin else ""
-    return f"""# {name}: SG-Former {manifest.variant} ({manifest.precision}, {_size(manifest)} px) for Triton
+    model = ("a model of your own with SG-Former inside" if manifest.variant == FOREIGN
+             else f"SG-Former {manifest.variant}")
+    return f"""# {name}: {model} ({manifest.precision}, {_size(manifest)} px) for Triton
 
 Made by `sgformer-trt package --triton` from an engine directory (manifest: {manifest.backend_label},
 batch {manifest.batch.min}..{manifest.batch.max}). Layout:
@@ -265,8 +272,7 @@ container; the plugin library registers itself when the tensorrt backend dlopens
 (`{repo_hint}` is where this repository was written; change it to its path on the serving machine. Use a
 Triton release whose TensorRT matches the engine's, {manifest.backend_label}.)
 
-Input `{t.name}`: {t.dtype} `[N, {', '.join(str(d) for d in t.shape[1:])}]`, input format `{input_format}`
-({_format_sentence(input_format)}). {_outputs_sentence(manifest)}
+{_inputs_sentence(manifest, input_format)} {_outputs_sentence(manifest)}
 
 Not run here: this package was generated and its config.pbtxt parsed with Triton's ModelConfig protobuf;
 no tritonserver was started (no GPU on the machine that made it).
@@ -279,17 +285,33 @@ def _size(manifest: Manifest) -> str:
 
 
 def _labels_line(manifest: Manifest, name: str) -> str:
+    if manifest.variant == FOREIGN:
+        return f"(no {LABELS_NAME}: the outputs are your model's own)"
     if manifest.task == "features":
         return f"(no {LABELS_NAME}: a backbone's outputs are feature maps, not classes)"
     return f"{name}/{LABELS_NAME}        class names of output `{manifest.outputs[0].name}` (classification extension)"
 
 
 def _outputs_sentence(manifest: Manifest) -> str:
+    if manifest.variant == FOREIGN:
+        listed = "; ".join(f"`{t.name}` {t.dtype} `[N, {', '.join(str(d) for d in t.shape[1:])}]`"
+                           for t in manifest.outputs)
+        return f"Outputs (your model's, as its graph names them; decoding them is your client's work): {listed}."
     if manifest.task != "features":
         return f"Output `{manifest.outputs[0].name}`: logits (no softmax)."
     maps = "; ".join(f"`{t.name}` {t.dtype} `[N, {', '.join(str(d) for d in t.shape[1:])}]` (stride {t.stride})"
                      for t in manifest.outputs)
     return f"Outputs (a backbone: NCHW maps after each stage's LayerNorm, for a detector's or segmenter's neck): {maps}."
+
+
+def _inputs_sentence(manifest: Manifest, input_format: str) -> str:
+    if manifest.variant == FOREIGN:  # the graph's own preprocessing contract: not ours to state
+        listed = "; ".join(f"`{t.name}` {t.dtype} `[N, {', '.join(str(d) for d in t.shape[1:])}]`"
+                           for t in manifest.inputs)
+        return f"Inputs (your model's, preprocessed as your own export expects): {listed}."
+    t = manifest.inputs[0]
+    return (f"Input `{t.name}`: {t.dtype} `[N, {', '.join(str(d) for d in t.shape[1:])}]`, input format "
+            f"`{input_format}` ({_format_sentence(input_format)}).")
 
 
 def _format_sentence(input_format: str) -> str:
@@ -302,13 +324,12 @@ def _format_sentence(input_format: str) -> str:
 
 def _triton_plan(repo: str | Path, engine_dir: Path, manifest: Manifest, name: Optional[str]):
     """Everything checked, nothing written: (target, fill(stage), result) of a Triton model."""
-    _classifier_only(manifest, engine_dir, "Triton")
     input_format = input_format_of(engine_dir, manifest)
     name = name or engine_dir.resolve().name
     if not name or "/" in name or name.startswith("."):
         raise PackageError(f"model name {name!r} is not a folder name; pass --name")
     config_text = triton_config(manifest, name)
-    labels = _labels(manifest.outputs[0].shape[-1])[0] if manifest.task != "features" else None
+    labels = _labels(manifest.outputs[0].shape[-1])[0] if _has_labels(manifest) else None
     if manifest.backend_flavour != "TensorRT":
         _logger.warning("%s was built by %s; Triton's tensorrt backend needs a full-TensorRT engine (README says so)",
                         engine_dir, manifest.backend_label)
