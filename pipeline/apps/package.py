@@ -35,33 +35,27 @@ from pathlib import Path
 from typing import Optional
 
 from pipeline.core.artifact import InputFormat
-from pipeline.core.caveats import random_weights_caveat
 from pipeline.core.errors import PipelineError
 from pipeline.core.variants import FOREIGN
 from pipeline.store.integrity import check_engine_dir, parity_failure
 from pipeline.store.manifest import Manifest, TensorSpec
 import onnx
 from pipeline.backends.engine import imagenet_class_names
+from pipeline.apps.package_readme import (DEEPSTREAM_NETWORK_MODE, DEEPSTREAM_SCALE, LABELS_NAME, PLAN_NAME,
+                                          README_NAME, deepstream_readme, triton_readme)
 
 __all__ = ["PackageError", "TritonPackage", "DeepStreamPackage", "input_format_of",
            "triton_config", "deepstream_config", "package_triton", "package_deepstream"]
 
 _logger = logging.getLogger("pipeline.apps.package")
 
-PLAN_NAME = "model.plan"
-LABELS_NAME = "labels.txt"
-README_NAME = "README.md"
 DEEPSTREAM_CONFIG_NAME = "config_infer_primary_sgformer.txt"
 #: Triton's DataType enum names (model_config.proto) for the manifest's dtype strings.
 TRITON_DTYPES = {"float32": "TYPE_FP32", "float16": "TYPE_FP16", "uint8": "TYPE_UINT8", "int8": "TYPE_INT8",
                  "int32": "TYPE_INT32", "int64": "TYPE_INT64", "bool": "TYPE_BOOL"}
-#: Gst-nvinfer network-mode per manifest precision.
-DEEPSTREAM_NETWORK_MODE = {"fp32": 0, "int8": 1, "fp16": 2}
 #: Input formats (manifest / ONNX metadata ``input_format``, ``export --input-format``).
 INPUT_FORMAT_DEFAULT = "normalized"
 INPUT_FORMATS = ("normalized", "rgb-float01", "rgb-uint8")
-#: nvinfer net-scale-factor per input format it can express (offsets are 0 for both: the graph subtracts the mean).
-DEEPSTREAM_SCALE = {"rgb-float01": 1.0 / 255.0}
 TRITON_QUEUE_DELAY_US = 100
 
 
@@ -230,98 +224,6 @@ def triton_config(manifest: Manifest, name: str) -> str:
     )
 
 
-def _flavour_note(manifest: Manifest) -> str:
-    if manifest.backend_flavour == "TensorRT":
-        return ""
-    return (f"\n**Note:** this engine was built by {manifest.backend_label}. Triton's `tensorrt` backend and "
-            "DeepStream's nvinfer run engines of full TensorRT; rebuild the engine directory with full TensorRT "
-            "(of the version the server ships) on the target GPU before serving it.\n")
-
-
-def _weights_note(manifest: Manifest) -> str:
-    caveat = random_weights_caveat(manifest.weights)
-    return f"\n**{caveat}**\n" if caveat else ""
-
-
-#: Where the model repository is mounted inside the Triton container (the README's commands use it).
-CONTAINER_REPO = "/models"
-
-
-def _triton_readme(manifest: Manifest, name: str, input_format: str, repo_hint: str) -> str:
-    plugin = f"{CONTAINER_REPO}/{name}/{manifest.plugin.file}" if manifest.plugin else None
-    backend_config = f" \\\n      --backend-config=tensorrt,plugins={plugin}" if plugin else ""
-    model = ("a model of your own with SG-Former inside" if manifest.variant == FOREIGN
-             else f"SG-Former {manifest.variant}")
-    return f"""# {name}: {model} ({manifest.precision}, {_size(manifest)} px) for Triton
-
-Made by `sgformer-trt package --triton` from an engine directory (manifest: {manifest.backend_label},
-batch {manifest.batch.min}..{manifest.batch.max}). Layout:
-
-    {name}/config.pbtxt        platform tensorrt_plan, max_batch_size {manifest.batch.max}, dynamic batching, 1 GPU instance
-    {name}/1/{PLAN_NAME}       the engine
-    {name}/{manifest.plugin.file if manifest.plugin else "(no plugin)"}   the SGFormerIAM plugin library it was built with
-    {_labels_line(manifest, name)}
-{_flavour_note(manifest)}{_weights_note(manifest)}
-Serve with NVIDIA's Triton container, the repository mounted at {CONTAINER_REPO} (paths below are inside the
-container; the plugin library registers itself when the tensorrt backend dlopens it):
-
-    docker run --rm --gpus all -p 8000:8000 -p 8001:8001 -v {repo_hint}:{CONTAINER_REPO} \\
-      nvcr.io/nvidia/tritonserver:<release>-py3 \\
-      tritonserver --model-repository={CONTAINER_REPO}{backend_config}
-
-(`{repo_hint}` is where this repository was written; change it to its path on the serving machine. Use a
-Triton release whose TensorRT matches the engine's, {manifest.backend_label}.)
-
-{_inputs_sentence(manifest, input_format)} {_outputs_sentence(manifest)}
-
-Not run here: this package was generated and its config.pbtxt parsed with Triton's ModelConfig protobuf;
-no tritonserver was started (no GPU on the machine that made it).
-"""
-
-
-def _size(manifest: Manifest) -> str:
-    height, width = manifest.img_size
-    return str(height) if height == width else f"{height}x{width}"
-
-
-def _labels_line(manifest: Manifest, name: str) -> str:
-    if manifest.variant == FOREIGN:
-        return f"(no {LABELS_NAME}: the outputs are your model's own)"
-    if manifest.task == "features":
-        return f"(no {LABELS_NAME}: a backbone's outputs are feature maps, not classes)"
-    return f"{name}/{LABELS_NAME}        class names of output `{manifest.outputs[0].name}` (classification extension)"
-
-
-def _outputs_sentence(manifest: Manifest) -> str:
-    if manifest.variant == FOREIGN:
-        listed = "; ".join(f"`{t.name}` {t.dtype} `[N, {', '.join(str(d) for d in t.shape[1:])}]`"
-                           for t in manifest.outputs)
-        return f"Outputs (your model's, as its graph names them; decoding them is your client's work): {listed}."
-    if manifest.task != "features":
-        return f"Output `{manifest.outputs[0].name}`: logits (no softmax)."
-    maps = "; ".join(f"`{t.name}` {t.dtype} `[N, {', '.join(str(d) for d in t.shape[1:])}]` (stride {t.stride})"
-                     for t in manifest.outputs)
-    return f"Outputs (a backbone: NCHW maps after each stage's LayerNorm, for a detector's or segmenter's neck): {maps}."
-
-
-def _inputs_sentence(manifest: Manifest, input_format: str) -> str:
-    if manifest.variant == FOREIGN:  # the graph's own preprocessing contract: not ours to state
-        listed = "; ".join(f"`{t.name}` {t.dtype} `[N, {', '.join(str(d) for d in t.shape[1:])}]`"
-                           for t in manifest.inputs)
-        return f"Inputs (your model's, preprocessed as your own export expects): {listed}."
-    t = manifest.inputs[0]
-    return (f"Input `{t.name}`: {t.dtype} `[N, {', '.join(str(d) for d in t.shape[1:])}]`, input format "
-            f"`{input_format}` ({_format_sentence(input_format)}).")
-
-
-def _format_sentence(input_format: str) -> str:
-    return {
-        "normalized": "RGB after resize + center crop, /255, minus ImageNet mean, divided by ImageNet std",
-        "rgb-float01": "RGB after resize + center crop, scaled to [0, 1]; the graph normalizes",
-        "rgb-uint8": "RGB uint8 pixels after resize + center crop; the graph scales and normalizes",
-    }[input_format]
-
-
 def _triton_plan(repo: str | Path, engine_dir: Path, manifest: Manifest, name: Optional[str]):
     """Everything checked, nothing written: (target, fill(stage), result) of a Triton model."""
     input_format = input_format_of(engine_dir, manifest)
@@ -343,7 +245,7 @@ def _triton_plan(repo: str | Path, engine_dir: Path, manifest: Manifest, name: O
         (stage / "config.pbtxt").write_text(config_text)
         if labels is not None:
             (stage / LABELS_NAME).write_text("\n".join(labels) + "\n")
-        (stage / README_NAME).write_text(_triton_readme(manifest, name, input_format, str(repo.resolve())))
+        (stage / README_NAME).write_text(triton_readme(manifest, name, input_format, str(repo.resolve())))
 
     result = TritonPackage(model_dir=target, config=target / "config.pbtxt", plan=target / "1" / PLAN_NAME,
                            plugin=None if manifest.plugin is None else target / manifest.plugin.file,
@@ -443,36 +345,6 @@ def deepstream_config(manifest: Manifest, input_format: str, *, engine_file: str
     return "\n".join(lines) + "\n"
 
 
-def _deepstream_readme(manifest: Manifest, config_name: str, input_format: str) -> str:
-    t = manifest.inputs[0]
-    return f"""# SG-Former {manifest.variant} ({manifest.precision}, {_size(manifest)} px) for DeepStream (Gst-nvinfer)
-
-Made by `sgformer-trt package --deepstream` from an engine directory ({manifest.backend_label}, batch
-{manifest.batch.min}..{manifest.batch.max}, input format `{input_format}`).
-{_weights_note(manifest)}
-Files:
-
-    {config_name}   nvinfer [property] group: classifier, batch-size {manifest.batch.max}, network-mode {DEEPSTREAM_NETWORK_MODE[manifest.precision]} ({manifest.precision})
-    {manifest.engine.file}   the engine (model-engine-file)
-    {manifest.plugin.file if manifest.plugin else "(no plugin)"}   SGFormerIAM plugin (custom-lib-path; it registers itself when nvinfer dlopens it)
-    {LABELS_NAME}   the 1000 class names, one `;`-separated line (nvinfer's classifier label format)
-{_flavour_note(manifest)}
-nvinfer scales frames to {t.shape[3]}x{t.shape[2]} RGB (no center crop: the PyTorch preprocessing crops) and feeds
-`{DEEPSTREAM_SCALE[input_format]!r} * pixel`; the graph subtracts the ImageNet mean and divides by the std.
-Output `{manifest.outputs[0].name}` is logits (no softmax): classifier-threshold=0 keeps the top class when its
-logit is positive; raise it or parse the tensor (output-tensor-meta=1) for probabilities.
-
-Minimal pipeline (run in this folder; relative paths in the config are relative to it):
-
-    gst-launch-1.0 filesrc location=/opt/nvidia/deepstream/deepstream/samples/streams/sample_720p.h264 ! \\
-        h264parse ! nvv4l2decoder ! m.sink_0 nvstreammux name=m batch-size=1 width=1280 height=720 ! \\
-        nvinfer config-file-path={config_name} ! nvvideoconvert ! nvdsosd ! fakesink
-
-Not run here: the package was generated and the config parsed back in the tests; no DeepStream was started
-(no GPU on the machine that made it).
-"""
-
-
 def _deepstream_plan(out_dir: str | Path, engine_dir: Path, manifest: Manifest):
     """Everything checked, nothing written: (target, fill(stage), result) of a DeepStream package."""
     _classifier_only(manifest, engine_dir, "DeepStream")
@@ -494,7 +366,7 @@ def _deepstream_plan(out_dir: str | Path, engine_dir: Path, manifest: Manifest):
             _copy(engine_dir / plugin_file, stage / plugin_file)
         (stage / DEEPSTREAM_CONFIG_NAME).write_text(config_text)
         (stage / LABELS_NAME).write_text(";".join(labels) + "\n")
-        (stage / README_NAME).write_text(_deepstream_readme(manifest, DEEPSTREAM_CONFIG_NAME, input_format))
+        (stage / README_NAME).write_text(deepstream_readme(manifest, DEEPSTREAM_CONFIG_NAME, input_format))
 
     result = DeepStreamPackage(out_dir=out_dir, config=out_dir / DEEPSTREAM_CONFIG_NAME,
                                engine=out_dir / manifest.engine.file,

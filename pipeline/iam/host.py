@@ -29,6 +29,7 @@ import numpy as np
 
 from pipeline.core.errors import ConfigError, PluginLibraryError
 from pipeline.iam.layout import IamLayout
+from pipeline.store.locking import engine_dir_lock
 from pipeline.iam.native import HOST_SIGNATURES, NativeLibrary, find_library, iam_call, load_library, raise_status
 
 __all__ = ["LIBRARY_ENV_VAR", "find_host_library", "build_host_library", "ensure_host_library", "iam_host",
@@ -60,6 +61,11 @@ def build_host_library(build_dir: Path = DEFAULT_BUILD_DIR) -> Path:
     """
     build_dir = Path(build_dir)
     build_dir.mkdir(parents=True, exist_ok=True)
+    with engine_dir_lock(build_dir):  # two processes building into one folder at once would break CMake's files
+        return _build_host_library(build_dir)
+
+
+def _build_host_library(build_dir: Path) -> Path:
     cmake = shutil.which("cmake")
     if cmake is not None:
         commands = [
