@@ -23,6 +23,8 @@ MAX_BATCH ?= 8
 # their own folder, engines/<variant>-<precision>-<res>-<format>/
 INPUT_FORMAT ?= normalized
 PYTEST_ARGS ?=
+# pytest-xdist workers of make test / test-full (0: one process); a test file runs on one worker (--dist loadfile)
+TEST_WORKERS ?= 2
 # Triton's ModelConfig schema for tests/test_package.py (installed with --no-deps, see pyproject.toml).
 TRITONCLIENT := tritonclient==2.73.0
 # make gpu-check: the GPU machine's own python3 (no venv); report directory; extra flags (e.g. --dry-run --arch 90).
@@ -86,7 +88,7 @@ endif
 # expands them ($(value ...): `$HOME`, `$(shell ...)` stay text) and recipes quote them ("$$SGF_CKPT"), so backticks,
 # $(...), quotes, spaces and newlines in a value are data, never shell code (tests/test_reliability_make_quoting.py).
 USER_VARS := VARIANT PRECISION RES TASK INPUT_FORMAT CKPT CALIB CALIB_N CALIB_METHOD BACKEND MAX_BATCH REPLACE BENCH_RES \
-  BENCH_ARGS PYTEST_ARGS GPU_CHECK_OUT GPU_CHECK_ARGS
+  BENCH_ARGS PYTEST_ARGS TEST_WORKERS GPU_CHECK_OUT GPU_CHECK_ARGS
 $(foreach v,$(USER_VARS),$(eval export SGF_$(v) = $$(value $(v))))
 unexport $(USER_VARS)
 # The plugin's compiler and architectures (expanded: their defaults are detected), checked by scripts/check_cuda.sh.
@@ -120,6 +122,7 @@ help: ## list the targets and every variable
 	@echo "  TORCH_INDEX    extra pip index for torch (https://download.pytorch.org/whl/cpu: CPU wheel; default on Jetson)"
 	@echo "  NVCC           CUDA compiler of the plugin (its version picks CUDA_ARCHS)          [$(NVCC)]"
 	@printf '%s[%s]\n' '  PYTEST_ARGS    extra pytest arguments of make test / test-full                      ' "$$SGF_PYTEST_ARGS"
+	@printf '%s[%s]\n' '  TEST_WORKERS   pytest-xdist workers of make test / test-full (0: one process)         ' "$$SGF_TEST_WORKERS"
 	@echo "  GPU_CHECK_PYTHON  interpreter of make gpu-check (the GPU machine's own, no venv)     [$(GPU_CHECK_PYTHON)]"
 	@printf '%s[%s]\n' '  GPU_CHECK_OUT  report directory of make gpu-check                                  ' "$$SGF_GPU_CHECK_OUT"
 	@printf '%s[%s]\n' '  GPU_CHECK_ARGS extra flags of scripts/gpu_check (e.g. --dry-run --arch 90)         ' "$$SGF_GPU_CHECK_ARGS"
@@ -231,16 +234,16 @@ gpu-check: ## one-shot GPU acceptance run (<= 6 min; no TensorRT, venv or networ
 	set -f; $(GPU_CHECK_PYTHON) scripts/gpu_check --out "$$SGF_GPU_CHECK_OUT" $$SGF_GPU_CHECK_ARGS
 
 test: $(VENV_STAMP) third_party/tensorrt/include/NvInfer.h ## run the CPU test suite (what CI runs)
-	set -f; SGFORMER_REQUIRE_NVCC=1 SGFORMER_REQUIRE_RTX=1 SGFORMER_REQUIRE_CXX=1 $(PY) -m pytest -m "not slow" $$SGF_PYTEST_ARGS
+	set -f; SGFORMER_REQUIRE_NVCC=1 SGFORMER_REQUIRE_RTX=1 SGFORMER_REQUIRE_CXX=1 $(PY) -m pytest -m "not slow" -n "$$SGF_TEST_WORKERS" --dist loadfile $$SGF_PYTEST_ARGS
 
 # Under a minute (161 tests, 42 s on 2 cores with a load average of 6): no full-size export, plugin or engine build.
 QUICK_TESTS := tests/test_cli_rules.py tests/test_imports.py tests/test_core.py tests/test_manifest.py \
   tests/test_plan.py tests/test_caveats.py tests/test_supply_chain.py
 test-quick: $(VENV_STAMP) ## the fast unit tests (CLI rules, layering, core, manifest, plan, caveats, header hash): < 1 min, not ~20
-	$(PY) -m pytest -m "not slow" -q $(QUICK_TESTS) $(PYTEST_ARGS)
+	set -f; $(PY) -m pytest -m "not slow" -q $(QUICK_TESTS) $$SGF_PYTEST_ARGS
 
 test-full: $(VENV_STAMP) third_party/tensorrt/include/NvInfer.h $(PLUGIN_LIB) ## every CPU test, including the slow m/b parity and real-plugin builds
-	set -f; SGFORMER_REQUIRE_NVCC=1 SGFORMER_REQUIRE_RTX=1 SGFORMER_REQUIRE_CXX=1 SGFORMER_PLUGIN_LIB=$(CURDIR)/$(PLUGIN_LIB) $(PY) -m pytest $$SGF_PYTEST_ARGS
+	set -f; SGFORMER_REQUIRE_NVCC=1 SGFORMER_REQUIRE_RTX=1 SGFORMER_REQUIRE_CXX=1 SGFORMER_PLUGIN_LIB=$(CURDIR)/$(PLUGIN_LIB) $(PY) -m pytest -n "$$SGF_TEST_WORKERS" --dist loadfile $$SGF_PYTEST_ARGS
 
 clean: ## remove build outputs (keeps .venv and engines/)
 	rm -rf build third_party .pytest_cache

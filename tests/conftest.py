@@ -1,6 +1,9 @@
 """Shared fixtures. Expensive artifacts (exports, rewrites) are made once per session and cached by key."""
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import json
 import os
 import shutil
 import subprocess
@@ -20,6 +23,30 @@ from pipeline.model.sgformer import SGFormer, create_model
 # The test variants (tiny-test) are registered here only: `make engine` / `sgformer-trt engine` refuse them without
 # this variable (pipeline.core.variants.TEST_VARIANTS); child processes of the tests inherit it.
 os.environ[TEST_VARIANTS_ENV] = "1"
+
+
+# --------------------------------------------------------------------- one suite, several workers (pytest-xdist)
+# `make test` runs two workers (--dist loadfile). Artifacts that several test files need (the S export, the S fp16
+# engine) are made once per run in a folder the workers share, under a lock: the first worker makes them, the
+# others wait and read them. Build folders under build/ are locked the same way.
+
+
+def shared_dir(tmp_path_factory, name: str) -> Path:
+    """A folder of this test run that every worker sees (the run's base temp folder; one worker: its own)."""
+    base = tmp_path_factory.getbasetemp()
+    root = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+    folder = root / "shared" / name
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+@contextlib.contextmanager
+def folder_lock(folder: Path):
+    """Exclusive flock on ``folder/.lock`` while the block runs (waits for another worker's turn)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / ".lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
 
 
 def randomize_merge_weights_(model: SGFormer, seed: int = 0) -> SGFormer:
@@ -67,16 +94,22 @@ def exported(tmp_path_factory):
             model = create_model(variant, img_size=img_size, seed=0)
             if distinct_f:
                 randomize_merge_weights_(model)
-            folder = tmp_path_factory.mktemp(f"{variant}-{img_size}{'-f' if distinct_f else ''}")
-            start = time.perf_counter()
-            proto = export_onnx(model, variant=variant, weights="random-init, seed 0")
-            export_s = time.perf_counter() - start
-            onnx_path = save_onnx(proto, folder / "model.onnx")
-            start = time.perf_counter()
-            iam = replace_iam_with_plugin(proto)
-            rewrite_s = time.perf_counter() - start
-            iam_path = save_onnx(iam, folder / "model.iam.onnx")
-            cache[key] = Exported(model, onnx_path, iam_path, export_s, rewrite_s)
+            folder = shared_dir(tmp_path_factory, f"export-{variant}-{img_size}{'-f' if distinct_f else ''}")
+            done = folder / "timings.json"
+            with folder_lock(folder):  # another worker may be exporting the same model: wait, then read its files
+                if not done.is_file():
+                    start = time.perf_counter()
+                    proto = export_onnx(model, variant=variant, weights="random-init, seed 0")
+                    export_s = time.perf_counter() - start
+                    save_onnx(proto, folder / "model.onnx")
+                    start = time.perf_counter()
+                    iam = replace_iam_with_plugin(proto)
+                    rewrite_s = time.perf_counter() - start
+                    save_onnx(iam, folder / "model.iam.onnx")
+                    done.write_text(json.dumps({"export_s": export_s, "rewrite_s": rewrite_s}))
+            timings = json.loads(done.read_text())
+            cache[key] = Exported(model, folder / "model.onnx", folder / "model.iam.onnx", timings["export_s"],
+                                  timings["rewrite_s"])
         return cache[key]
 
     return get
@@ -188,18 +221,19 @@ def plugin_build(request) -> PluginBuild:
     configure = [cmake, "-S", str(PLUGIN_DIR), "-B", str(build_dir), "-DCMAKE_BUILD_TYPE=Release",
                  f"-DCMAKE_CUDA_COMPILER={nvcc}", f"-DCMAKE_CUDA_ARCHITECTURES={archs}",
                  f"-DTensorRT_ROOT={trt_include_dir.parent}"]
-    start = time.perf_counter()
-    result = subprocess.run(configure, capture_output=True, text=True, check=False)
-    configure_s = time.perf_counter() - start
-    if result.returncode != 0:
-        pytest.fail(f"CMake configure failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
-    start = time.perf_counter()
-    result = subprocess.run([cmake, "--build", str(build_dir), "--parallel", str(os.cpu_count() or 2), "--target",
-                             "sgformer_plugins", "sgformer_iam_kernel_harness", "sgformer_iam_torch"],
-                            capture_output=True, text=True, check=False)
-    build_s = time.perf_counter() - start
-    if result.returncode != 0:
-        pytest.fail(f"building libsgformer_plugins.so failed:\n{result.stdout[-6000:]}\n{result.stderr[-6000:]}")
+    with folder_lock(build_dir):  # the other worker builds the same folder: wait, then find it up to date
+        start = time.perf_counter()
+        result = subprocess.run(configure, capture_output=True, text=True, check=False)
+        configure_s = time.perf_counter() - start
+        if result.returncode != 0:
+            pytest.fail(f"CMake configure failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
+        start = time.perf_counter()
+        result = subprocess.run([cmake, "--build", str(build_dir), "--parallel", str(os.cpu_count() or 2), "--target",
+                                 "sgformer_plugins", "sgformer_iam_kernel_harness", "sgformer_iam_torch"],
+                                capture_output=True, text=True, check=False)
+        build_s = time.perf_counter() - start
+        if result.returncode != 0:
+            pytest.fail(f"building libsgformer_plugins.so failed:\n{result.stdout[-6000:]}\n{result.stderr[-6000:]}")
     return PluginBuild(build_dir=build_dir, plugin_library=build_dir / "libsgformer_plugins.so",
                        torch_library=build_dir / "libsgformer_iam_torch.so",
                        kernel_harness=build_dir / "libsgformer_iam_kernel_harness.so", cuda_archs=archs,
@@ -220,27 +254,33 @@ def built_engine_dir(exported, plugin_build, tmp_path_factory):
     its engines from here too."""
     import importlib.util
 
-    from pipeline.cli import main
-
     if importlib.util.find_spec("tensorrt_rtx") is None:
         missing_tool("TensorRT-RTX (pip install -e '.[trt-rtx]')", REQUIRE_RTX)
     cache: dict[tuple[str, str], Path] = {}
 
     def get(precision: str = "fp16", variant: str = "s") -> Path:
         if (variant, precision) not in cache:
-            folder = tmp_path_factory.mktemp(f"engine-{variant}-{precision}")
-            src = exported(variant, 224).onnx
-            if precision != "fp32":
-                calibrated = folder / f"model.{precision}.onnx"
-                calib = ["--num-images", "4", "--cache-dir", str(folder / "cache")] if precision == "int8" else []
-                assert main(["calibrate", "--onnx", str(src), "--precision", precision, *calib,
-                             "-o", str(calibrated)]) == 0
-                src = calibrated
-            iam = folder / "model.iam.onnx"
-            assert main(["rewrite", str(src), "-o", str(iam)]) == 0
-            assert main(["build", "--onnx", str(iam), "--out-dir", str(folder / "engines"), "--plugins",
-                         str(plugin_build.plugin_library), "--backend", "tensorrt-rtx", "--max-batch", "2"]) == 0
+            folder = shared_dir(tmp_path_factory, f"engine-{variant}-{precision}")
+            with folder_lock(folder):  # made once per run, whichever worker asks first
+                if not (folder / "engines" / f"{variant}-{precision}-224" / "manifest.json").is_file():
+                    _build_engine_dir(folder, exported(variant, 224).onnx, precision, plugin_build)
             cache[(variant, precision)] = folder / "engines" / f"{variant}-{precision}-224"
         return cache[(variant, precision)]
 
     return get
+
+
+def _build_engine_dir(folder: Path, src: Path, precision: str, plugin_build) -> None:
+    """calibrate -> rewrite -> build --max-batch 2 into ``folder/engines``."""
+    from pipeline.cli import main
+
+    if precision != "fp32":
+        calibrated = folder / f"model.{precision}.onnx"
+        calib = ["--num-images", "4", "--cache-dir", str(folder / "cache")] if precision == "int8" else []
+        assert main(["calibrate", "--onnx", str(src), "--precision", precision, *calib,
+                     "-o", str(calibrated)]) == 0
+        src = calibrated
+    iam = folder / "model.iam.onnx"
+    assert main(["rewrite", str(src), "-o", str(iam)]) == 0
+    assert main(["build", "--onnx", str(iam), "--out-dir", str(folder / "engines"), "--plugins",
+                 str(plugin_build.plugin_library), "--backend", "tensorrt-rtx", "--max-batch", "2"]) == 0

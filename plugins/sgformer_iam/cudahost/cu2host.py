@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures
+import fcntl
 import hashlib
 import os
 import re
@@ -148,8 +149,16 @@ def build(out_dir: Path, trt_include: Path, mutate: str | None = None, jobs: int
     up-to-date object of the same unit in ``reuse_from`` (an earlier build dir) is linked instead of
     recompiling it (mutants recompile only the kernel).
     """
-    cxx = cxx or os.environ.get("CXX") or shutil.which("g++") or "g++"
     out_dir.mkdir(parents=True, exist_ok=True)
+    # Two processes building into one folder (two test workers, two make runs) take turns: the second finds the
+    # objects up to date. flock is released by the kernel if a build dies.
+    with open(out_dir / ".lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        return _build(out_dir, trt_include, mutate, jobs, cxx or os.environ.get("CXX") or shutil.which("g++") or "g++",
+                      reuse_from)
+
+
+def _build(out_dir: Path, trt_include: Path, mutate: str | None, jobs: int, cxx: str, reuse_from: Path | None) -> Path:
     common = [cxx, *CXXFLAGS, "-I", str(HERE / "include"), "-I", str(PLUGIN_DIR), "-include", str(HERE / "cudahost.h")]
     units = []
     for rel in ("sgformerIamKernel.cu", "test/sgformerIamKernelHarness.cu", "cudahost/test/cudahostSelfTest.cu"):
