@@ -4,7 +4,6 @@ package cannot rot; the report rendering, the sanitizer verdicts, the cases' gat
 driver-API code path's error handling (a fake driver) are checked on synthetic data."""
 from __future__ import annotations
 
-import ast
 import ctypes
 import json
 import os
@@ -249,26 +248,8 @@ def test_both_entry_points_start_and_the_cli_needs_only_the_standard_library(tmp
         assert "usage: python3 scripts/gpu_check" in proc.stdout and "--dry-run" in proc.stdout
 
 
-def _size_problems(source: str, name: str, max_module: int = 500, max_function: int = 80) -> list[str]:
-    problems = []
-    lines = source.count("\n") + 1
-    if lines > max_module:
-        problems.append(f"{name}: {lines} lines")
-    for node in ast.walk(ast.parse(source)):
-        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
-            length = node.end_lineno - node.lineno + 1
-            if length > max_function:
-                problems.append(f"{name}:{node.lineno} {node.name}: {length} lines")
-    return problems
-
-
-def test_package_modules_under_500_lines_and_functions_under_80():
-    """Issue 20 item 5 for the GPU check. Planted: an 81-line function and a 501-line module are reported."""
-    found = [p for path in sorted(PACKAGE.glob("*.py")) for p in _size_problems(path.read_text(), path.name)]
-    assert found == []
-    long_function = "def f():\n" + "    x = 1\n" * 80
-    assert _size_problems(long_function, "planted.py") == ["planted.py:1 f: 81 lines"]
-    assert _size_problems("x = 1\n" * 500, "planted.py") == ["planted.py: 501 lines"]
+# Issue 20 item 5 for the GPU check (modules <= 500 lines, functions <= 80): tests/test_imports.py checks
+# pipeline/, calibration/ and scripts/ (this package included), with its planted control.
 
 
 # ---------------------------------------------------------------------------------------------- the issue-25 cases
