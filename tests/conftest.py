@@ -42,9 +42,11 @@ def shared_dir(tmp_path_factory, name: str) -> Path:
 
 @contextlib.contextmanager
 def folder_lock(folder: Path):
-    """Exclusive flock on ``folder/.lock`` while the block runs (waits for another worker's turn)."""
+    """Exclusive flock on ``folder/.workers.lock`` while the block runs (waits for another worker's turn). Not the
+    ``.lock`` of ``pipeline.store.locking``: a folder holding that file is an engine folder to the pipeline, whose
+    writers would then wait for this lock."""
     folder.mkdir(parents=True, exist_ok=True)
-    with open(folder / ".lock", "a") as lock:
+    with open(folder / ".workers.lock", "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         yield
 
