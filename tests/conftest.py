@@ -46,8 +46,16 @@ def folder_lock(folder: Path):
     ``.lock`` of ``pipeline.store.locking``: a folder holding that file is an engine folder to the pipeline, whose
     writers would then wait for this lock."""
     folder.mkdir(parents=True, exist_ok=True)
+    deadline = time.monotonic() + 1800  # the slowest holder (the S fp16 engine) takes about 2 minutes
     with open(folder / ".workers.lock", "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+        while True:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    pytest.fail(f"waited 30 minutes for {folder / '.workers.lock'}: another worker holds it")
+                time.sleep(0.5)
         yield
 
 
