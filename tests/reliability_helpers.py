@@ -170,7 +170,7 @@ def spawn(cmd: list[str], **extra_env: str) -> subprocess.Popen:
                             stderr=subprocess.PIPE, text=True, preexec_fn=_default_sigint)
 
 
-def wait_for(path: Path, proc: subprocess.Popen, timeout: float = 120.0) -> None:
+def wait_for(path: Path, proc: subprocess.Popen, timeout: float = 300.0) -> None:
     """Wait until ``path`` exists (a marker the injected fault writes); fail if the child ends first."""
     deadline = time.monotonic() + timeout
     while not path.exists():
