@@ -32,19 +32,33 @@ def _run_op_on(which: str, iam_fused, inputs, layout):
 
 
 def _vs_reference(got, inputs, layout, device: str) -> float:
-    """Largest |op - reference path| over the derived fp32 rounding bound (<= 1 passes)."""
+    """Largest |op - reference path| over its derived bound (<= 1 passes). The reference path (torch sort + gather +
+    linear, ``pipeline.iam.reference``) runs in fp32 on the inputs upcast; an fp16 op rounds its fp32 sum once, so
+    its bound adds half an fp16 spacing of the value (2^-11 relative, 2^-25 absolute below the normal range)."""
+    import torch
+
     from pipeline.iam.reference import iam_aggregate
     from pipeline.iam.torch_op import fused_vs_reference_bound
 
     tokens, importance, weights, biases = inputs
+    tokens, weights, biases = tokens.float(), [w.float() for w in weights], [b.float() for b in biases]
     ref = iam_aggregate(tokens, importance, weights, biases, layout)
     mags = iam_aggregate(tokens.abs(), importance, [w.abs() for w in weights], [b.abs() for b in biases], layout)
     bound = fused_vs_reference_bound(max(layout.group_sizes)) * 1.01
-    return max(float(((g.to(device) - r).abs() / (bound * m).clamp_min(1e-30)).max()) for g, r, m in zip(got, ref, mags))
+    half = got[0].dtype == torch.float16
+    worst = 0.0
+    for g, r, m in zip(got, ref, mags):
+        tol = bound * m
+        if half:
+            tol = tol * (1 + 2.0 ** -11) + 2.0 ** -11 * r.abs() + 2.0 ** -25
+        worst = max(worst, float(((g.to(device).float() - r).abs() / tol.clamp_min(1e-30)).max()))
+    return worst
 
 
 def worker_op_parity(args) -> dict:
-    """sgformer::iam on the device vs on the CPU (host reference): bit-exact; fp32 also vs the reference path."""
+    """sgformer::iam on the device vs on the CPU (host reference): bit-exact, and vs the reference path within its
+    derived bound. In a dry run (no GPU) the op runs on the CPU only: comparing it with itself would prove nothing,
+    so those rows carry no bit count and pass on the reference-path comparison alone."""
     import torch
 
     from pipeline.iam.torch_op import iam_fused
@@ -55,21 +69,22 @@ def worker_op_parity(args) -> dict:
         layout = shape["layout"]
         for dtype in (torch.float32, torch.float16):
             cpu = merge_inputs(shape, 2, dtype, "cpu", seed=i)
-            want = iam_fused(*cpu, layout)
             dev = (cpu[0].to(device), cpu[1].to(device), [w.to(device) for w in cpu[2]], [b.to(device) for b in cpu[3]])
+            want = iam_fused(*cpu, layout) if device == "cuda" else None
             for which in ["current"] + (["side"] if device == "cuda" else []):
                 got = [g.cpu() for g in _run_op_on(which, iam_fused, dev, layout)]
-                mismatches = bit_mismatches(got, want)
+                mismatches = bit_mismatches(got, want) if want is not None else None
                 row = {"shape": shape_id(shape), "dtype": str(dtype).replace("torch.", ""), "batch": 2,
-                       "stream": which, "device": device, "bit_mismatches": mismatches, "passed": mismatches == 0}
-                if dtype == torch.float32 and which == "current":
+                       "stream": which, "device": device, "bit_mismatches": mismatches,
+                       "passed": mismatches in (0, None)}
+                if which == "current":
                     row["vs_reference_error_over_bound"] = _vs_reference(got, dev, layout, device)
                     row["passed"] = row["passed"] and row["vs_reference_error_over_bound"] <= 1.0
                 rows.append(row)
     failures = sum(not r["passed"] for r in rows)
-    return {"passed": failures == 0, "rows": rows,
-            "summary": f"{len(rows) - failures}/{len(rows)} op runs bit-exact vs the host reference"
-                       + ("" if device == "cuda" else " (CPU stand-in: op vs op on CPU)")}
+    what = ("bit-exact vs the host reference and within the bound of the reference path" if device == "cuda" else
+            "within the derived bound of the reference path (CPU stand-in: no device to compare bit for bit)")
+    return {"passed": failures == 0, "rows": rows, "summary": f"{len(rows) - failures}/{len(rows)} op runs {what}"}
 
 
 def _images(batch: int, img_size: int, seed: int):
