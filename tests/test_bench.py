@@ -15,9 +15,11 @@ CPU_BACKENDS = ("pytorch-cpu", "ort-cpu", "ort-cpu-iam")
 
 
 @pytest.fixture(scope="module")
-def tiny_report():
-    """Every registered backend, each in its own process, as CI runs it (about 10 s on 2 cores)."""
-    return run_benchmarks(BenchConfig.tiny(variant="tiny-test"))
+def tiny_report(exported):
+    """Every registered backend, each in its own process, as CI runs it (about a minute on 2 cores), on the session's
+    tiny-test export (bench's own export + rewrite run in ``test_cli_non_square_in_process``)."""
+    ex = exported("tiny-test", 224)
+    return run_benchmarks(BenchConfig.tiny(variant="tiny-test", onnx_path=str(ex.onnx), iam_onnx_path=str(ex.iam)))
 
 
 def test_tiny_run_covers_every_backend(tiny_report):

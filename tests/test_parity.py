@@ -144,7 +144,7 @@ def _check_chain(ex, names, images, atol=ATOL_TORCH, variant="s"):
     return std, iam
 
 
-@pytest.mark.parametrize("img_size", [224, 448])
+@pytest.mark.parametrize("img_size", [224, pytest.param(448, marks=pytest.mark.slow)])  # 448 in make test: below
 def test_s_pytorch_onnx_rewritten(exported, sample_batch, img_size):
     ex = exported("s", img_size)
     names, images = sample_batch(img_size, 2)
@@ -155,7 +155,7 @@ def test_s_pytorch_onnx_rewritten(exported, sample_batch, img_size):
     assert between, between.message
 
 
-def _one_pair_per_stage(variant: str) -> SGFormer:
+def _one_pair_per_stage(variant: str, img_size: int = 224) -> SGFormer:
     """``variant`` cut to its first two blocks per stage (stages 1-3: one hybrid + one significance block; stage 4: two
     global blocks), holding exactly the full model's weights for those blocks.
 
@@ -164,9 +164,9 @@ def _one_pair_per_stage(variant: str) -> SGFormer:
     full model repeats, parameter for parameter, the short block of its kind (block j is shaped like block j % 2).
     So the short model exercises each distinct block of ``variant`` (widths, heads, reduction ratios, IAM layouts);
     what it leaves out is depth, which the full-model test (``slow``, ``make test-full``) covers."""
-    full = create_model(variant, img_size=224, seed=0)
+    full = create_model(variant, img_size=img_size, seed=0)
     depths = tuple(min(d, 2) for d in full.depths)
-    short = SGFormer(img_size=224, depths=depths, **{k: v for k, v in VARIANTS[variant].items() if k != "depths"})
+    short = SGFormer(img_size=img_size, depths=depths, **{k: v for k, v in VARIANTS[variant].items() if k != "depths"})
     full_state = full.state_dict()
     kept = {k: v for k, v in full_state.items() if k in short.state_dict()}
     short.load_state_dict(kept, strict=True)  # raises on a name or shape the full model does not have
@@ -181,23 +181,25 @@ def _one_pair_per_stage(variant: str) -> SGFormer:
     return short.eval()
 
 
-@pytest.mark.parametrize("variant", ["m", "b"])
-def test_m_b_one_block_pair_per_stage(tmp_path, sample_batch, variant):
-    """make test's m / b parity (issue 26 item 3): the export and rewrite of m / b cut to one block pair per stage
-    (see ``_one_pair_per_stage``), one image through PyTorch and both graphs, at the m / b rule. About 15 s each
-    instead of 180-200 s for the full depth; the full models run in ``test_m_b_pytorch_onnx_rewritten`` (slow)."""
+@pytest.mark.parametrize("variant, img_size, atol", [("m", 224, ATOL_TORCH_MB), ("b", 224, ATOL_TORCH_MB),
+                                                     ("s", 448, ATOL_TORCH_448)])
+def test_one_block_pair_per_stage(tmp_path, sample_batch, variant, img_size, atol):
+    """make test's m / b parity (issue 26 item 3) and S at 448: the export and rewrite of the model cut to one block
+    pair per stage (see ``_one_pair_per_stage``), one image through PyTorch and both graphs, at the variant's rule.
+    About 15-30 s each instead of 95-200 s at full depth; the full models run in ``test_m_b_pytorch_onnx_rewritten``
+    and ``test_s_pytorch_onnx_rewritten[448]`` (slow, make test-full)."""
     from pipeline.stages.export import export_onnx
     from pipeline.stages.rewrite import replace_iam_with_plugin
     from pipeline.store.io import save_onnx
 
-    model = _one_pair_per_stage(variant)
+    model = _one_pair_per_stage(variant, img_size)
     proto = export_onnx(model, weights="random-init, seed 0 (first two blocks per stage)")  # a custom network: no variant
     iam = replace_iam_with_plugin(proto)
     assert sum(n.op_type == spec.PLUGIN_NAME for n in iam.graph.node) == 3  # one significance block in stages 1-3
     ex = SimpleNamespace(model=model, onnx=save_onnx(proto, tmp_path / "model.onnx"),
                          iam=save_onnx(iam, tmp_path / "model.iam.onnx"))
-    names, images = sample_batch(224, 1)
-    _check_chain(ex, names, images, atol=ATOL_TORCH_MB, variant=variant)
+    names, images = sample_batch(img_size, 1)
+    _check_chain(ex, names, images, atol=atol, variant=variant)
     between = compare_logits(run_model(ex.iam, images)["logits"], run_model(ex.onnx, images)["logits"],
                              backend="rewritten vs exported", atol=ATOL_GRAPHS)
     assert between, between.message
