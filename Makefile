@@ -234,16 +234,16 @@ gpu-check: ## one-shot GPU acceptance run (<= 6 min; no TensorRT, venv or networ
 	set -f; $(GPU_CHECK_PYTHON) scripts/gpu_check --out "$$SGF_GPU_CHECK_OUT" $$SGF_GPU_CHECK_ARGS
 
 test: $(VENV_STAMP) third_party/tensorrt/include/NvInfer.h ## run the CPU test suite (what CI runs)
-	set -f; SGFORMER_REQUIRE_NVCC=1 SGFORMER_REQUIRE_RTX=1 SGFORMER_REQUIRE_CXX=1 $(PY) -m pytest -m "not slow" -n "$$SGF_TEST_WORKERS" --dist loadfile $$SGF_PYTEST_ARGS
+	SGFORMER_REQUIRE_NVCC=1 SGFORMER_REQUIRE_RTX=1 SGFORMER_REQUIRE_CXX=1 PYTEST_ADDOPTS="$$SGF_PYTEST_ARGS" $(PY) -m pytest -m "not slow" -n "$$SGF_TEST_WORKERS" --dist loadfile
 
 # Under a minute (161 tests, 42 s on 2 cores with a load average of 6): no full-size export, plugin or engine build.
 QUICK_TESTS := tests/test_cli_rules.py tests/test_imports.py tests/test_core.py tests/test_manifest.py \
   tests/test_plan.py tests/test_caveats.py tests/test_supply_chain.py
 test-quick: $(VENV_STAMP) ## the fast unit tests (CLI rules, layering, core, manifest, plan, caveats, header hash): < 1 min, not ~20
-	set -f; $(PY) -m pytest -m "not slow" -q $(QUICK_TESTS) $$SGF_PYTEST_ARGS
+	PYTEST_ADDOPTS="$$SGF_PYTEST_ARGS" $(PY) -m pytest -m "not slow" -q $(QUICK_TESTS)
 
 test-full: $(VENV_STAMP) third_party/tensorrt/include/NvInfer.h $(PLUGIN_LIB) ## every CPU test, including the slow m/b parity and real-plugin builds
-	set -f; SGFORMER_REQUIRE_NVCC=1 SGFORMER_REQUIRE_RTX=1 SGFORMER_REQUIRE_CXX=1 SGFORMER_PLUGIN_LIB=$(CURDIR)/$(PLUGIN_LIB) $(PY) -m pytest -n "$$SGF_TEST_WORKERS" --dist loadfile $$SGF_PYTEST_ARGS
+	SGFORMER_REQUIRE_NVCC=1 SGFORMER_REQUIRE_RTX=1 SGFORMER_REQUIRE_CXX=1 SGFORMER_PLUGIN_LIB=$(CURDIR)/$(PLUGIN_LIB) PYTEST_ADDOPTS="$$SGF_PYTEST_ARGS" $(PY) -m pytest -n "$$SGF_TEST_WORKERS" --dist loadfile
 
 clean: ## remove build outputs (keeps .venv and engines/)
 	rm -rf build third_party .pytest_cache

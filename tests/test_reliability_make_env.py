@@ -109,3 +109,18 @@ def test_plugin_settings_are_checked_before_cmake(tmp_path, setting, message):
                    f"PLUGIN_LIB={tmp_path}/plugins/libsgformer_plugins.so", f"LOCKS={tmp_path}/locks")
     assert result.returncode != 0 and message in result.stderr, result.stderr
     assert "cmake -S" not in result.stdout  # main: cmake ran (and silently used another nvcc)
+
+
+def test_pytest_args_are_split_like_a_shell_line_and_never_run(tmp_path):
+    """PYTEST_ARGS reaches pytest through PYTEST_ADDOPTS (pytest splits it with shlex): a quoted -k expression works,
+    and `$(...)` / backticks in it are text. Planted: the same expression without its quotes is a usage error ("and"
+    becomes a path), so the first run's selection really came from the quoted expression."""
+    pwned = tmp_path / "PWNED"
+    quoted = _make("test-quick", 'PYTEST_ARGS=-k "manifest and not nothing" --co -q', "TEST_WORKERS=0")
+    assert quoted.returncode == 0, quoted.stdout[-2000:] + quoted.stderr[-2000:]
+    counts = dict(line.rsplit(": ", 1) for line in quoted.stdout.splitlines() if line.startswith("tests/"))
+    assert "tests/test_manifest.py" in counts and sum(map(int, counts.values())) < 100, quoted.stdout[-2000:]
+    hostile = _make("test-quick", f"PYTEST_ARGS=--co -q -k manifest $(touch {pwned}) `touch {pwned}`")
+    assert hostile.returncode != 0 and not pwned.exists(), "PYTEST_ARGS ran as shell code"
+    unquoted = _make("test-quick", "PYTEST_ARGS=-k manifest and not nothing --co -q")
+    assert unquoted.returncode != 0 and "file or directory not found: and" in unquoted.stderr, unquoted.stderr[-2000:]
