@@ -44,6 +44,14 @@ def _img_size(model, given) -> ImageSize:
     return hw
 
 
+def target_precision(precision: Precision | str) -> Precision:
+    """The precision this stage makes (fp16 or int8), parsed from a str at the public API's edge."""
+    precision = Precision.parse(precision, "calibrate precision")
+    if precision not in (Precision.FP16, Precision.INT8):
+        raise CalibrationError(f"precision {precision.value!r}: calibrate makes fp16 or int8 graphs (fp32 needs no pass)")
+    return precision
+
+
 def check_input_graph(model, precision: Precision | str, source: str = "the ONNX") -> None:
     """Refuse, before any image is read, a graph this stage cannot take: one already made fp16 or int8 (its
     Q/DQ or casts would be converted or quantized a second time) or one holding the IAM custom op."""
@@ -90,15 +98,14 @@ def calibrate(model, precision: str | Precision, options: CalibrateOptions = Cal
     """The fp16 (explicit casts) or int8 (explicit Q/DQ) graph of the standard-op ``model`` (a ModelProto; not
     modified), with its artifact record updated (precision, calibration); returns (new model, summary)."""
     o = options
-    precision = Precision.parse(precision, "calibrate precision")  # the public API's edge: a str is parsed here
+    precision = target_precision(precision)
     summary: dict = {"precision": precision.value}
-    if precision in (Precision.FP16, Precision.INT8):
-        check_input_graph(model, precision, source)
+    check_input_graph(model, precision, source)
     if precision is Precision.FP16:
         result = convert_fp16(model, keep_fp32_ops=list(o.keep_fp32_ops), keep_fp32_nodes=list(o.keep_fp32))
         out_model = result.model
         summary.update(fp32_nodes=len(result.fp32_nodes), casts=result.casts_added, keep_fp32_ops=list(o.keep_fp32_ops))
-    elif precision is Precision.INT8:
+    else:  # int8
         policy = QuantPolicy(
             op_types=o.op_types,
             quantize_attention=o.quantize_attention,
@@ -121,8 +128,6 @@ def calibrate(model, precision: str | Precision, options: CalibrateOptions = Cal
             cache=str(result.cache_path) if result.cache_path else None, cache_hit=result.cache_hit,
             quantized=result.quantized_nodes, excluded=result.excluded_nodes, seconds=round(result.calib_seconds, 2),
         )
-    else:
-        raise CalibrationError(f"precision {precision.value!r}: calibrate makes fp16 or int8 graphs (fp32 needs no pass)")
     _carry_record(model, out_model, precision, summary, source=source)
     return out_model, summary
 
@@ -131,11 +136,9 @@ def calibrate_file(onnx_path: str | Path, output: str | Path, precision: Precisi
                    options: CalibrateOptions = CalibrateOptions(), report: Optional[str | Path] = None) -> dict:
     """Read ``onnx_path``, make its fp16 (casts) or int8 (Q/DQ) graph, write ``output``; returns the summary."""
     start = time.perf_counter()
+    precision = target_precision(precision)  # before the (possibly large) graph is read
     model = load_onnx(onnx_path)
-    _logger.info("calibrate %s -> %s (%s)", onnx_path, output, precision)
-    precision = Precision.parse(precision, "calibrate precision")
-    if precision not in (Precision.FP16, Precision.INT8):
-        raise CalibrationError(f"precision {precision.value!r}: calibrate makes fp16 or int8 graphs (fp32 needs no pass)")
+    _logger.info("calibrate %s -> %s (%s)", onnx_path, output, precision.value)
     input_sha256 = sha256_file(onnx_path)
     out_model, summary = calibrate(model, precision, options, source=str(onnx_path))
     summary = {"input": str(onnx_path), "input_sha256": input_sha256, **summary}

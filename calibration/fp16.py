@@ -54,8 +54,6 @@ _logger = logging.getLogger("pipeline.calibration")
 
 FLOAT, HALF = TensorProto.FLOAT, TensorProto.FLOAT16
 
-#: Op types kept in fp32 unless overridden (see the module docstring for the measurement).
-
 #: Layout-only ops: they take the type of their data input.
 _FOLLOW_OPS = frozenset(
     {"Reshape", "Transpose", "Squeeze", "Unsqueeze", "Concat", "Slice", "Gather", "Expand", "Tile", "Identity",
