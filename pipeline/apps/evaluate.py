@@ -120,9 +120,9 @@ _SLOTS = {"fp32": "no casts or Q/DQ", "fp16": "float16 casts", "int8": "Q/DQ nod
 
 def check_graph_precisions(graphs: dict[str, onnx.ModelProto]) -> None:
     """Each graph given as fp32/fp16/int8 (--onnx-fp32/-fp16/-int8) is of that precision (Q/DQ, casts, neither)."""
-    for name, graph in graphs.items():
-        if name in _SLOTS and detect_precision(graph).value != name:
-            found: str = detect_precision(graph).value
+    for name, graph in ((n, g) for n, g in graphs.items() if n in _SLOTS):
+        found: str = detect_precision(graph).value
+        if found != name:
             raise ConfigError(f"--onnx-{name} is a {found} graph ({_SLOTS[found]}); pass it as --onnx-{found}, or "
                               f"give the {name} graph")
 

@@ -301,7 +301,8 @@ def explain(
     onnx: Optional[str | Path] = None,
     per_panel_scale: bool = False,
 ) -> ExplainResult:
-    """Write ``out_png`` (same size as the image) with the per-stage importance maps overlaid (see module docstring)."""
+    """Write ``out_png``: the per-stage importance maps over the image, a colour bar and a caption (see module
+    docstring)."""
 
     if Path(out_png).is_dir():
         raise ConfigError(f"-o {out_png} is a folder; pass the PNG file to write, e.g. {Path(out_png) / 'explain.png'}")
@@ -336,7 +337,7 @@ def explain(
     else:
         maps, top1 = _maps_from_model(images, variant, img_size, None if checkpoint is None else str(checkpoint),
                                       seed, trust_checkpoint)
-        source = f"pytorch:{variant}" + (f" ({Path(checkpoint).name})" if checkpoint else f" (random-init, seed {seed})")
+        source = f"pytorch:{variant} ({weights})"
     stages = reduce_stage_maps(maps, reduce)
     if len(stages) != 3:
         raise PipelineError(f"expected importance maps for 3 stages, got grids {[s.label for s in stages]}")
