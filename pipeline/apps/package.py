@@ -26,7 +26,6 @@ loading either package; the Triton config is validated with Triton's own ``Model
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import os
 import shutil
@@ -39,12 +38,11 @@ from pipeline.core.errors import PipelineError
 from pipeline.core.variants import FOREIGN
 from pipeline.store.integrity import check_engine_dir, parity_failure
 from pipeline.store.manifest import Manifest, TensorSpec
-import onnx
 from pipeline.backends.engine import imagenet_class_names
 from pipeline.apps.package_readme import (DEEPSTREAM_NETWORK_MODE, DEEPSTREAM_SCALE, LABELS_NAME, PLAN_NAME,
                                           README_NAME, deepstream_readme, triton_readme)
 
-__all__ = ["PackageError", "TritonPackage", "DeepStreamPackage", "input_format_of",
+__all__ = ["PackageError", "TritonPackage", "DeepStreamPackage",
            "triton_config", "deepstream_config", "package_triton", "package_deepstream"]
 
 _logger = logging.getLogger("pipeline.apps.package")
@@ -53,9 +51,6 @@ DEEPSTREAM_CONFIG_NAME = "config_infer_primary_sgformer.txt"
 #: Triton's DataType enum names (model_config.proto) for the manifest's dtype strings.
 TRITON_DTYPES = {"float32": "TYPE_FP32", "float16": "TYPE_FP16", "uint8": "TYPE_UINT8", "int8": "TYPE_INT8",
                  "int32": "TYPE_INT32", "int64": "TYPE_INT64", "bool": "TYPE_BOOL"}
-#: Input formats (manifest / ONNX metadata ``input_format``, ``export --input-format``).
-INPUT_FORMAT_DEFAULT = "normalized"
-INPUT_FORMATS = ("normalized", "rgb-float01", "rgb-uint8")
 TRITON_QUEUE_DELAY_US = 100
 
 
@@ -83,34 +78,6 @@ class DeepStreamPackage:
 
 
 # ------------------------------------------------------------------------------------------------ checks
-
-
-def input_format_of(engine_dir: str | Path, manifest: Manifest) -> str:
-    """The engine input's format: manifest ``input_format``, else the engine ONNX's metadata, else "normalized"."""
-    value = getattr(manifest, "input_format", None)
-    if value is None:
-        try:
-            value = json.loads((Path(engine_dir) / "manifest.json").read_text()).get("input_format")
-        except (OSError, ValueError):
-            value = None
-    if value is None:
-        value = _onnx_metadata(Path(engine_dir) / manifest.onnx.file).get("input_format")
-    value = str(value or INPUT_FORMAT_DEFAULT)
-    if value not in INPUT_FORMATS:
-        raise PackageError(f"input format {value!r} of {engine_dir} is not one of {', '.join(INPUT_FORMATS)}; "
-                           "re-export with `sgformer-trt export --input-format ...`")
-    return value
-
-
-def _onnx_metadata(path: Path) -> dict[str, str]:
-    if not path.is_file():
-        return {}
-
-    try:
-        model = onnx.load_model(str(path), load_external_data=False)
-    except Exception:  # an unreadable ONNX only loses the fallback; the manifest is authoritative
-        return {}
-    return {p.key: p.value for p in model.metadata_props}
 
 
 def _single_image_input(manifest: Manifest) -> TensorSpec:
@@ -226,7 +193,7 @@ def triton_config(manifest: Manifest, name: str) -> str:
 
 def _triton_plan(repo: str | Path, engine_dir: Path, manifest: Manifest, name: Optional[str]):
     """Everything checked, nothing written: (target, fill(stage), result) of a Triton model."""
-    input_format = input_format_of(engine_dir, manifest)
+    input_format = manifest.input_format  # validated when the manifest was read
     name = name or engine_dir.resolve().name
     if not name or "/" in name or name.startswith("."):
         raise PackageError(f"model name {name!r} is not a folder name; pass --name")
@@ -311,7 +278,7 @@ def deepstream_config(manifest: Manifest, input_format: str, *, engine_file: str
                            "output-tensor-meta=1 hands the maps to your parser), or package it for Triton")
     if input_format not in DEEPSTREAM_SCALE:
         why = ("its input takes ImageNet-normalized floats, and nvinfer has one scalar net-scale-factor, so the "
-               "per-channel std cannot be expressed" if InputFormat.parse(input_format or "normalized") is InputFormat.NORMALIZED else
+               "per-channel std cannot be expressed" if input_format == InputFormat.NORMALIZED.value else
                "its input is uint8, and nvinfer hands the network float tensors")
         raise PackageError(f"DeepStream cannot feed this engine (input format {input_format}): {why}. Build an "
                            "engine whose graph takes RGB in [0, 1] and holds the mean/std: make engine "
@@ -348,7 +315,7 @@ def deepstream_config(manifest: Manifest, input_format: str, *, engine_file: str
 def _deepstream_plan(out_dir: str | Path, engine_dir: Path, manifest: Manifest):
     """Everything checked, nothing written: (target, fill(stage), result) of a DeepStream package."""
     _classifier_only(manifest, engine_dir, "DeepStream")
-    input_format = input_format_of(engine_dir, manifest)
+    input_format = manifest.input_format  # validated when the manifest was read
     plugin_file = manifest.plugin.file if manifest.plugin else None
     config_text = deepstream_config(manifest, input_format, engine_file=manifest.engine.file, plugin_file=plugin_file)
     labels, _ = _labels(manifest.outputs[0].shape[-1])

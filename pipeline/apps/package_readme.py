@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from pipeline.core.caveats import random_weights_caveat
-from pipeline.core.variants import FOREIGN
+from pipeline.core.variants import FOREIGN, ImageSize
 from pipeline.store.manifest import Manifest
 
 __all__ = ["triton_readme", "deepstream_readme", "PLAN_NAME", "LABELS_NAME", "README_NAME", "CONTAINER_REPO",
@@ -65,8 +65,12 @@ no tritonserver was started (no GPU on the machine that made it).
 
 
 def _size(manifest: Manifest) -> str:
-    height, width = manifest.img_size
-    return str(height) if height == width else f"{height}x{width}"
+    return str(ImageSize.parse(manifest.img_size))
+
+
+def _tensor(t) -> str:
+    """`` `name` dtype `[N, dims]` `` of a manifest tensor (the batch axis as N)."""
+    return f"`{t.name}` {t.dtype} `[N, {', '.join(str(d) for d in t.shape[1:])}]`"
 
 
 def _labels_line(manifest: Manifest, name: str) -> str:
@@ -79,20 +83,17 @@ def _labels_line(manifest: Manifest, name: str) -> str:
 
 def _outputs_sentence(manifest: Manifest) -> str:
     if manifest.variant == FOREIGN:
-        listed = "; ".join(f"`{t.name}` {t.dtype} `[N, {', '.join(str(d) for d in t.shape[1:])}]`"
-                           for t in manifest.outputs)
+        listed = "; ".join(_tensor(t) for t in manifest.outputs)
         return f"Outputs (your model's, as its graph names them; decoding them is your client's work): {listed}."
     if manifest.task != "features":
         return f"Output `{manifest.outputs[0].name}`: logits (no softmax)."
-    maps = "; ".join(f"`{t.name}` {t.dtype} `[N, {', '.join(str(d) for d in t.shape[1:])}]` (stride {t.stride})"
-                     for t in manifest.outputs)
+    maps = "; ".join(f"{_tensor(t)} (stride {t.stride})" for t in manifest.outputs)
     return f"Outputs (a backbone: NCHW maps after each stage's LayerNorm, for a detector's or segmenter's neck): {maps}."
 
 
 def _inputs_sentence(manifest: Manifest, input_format: str) -> str:
     if manifest.variant == FOREIGN:  # the graph's own preprocessing contract: not ours to state
-        listed = "; ".join(f"`{t.name}` {t.dtype} `[N, {', '.join(str(d) for d in t.shape[1:])}]`"
-                           for t in manifest.inputs)
+        listed = "; ".join(_tensor(t) for t in manifest.inputs)
         return f"Inputs (your model's, preprocessed as your own export expects): {listed}."
     t = manifest.inputs[0]
     return (f"Input `{t.name}`: {t.dtype} `[N, {', '.join(str(d) for d in t.shape[1:])}]`, input format "
