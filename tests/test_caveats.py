@@ -28,7 +28,7 @@ def test_a_runner_says_when_its_results_come_from_random_weights():
 
 
 def test_cpu_fallback_warns_once_per_process(monkeypatch, caplog, tmp_path):
-    monkeypatch.setattr(runners, "_warned_cpu_fallback", [])
+    monkeypatch.setattr(runners, "_warned", set())
     with caplog.at_level(logging.WARNING, logger="pipeline.backends.runners"):
         runners._warn_cpu_fallback_once(tmp_path / "a")
         runners._warn_cpu_fallback_once(tmp_path / "b")

@@ -242,21 +242,24 @@ def open_engine(engine_dir: str | Path, *, device: str = "auto", batch: int = 2,
                            label="onnxruntime CPU stand-in (no GPU: the engine file's integrity was checked, its "
                                  "behaviour was not; the engine itself was not executed)", stand_in=True)
     runner.weights = manifest.weights
-    if runner.caveat and str(engine_dir) not in _warned_random:  # once per folder and process
-        _warned_random.add(str(engine_dir))
-        _logger.warning("%s: %s", engine_dir, runner.caveat)
+    if runner.caveat:  # once per folder and process
+        _warn_once(("random weights", str(engine_dir)), "%s: %s", engine_dir, runner.caveat)
     return runner
 
 
-_warned_cpu_fallback: list[bool] = []
-_warned_random: set[str] = set()
+#: The keys of the warnings this process has given (each is logged once).
+_warned: set = set()
+
+
+def _warn_once(key: object, message: str, *args: object) -> None:
+    if key not in _warned:
+        _warned.add(key)
+        _logger.warning(message, *args)
 
 
 def _warn_cpu_fallback_once(engine_dir: Path) -> None:
-    if not _warned_cpu_fallback:
-        _warned_cpu_fallback.append(True)
-        _logger.warning("no GPU: %s runs as its CPU stand-in (the engine's ONNX in onnxruntime), not as the engine; "
-                        "pass device=\"cpu\" to choose this explicitly", engine_dir)
+    _warn_once("cpu fallback", "no GPU: %s runs as its CPU stand-in (the engine's ONNX in onnxruntime), not as the "
+               "engine; pass device=\"cpu\" to choose this explicitly", engine_dir)
 
 
 def open_runner(artifact: Any, *, batch: int = 2, device: str = "auto") -> BaseRunner:
