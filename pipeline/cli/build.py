@@ -6,16 +6,15 @@ from pipeline.cli.args.build import add_arguments  # noqa: F401  (the options: a
 import logging
 
 import argparse
-import sys
 from pathlib import Path
 from typing import Optional
-from pipeline.backends import rtx_library
 from pipeline.backends import tensorrt as trt_backend
 from pipeline.cli.options import dataclass_from_args
 from pipeline.core.artifact import Precision
 from pipeline.core.errors import BuildError, ConfigError
 from pipeline.store.manifest import Calibration
-from pipeline.plan import rtx_fallback_notice, runs_on
+from pipeline.cli.trt_env import prepare_rtx_build
+from pipeline.plan import runs_on
 from pipeline.stages.build import BuildConfig, EngineLabels, _load_header, _plugin_hint, artifact_info_for_build, build_engine, custom_ops, save_engine_dir
 
 _logger = logging.getLogger("pipeline.cli.build")
@@ -46,10 +45,7 @@ def run(args: argparse.Namespace) -> int:
                                    weights=args.weights)
     calibration = _calibration_record(args, info, args.onnx)
     backend = trt_backend.load_backend(config.backend)
-    if backend.is_rtx:  # the parser's libtensorrt_rtx.so symlink may need LD_LIBRARY_PATH: restart with it
-        rtx_library.reexec_with_rtx_library_path(getattr(sys, "orig_argv", [sys.executable, *sys.argv])[1:])
-        if config.backend == "auto":  # announced before the build (once: after any restart), not only in the manifest
-            print(rtx_fallback_notice(), file=sys.stderr)
+    prepare_rtx_build(backend, config.backend)  # restart for the RTX parser's library; the RTX-only note
     del header
     engine, built = build_engine(args.onnx, config)
     engine_dir = save_engine_dir(

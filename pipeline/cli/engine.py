@@ -3,16 +3,15 @@ from __future__ import annotations
 
 from pipeline.cli.args.engine import add_arguments  # noqa: F401  (the options: a light module)
 
-import sys
 from typing import Any
 
-from pipeline.backends import rtx_library
 from pipeline.backends import tensorrt as trt_backend
 from pipeline.cli.options import dataclass_from_args
 from pipeline.core.caveats import random_weights_caveat
 from pipeline.core.configs import PipelineConfig
 from pipeline.flow import check_config, run_pipeline
-from pipeline.plan import rtx_fallback_notice, runs_on
+from pipeline.cli.trt_env import prepare_rtx_build
+from pipeline.plan import runs_on
 from pipeline.store.manifest import read_manifest
 
 
@@ -31,9 +30,7 @@ def run(args: Any) -> int:
         backend = trt_backend.load_backend(config.backend)
         if backend.is_rtx:
             check_config(config)  # fail on bad settings before restarting
-            rtx_library.reexec_with_rtx_library_path(getattr(sys, "orig_argv", [sys.executable, *sys.argv])[1:])
-            if config.backend == "auto":  # announced before the build starts (once: after any restart)
-                print(rtx_fallback_notice(), file=sys.stderr)
+        prepare_rtx_build(backend, config.backend)
     result = run_pipeline(config)
     for stage, what in result.stages.items():
         print(f"  {stage:<10} {what}")

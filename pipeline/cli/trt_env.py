@@ -8,9 +8,21 @@ import sys
 from typing import Optional, Sequence
 
 from pipeline.backends.gpu import describe_gpu, probe_gpu
-from pipeline.backends.rtx_library import ensure_rtx_parser_library
-from pipeline.backends.tensorrt import BACKEND_CHOICES, cuda_version, load_backend
+from pipeline.backends.rtx_library import ensure_rtx_parser_library, reexec_with_rtx_library_path
+from pipeline.backends.tensorrt import BACKEND_CHOICES, Backend, cuda_version, load_backend
 from pipeline.core.errors import BuildError
+from pipeline.plan import rtx_fallback_notice
+
+
+def prepare_rtx_build(backend: Backend, choice: str) -> None:
+    """Before a build verb builds with TensorRT-RTX: restart with the parser's library folder on LD_LIBRARY_PATH
+    when needed, then (``--backend auto`` only) say that the engine will run on RTX GPUs only. After any restart,
+    so the note is printed once."""
+    if not backend.is_rtx:
+        return
+    reexec_with_rtx_library_path(getattr(sys, "orig_argv", [sys.executable, *sys.argv])[1:])
+    if choice == "auto":
+        print(rtx_fallback_notice(), file=sys.stderr)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
