@@ -17,7 +17,7 @@ from typing import Callable, Optional
 
 from pipeline.core.artifact import ImageSize, InputFormat, Task, WeightsRef
 from pipeline.core.flavours import RTX_DEFAULT_CAPABILITIES
-from pipeline.core.hashing import sha256_file  # noqa: F401  (tests hash records with it)
+from pipeline.core.hashing import sha256_file
 from pipeline.store.io import atomic_path
 from pipeline.store.manifest import Target
 
@@ -85,13 +85,16 @@ def find_reusable(stage: str, key: dict, output: Path) -> Optional[Path]:
     """A sibling engine folder's copy of ``output`` made from the same key (and unmodified since), if any."""
     if stage not in _REUSABLE:
         return None
-    here = output.parent
-    root = here.parent
+    return _first_current(output.parent.parent, stage, key, output.name, skip=output.parent)
+
+
+def _first_current(root: Path, stage: str, key: dict, name: str, skip: Optional[Path] = None) -> Optional[Path]:
+    """The first ``<folder>/<name>`` under ``root`` whose ``stage`` record has ``key`` and whose file is unchanged."""
     if not root.is_dir():
         return None
-    for sibling in sorted(p for p in root.iterdir() if p.is_dir() and p != here):
-        candidate = sibling / output.name
-        record = _records(sibling).get(stage)
+    for folder in sorted(p for p in root.iterdir() if p.is_dir() and p != skip):
+        candidate = folder / name
+        record = _records(folder).get(stage)
         if candidate.is_file() and record and staleness(record, key, candidate) is None:
             return candidate
     return None
@@ -112,15 +115,7 @@ def find_export(engines_root: str | Path, variant: str, img_size: object, weight
                 code: Callable[[str], str] = code_hash) -> Optional[Path]:
     """An up-to-date classifier ``model.onnx`` (normalized input) under ``engines_root`` for bench, if one exists."""
     key = {**export_key(variant, img_size, Task.CLASSIFY, weights, InputFormat.NORMALIZED), "code": code("export")}
-    root = Path(engines_root)
-    if not root.is_dir():
-        return None
-    for folder in sorted(p for p in root.iterdir() if p.is_dir()):
-        candidate = folder / "model.onnx"
-        record = _records(folder).get("export")
-        if candidate.is_file() and record and staleness(record, key, candidate) is None:
-            return candidate
-    return None
+    return _first_current(Path(engines_root), "export", key, "model.onnx")
 
 
 #: GPUs people ask about that a TensorRT-RTX engine does not run on.

@@ -5,7 +5,6 @@ from pipeline.cli.args.info import add_arguments  # noqa: F401  (the options: a 
 
 import argparse
 
-from pipeline.cli.options import add_model_arguments
 from pipeline.model.sgformer import create_model
 
 

@@ -412,7 +412,7 @@ def artifact_info_for_build(header: onnx.ModelProto, source: Path | str, *, vari
     record: Optional[ArtifactInfo] = None
     if meta.get(META_VARIANT) and meta.get(META_VARIANT) != "unknown":
         record = ArtifactInfo.from_metadata(meta, source=str(source), graph_precision=graph_precision)
-        size = None if img_size is None else ImageSize.parse(img_size, "--resolution")
+        size = None if img_size is None else ImageSize.parse(img_size, "--img-size")
         for option, given, recorded in (("--variant", variant, record.variant),
                                         ("--img-size", size, record.img_size)):
             if given is not None and given != recorded:
